@@ -1,0 +1,220 @@
+"""Capture stage: decode cameras into their shared-memory rings and announce each frame.
+
+One process runs several cameras, one thread each (PyAV and OpenCV release the GIL while
+decoding and scaling). Capture never waits for downstream: when the ring or the queue to
+validation is full, the frame is dropped by the camera's policy and counted with why.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+import time
+
+import cv2
+import numpy as np
+import zmq
+
+from zstream.errors import RingError, SourceError, ZStreamError, mask_url
+from zstream.ring import Ring, ring_path
+from zstream.sources import DecodedFrame, open_source
+from zstream.stats import Counters, StatsReporter
+from zstream.topology import Camera, Topology
+from zstream.wire import FrameRef, encode
+
+log = logging.getLogger(__name__)
+STAGE = "capture"
+
+
+class CameraState(enum.Enum):
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    RECONNECTING = "reconnecting"
+    ENDED = "ended"  # a file without `loop` reached its end
+    STOPPED = "stopped"
+
+
+class FpsCap:
+    """Lets through at most `fps` frames per second of stream time (pts, else arrival)."""
+
+    def __init__(self, fps: float | None) -> None:
+        self.interval = 1.0 / fps if fps else 0.0
+        self._next: float | None = None
+
+    def admit(self, pts: float | None) -> bool:
+        if not self.interval:
+            return True
+        now = pts if pts is not None else time.monotonic()
+        if self._next is not None and now < self._next - 1e-6:
+            return False
+        # Schedule from the ideal time, not from `now`, so jitter does not lower the rate;
+        # after a gap (reconnect, loop) start afresh.
+        ideal = (self._next or now) + self.interval
+        self._next = ideal if abs(now - ideal) < 2 * self.interval else now + self.interval
+        return True
+
+
+class CameraThread(threading.Thread):
+    """Runs one camera: open, decode into the ring, announce; reconnect with back-off on errors."""
+
+    def __init__(
+        self,
+        camera: Camera,
+        camera_index: int,
+        topology: Topology,
+        context: zmq.Context,
+        counters: Counters,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(name=f"camera-{camera.id}", daemon=True)
+        self.camera = camera
+        self.topology = topology
+        self.counters = counters
+        self.stop = stop
+        self.state = (CameraState.CONNECTING, "")
+        self._drop_newest = topology.drop_policy_for(camera) == "drop_newest"
+        self._cap = FpsCap(camera.fps)
+        self._ring = Ring.attach(ring_path(topology.run_id, camera.id))
+        self._push = context.socket(zmq.PUSH)
+        self._push.setsockopt(zmq.SNDHWM, topology.capture.queue_depth)
+        self._push.setsockopt(zmq.LINGER, 2000)  # on shutdown, hand queued refs to validation
+        self._push.connect(topology.endpoint(f"validate-{topology.validator_of(camera_index)}"))
+
+    def run(self) -> None:
+        failures = 0
+        try:
+            while not self.stop.is_set():
+                source = open_source(self.camera, self.topology)
+                try:
+                    self._set_state(CameraState.CONNECTING)
+                    source.open()
+                    self._set_state(CameraState.STREAMING)
+                    for frame in source.frames(self.stop):
+                        failures = 0
+                        self._deliver(frame)
+                    if not self.stop.is_set() and self.camera.scheme == "file":
+                        self._set_state(CameraState.ENDED, "end of file")
+                        return
+                except (SourceError, RingError) as exc:
+                    failures += 1
+                    self.counters.add("source_errors", self.camera.id)
+                    self._backoff(failures, str(exc))
+                finally:
+                    self.counters.add("corrupt_packets", self.camera.id, n=_corrupt_count(source))
+                    source.close()
+        except Exception as exc:  # a bug must not take the other cameras of this worker down
+            log.exception("camera %s: capture thread failed", self.camera.id)
+            self._set_state(CameraState.STOPPED, f"internal error: {exc}")
+            return
+        finally:
+            self._push.close()
+            self._ring.close()
+        self._set_state(CameraState.STOPPED)
+
+    def _deliver(self, frame: DecodedFrame) -> None:
+        camera = self.camera.id
+        self.counters.add("decoded", camera)
+        if not self._cap.admit(frame.pts):
+            self.counters.add("skipped", camera, "fps_cap")
+            return
+        width, height = self.camera.resize or (frame.width, frame.height)
+        try:
+            claimed = self._ring.claim(width, height, self._drop_newest)
+        except RingError as exc:
+            self.counters.drop(STAGE, "too_large", camera)
+            self._set_state(CameraState.STREAMING, str(exc))
+            return
+        if claimed is None:
+            self.counters.drop(STAGE, "ring_full", camera)
+            return
+        _fill(claimed.y, frame.y)
+        _fill(claimed.u, frame.u)
+        _fill(claimed.v, frame.v)
+        seq, generation = self._ring.commit(claimed, frame.pts, time.time())
+        ref = FrameRef(camera, seq, claimed.slot, generation, width, height, frame.pts, time.time())
+        try:
+            self._push.send(encode(ref), zmq.NOBLOCK)
+        except zmq.Again:
+            self._ring.release(claimed.slot, generation)
+            self.counters.drop(STAGE, "queue_full", camera)
+            return
+        self.counters.add("captured", camera)
+
+    def _backoff(self, failures: int, reason: str) -> None:
+        capture = self.topology.capture
+        delay = min(capture.reconnect_max_s, capture.reconnect_initial_s * 2 ** (failures - 1))
+        delay *= random.uniform(0.5, 1.0)  # jitter: cameras behind one outage do not retry in step
+        self.counters.add("reconnects", self.camera.id)
+        self._set_state(CameraState.RECONNECTING, f"{reason}; attempt {failures}, retry in {delay:.1f}s")
+        self.stop.wait(delay)
+
+    def _set_state(self, state: CameraState, detail: str = "") -> None:
+        if (state, detail) != self.state:
+            self.state = (state, detail)
+            level = logging.WARNING if state is CameraState.RECONNECTING else logging.INFO
+            log.log(
+                level,
+                "camera %s (%s): %s%s",
+                self.camera.id,
+                mask_url(self.camera.url),
+                state.value,
+                f": {detail}" if detail else "",
+            )
+
+
+def _fill(destination: np.ndarray, source: np.ndarray) -> None:
+    """Copy a plane into the ring, scaling it on the way when capture resizes."""
+    if destination.shape == source.shape:
+        np.copyto(destination, source)
+    else:
+        cv2.resize(
+            source,
+            (destination.shape[1], destination.shape[0]),
+            dst=destination,
+            interpolation=cv2.INTER_AREA,
+        )
+
+
+def _corrupt_count(source: object) -> int:
+    corrupt = getattr(source, "corrupt_packets", None)
+    if not corrupt:
+        return 0
+    count, corrupt[0] = corrupt[0], 0
+    return count
+
+
+def run(topology: Topology, index: int, stop: threading.Event) -> None:
+    """Body of capture worker `index`: its cameras until `stop`, then a final report."""
+    context = zmq.Context.instance()
+    counters = Counters()
+    reporter = StatsReporter(
+        context,
+        topology.endpoint("stats"),
+        f"capture-{index}",
+        counters,
+        topology.supervisor.stats_interval_s,
+    )
+    threads = []
+    for camera_index, camera in enumerate(topology.cameras):
+        if topology.capture_worker_of(camera_index) != index:
+            continue
+        try:
+            thread = CameraThread(camera, camera_index, topology, context, counters, stop)
+        except ZStreamError as exc:
+            log.error("camera %s: cannot start: %s", camera.id, exc)
+            continue
+        thread.start()
+        threads.append(thread)
+
+    def states() -> dict[str, tuple[str, str]]:
+        return {t.camera.id: (t.state[0].value, t.state[1]) for t in threads}
+
+    while not stop.wait(0.2):
+        reporter.maybe_send(states())
+    deadline = time.monotonic() + 3.0
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    reporter.send(states())
+    reporter.close()

@@ -1,0 +1,60 @@
+"""The one interface every camera protocol implements.
+
+A source turns a URL into decoded I420 frames. It knows nothing of rings, sockets or
+drop policies: the capture worker owns those. Keeping the interface this narrow is what
+lets one capture loop serve files, RTSP and the synthetic generator alike.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedFrame:
+    """One decoded picture in planar I420 (yuv420p).
+
+    The planes may be views into the decoder's own buffers (with row padding), valid
+    only until the source produces its next frame: the capture worker copies them into
+    shared memory at once, which is the only copy of the pixels on the way in.
+    """
+
+    width: int
+    height: int
+    y: np.ndarray  # (height, width) uint8, may be a strided view
+    u: np.ndarray  # (ceil(height/2), ceil(width/2)) uint8
+    v: np.ndarray  # (ceil(height/2), ceil(width/2)) uint8
+    pts: float | None  # presentation time in seconds, None when the stream has none
+
+
+class FrameSource(Protocol):
+    """A camera stream. One instance per camera, used from one thread."""
+
+    def open(self) -> None:
+        """Connect or open the stream; raises SourceError with a masked URL on failure."""
+
+    def frames(self, stop: threading.Event) -> Iterator[DecodedFrame]:
+        """Yield frames until end of stream, an error (SourceError), or `stop` is set.
+
+        Pacing (real-time playback of files, the synthetic frame rate) happens here, and
+        any wait must return promptly once `stop` is set.
+        """
+
+    def close(self) -> None:
+        """Release the stream; safe to call twice and after a failed open."""
+
+
+def chroma_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) of each I420 chroma plane; odd sizes round up as FFmpeg does."""
+    return (width + 1) // 2, (height + 1) // 2
+
+
+def i420_size(width: int, height: int) -> int:
+    """Bytes of one I420 frame of this size."""
+    cw, ch = chroma_size(width, height)
+    return width * height + 2 * cw * ch

@@ -1,0 +1,74 @@
+"""Local video files (mp4, mkv, ts, ...): played once or looped, as fast as decoded or in real time.
+
+Real-time pacing follows the stream's own timestamps, so a file stands in for a live
+camera in tests and benchmarks; pts stays monotonic across loops.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import av.error
+
+from zstream.errors import SourceError
+from zstream.sources.base import DecodedFrame
+from zstream.sources.pyav_decode import decode_packets, open_container, to_decoded, video_stream
+
+
+class FileSource:
+    def __init__(
+        self, path: str, *, loop: bool = False, realtime: bool = True, decoder_threads: int = 1
+    ) -> None:
+        self.path = path
+        self.loop = loop
+        self.realtime = realtime
+        self.decoder_threads = decoder_threads
+        self.corrupt_packets = [0]
+        self._container: Any = None
+
+    def open(self) -> None:
+        self.close()
+        self._container = open_container(self.path, {}, open_timeout_s=10, read_timeout_s=10)
+        self._stream = video_stream(self._container, self.path, self.decoder_threads)
+
+    def frames(self, stop: threading.Event) -> Iterator[DecodedFrame]:
+        if self._container is None:
+            raise SourceError(f"{self.path}: frames() before open()")
+        offset = 0.0  # added to the file's pts on each further loop, so pts keeps increasing
+        clock: tuple[float, float] | None = None  # (monotonic time, pts) of the first frame shown
+        while not stop.is_set():
+            first = last = None
+            for frame in decode_packets(self._container, self._stream, self.path, self.corrupt_packets):
+                pts = None if frame.time is None else frame.time + offset
+                if pts is not None:
+                    first = pts if first is None else first
+                    last = pts
+                    if self.realtime:
+                        clock = clock or (time.monotonic(), pts)
+                        if stop.wait(max(0.0, clock[0] + (pts - clock[1]) - time.monotonic())):
+                            return
+                if stop.is_set():
+                    return
+                yield to_decoded(frame, pts)
+            if not self.loop or first is None or last is None:
+                return
+            offset += last - first + self._frame_duration()
+            self._rewind()
+
+    def _frame_duration(self) -> float:
+        rate = self._stream.average_rate or self._stream.guessed_rate
+        return 1.0 / float(rate) if rate else 0.04
+
+    def _rewind(self) -> None:
+        try:
+            self._container.seek(0)
+        except (av.error.FFmpegError, OSError):  # not seekable: reopen instead
+            self.open()
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None

@@ -1,0 +1,73 @@
+"""Demuxing and decoding with PyAV, shared by the protocols FFmpeg opens for us (file, RTSP).
+
+Frames stay in the decoder's planar format: the planes handed on are views into
+PyAV's buffers, so the only copy is the capture worker's copy into shared memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import av
+import av.error
+import numpy as np
+
+from zstream.errors import SourceError, mask_url
+from zstream.sources.base import DecodedFrame
+
+log = logging.getLogger(__name__)
+
+# Layouts that are byte-for-byte I420; yuvj420p differs only in its (full) colour range.
+I420_FORMATS = frozenset({"yuv420p", "yuvj420p"})
+
+
+def open_container(url: str, options: dict[str, str], open_timeout_s: float, read_timeout_s: float) -> Any:
+    """av.open with timeouts, converting FFmpeg's errors into SourceError with the URL masked."""
+    try:
+        return av.open(url, options=options, timeout=(open_timeout_s, read_timeout_s))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise SourceError(f"cannot open {mask_url(url)}: {_describe(exc)}") from exc
+
+
+def video_stream(container: Any, url: str, decoder_threads: int) -> Any:
+    if not container.streams.video:
+        raise SourceError(f"{mask_url(url)} has no video stream")
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = decoder_threads
+    return stream
+
+
+def decode_packets(container: Any, stream: Any, url: str, corrupt: list[int]) -> Iterator[Any]:
+    """Yield av.VideoFrame until end of stream; a packet that fails to decode is skipped
+    and counted in corrupt[0] instead of ending the stream."""
+    try:
+        for packet in container.demux(stream):
+            try:
+                yield from packet.decode()
+            except av.error.InvalidDataError:
+                corrupt[0] += 1
+    except (av.error.FFmpegError, OSError) as exc:
+        raise SourceError(f"reading {mask_url(url)} failed: {_describe(exc)}") from exc
+
+
+def to_decoded(frame: Any, pts: float | None) -> DecodedFrame:
+    """Plane views of an av.VideoFrame (converted to I420 first only if it is not already)."""
+    if frame.format.name not in I420_FORMATS:
+        frame = frame.reformat(format="yuv420p")
+    y, u, v = (_plane_view(plane) for plane in frame.planes[:3])
+    return DecodedFrame(frame.width, frame.height, y, u, v, pts)
+
+
+def _plane_view(plane: Any) -> np.ndarray:
+    rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    return rows[:, : plane.width]
+
+
+def _describe(exc: BaseException) -> str:
+    """FFmpeg's message without the URL it sometimes appends (which may hold a password)."""
+    if isinstance(exc, av.error.FFmpegError):
+        return exc.strerror or type(exc).__name__
+    return str(exc)

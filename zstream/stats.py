@@ -1,0 +1,117 @@
+"""Counters: how every frame's fate becomes visible.
+
+Each worker counts what happened to frames (captured, validated, written, dropped with a
+reason) and reports its cumulative counters to the supervisor, which adds them up across
+processes and across restarts. The key of a counter is (metric, camera, reason), with ""
+where a label does not apply; drops use metric "dropped" and reason "stage:why".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import zmq
+
+from zstream.wire import WorkerStats, encode
+
+CounterKey = tuple[str, str, str]
+
+
+class Counters:
+    """Thread-safe cumulative counts (capture workers count from one thread per camera)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[CounterKey, int] = defaultdict(int)
+
+    def add(self, metric: str, camera: str = "", reason: str = "", n: int = 1) -> None:
+        with self._lock:
+            self._counts[(metric, camera, reason)] += n
+
+    def drop(self, stage: str, reason: str, camera: str = "", n: int = 1) -> None:
+        self.add("dropped", camera, f"{stage}:{reason}", n)
+
+    def snapshot(self) -> dict[CounterKey, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+class StatsReporter:
+    """Sends a worker's counters (and camera states) to the supervisor every interval.
+
+    PUSH with a small high-water mark and no blocking: a supervisor that is busy or gone
+    must never stall a worker; a skipped report is superseded by the next cumulative one.
+    """
+
+    def __init__(
+        self, context: zmq.Context, endpoint: str, worker: str, counters: Counters, interval_s: float
+    ) -> None:
+        self.worker = worker
+        self.counters = counters
+        self.interval_s = interval_s
+        self._socket = context.socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.SNDHWM, 4)
+        self._socket.setsockopt(zmq.LINGER, 500)
+        self._socket.connect(endpoint)
+        self._next = 0.0
+
+    def maybe_send(self, states: dict[str, tuple[str, str]] | None = None) -> None:
+        now = time.monotonic()
+        if now >= self._next:
+            self.send(states)
+            self._next = now + self.interval_s
+
+    def send(self, states: dict[str, tuple[str, str]] | None = None) -> None:
+        report = WorkerStats(self.worker, os.getpid(), self.counters.snapshot(), states or {})
+        with contextlib.suppress(zmq.Again):  # superseded by the next cumulative report
+            self._socket.send(encode(report), zmq.NOBLOCK)
+
+    def close(self) -> None:
+        self._socket.close()
+
+
+@dataclass
+class StatsBoard:
+    """The supervisor's view: the last report of every worker process that ever ran.
+
+    Reports are cumulative per process, so the totals are the sum of each process's last
+    report, plus what the supervisor counts itself. Keeping ended processes' reports (a few
+    per restart) is what makes the totals survive restarts without double counting a final
+    report that arrives after its process was reaped.
+    """
+
+    reports: dict[tuple[str, int], WorkerStats] = field(default_factory=dict)
+    own: dict[CounterKey, int] = field(default_factory=lambda: defaultdict(int))
+    states: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def update(self, report: WorkerStats) -> None:
+        self.reports[(report.worker, report.pid)] = report
+        self.states.update(report.states)
+
+    def count(self, metric: str, camera: str = "", reason: str = "", n: int = 1) -> None:
+        self.own[(metric, camera, reason)] += n
+
+    def totals(self) -> dict[CounterKey, int]:
+        totals: dict[CounterKey, int] = defaultdict(int, self.own)
+        for report in self.reports.values():
+            for key, value in report.counters.items():
+                totals[key] += value
+        return dict(totals)
+
+
+def total(counts: dict[CounterKey, int], metric: str, camera: str | None = None) -> int:
+    """Sum of a metric over reasons (and cameras, unless one is named)."""
+    return sum(n for (m, c, _), n in counts.items() if m == metric and (camera is None or c == camera))
+
+
+def by_reason(counts: dict[CounterKey, int], metric: str, camera: str | None = None) -> dict[str, int]:
+    reasons: dict[str, int] = defaultdict(int)
+    for (m, c, r), n in counts.items():
+        if m == metric and (camera is None or c == camera):
+            reasons[r] += n
+    return dict(reasons)

@@ -1,0 +1,371 @@
+"""`zstream up`: start every stage's workers, keep them running, and stop them in order.
+
+The supervisor owns what must outlive any one worker: the run directory (locked, so two
+pipelines never share it), the shared-memory rings, and the sum of every worker's
+counters. One periodic tick reaps dead workers, restarts them after an exponential,
+jittered back-off, and collects their reports. On SIGINT/SIGTERM it drains stage by
+stage, capture first, so frames already captured still reach Redis; a second signal
+skips the drain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import fcntl
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import zmq
+
+from zstream import preflight
+from zstream.errors import PreflightError, RingError, WireError
+from zstream.ring import Ring, ring_path, ring_paths_of_run
+from zstream.sources.base import i420_size
+from zstream.stats import StatsBoard, by_reason, total
+from zstream.topology import Topology
+from zstream.wire import WorkerStats, decode
+from zstream.worker import TOPOLOGY_FILE
+
+log = logging.getLogger(__name__)
+STAGES = ("batch", "validate", "capture")  # start order; drain order is the reverse
+DRAIN_SHARE = {"capture": 0.25, "validate": 0.25, "batch": 0.5}  # of shutdown_timeout_s
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Exponential back-off with jitter; a worker that ran `stable_after_s` starts over."""
+
+    initial_s: float
+    max_s: float
+    stable_after_s: float = 10.0
+
+    def delay(self, failures: int) -> float:
+        base = min(self.max_s, self.initial_s * 2 ** max(0, failures - 1))
+        return base * random.uniform(0.5, 1.0)
+
+
+class WorkerState(enum.Enum):
+    RUNNING = "running"
+    BACKOFF = "backoff"  # died; waiting to be restarted
+    STOPPED = "stopped"
+
+
+@dataclass
+class Worker:
+    stage: str
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restarts: int = 0
+    failures: int = 0
+    restart_at: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.stage}-{self.index}"
+
+    @property
+    def state(self) -> WorkerState:
+        if self.process is not None:
+            return WorkerState.RUNNING
+        return WorkerState.BACKOFF if self.restart_at else WorkerState.STOPPED
+
+
+class RunDir:
+    """The run directory: a lock held for the pipeline's life, and cleanup of what a crashed
+    run left behind (socket files, rings of this run id)."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        self.path = Path(topology.run_dir)
+        self._lock: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = open(self.path / "supervisor.lock", "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "?"
+            lock.close()
+            raise PreflightError(
+                f"another `zstream up` (pid {owner}) is running with run_dir {self.path}"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock = lock
+        self.remove_leftovers()
+
+    def remove_leftovers(self) -> None:
+        for path in [*self.path.glob("*.sock"), self.path / TOPOLOGY_FILE, self.path / "status.json"]:
+            path.unlink(missing_ok=True)
+        for path in ring_paths_of_run(self.topology.run_id):
+            log.warning("removing shared memory left by an earlier run: %s", path)
+            path.unlink(missing_ok=True)
+
+    def release(self) -> None:
+        self.remove_leftovers()
+        if self._lock is not None:
+            (self.path / "supervisor.lock").unlink(missing_ok=True)
+            self._lock.close()
+            self._lock = None
+        with contextlib.suppress(OSError):  # not empty: someone else's files; leave them
+            self.path.rmdir()
+
+
+class Supervisor:
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        settings = topology.supervisor
+        self.policy = RestartPolicy(settings.restart_initial_s, settings.restart_max_s)
+        self.board = StatsBoard()
+        self.workers = [Worker("batch", 0)]
+        self.workers += [Worker("validate", i) for i in range(topology.validation.workers)]
+        self.workers += [Worker("capture", i) for i in range(topology.capture.workers)]
+        self.run_dir = RunDir(topology)
+        self.rings: list[Ring] = []
+        self.signals = 0
+        self._next_log = 0.0
+        self._next_status = 0.0
+        self._started = time.monotonic()
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until signalled; returns the exit status. Raises PreflightError before starting."""
+        self.run_dir.acquire()
+        context = zmq.Context.instance()
+        stats = None
+        try:
+            preflight.check_shared_memory(self.topology)
+            preflight.check_redis(self.topology)
+            self._create_rings()
+            (self.run_dir.path / TOPOLOGY_FILE).write_text(self.topology.model_dump_json())
+            stats = context.socket(zmq.PULL)
+            stats.bind(self.topology.endpoint("stats"))
+            self._install_signal_handlers()
+            for worker in self.workers:
+                self._start(worker)
+            log.info(
+                "pipeline up: %d cameras, %d capture, %d validation, 1 batch worker; Ctrl-C to stop",
+                len(self.topology.cameras),
+                self.topology.capture.workers,
+                self.topology.validation.workers,
+            )
+            while not self.signals:
+                self._tick(stats)
+            self._drain(stats)
+            return 0
+        finally:
+            self._kill_all()
+            if stats is not None:
+                stats.close(linger=0)
+            for ring in self.rings:
+                ring.close()
+                ring.unlink()
+            self.run_dir.release()
+            self._log_summary(final=True)
+
+    def _create_rings(self) -> None:
+        topology = self.topology
+        for camera in topology.cameras:
+            width, height = topology.frame_capacity(camera)
+            try:
+                ring = Ring.create(
+                    ring_path(topology.run_id, camera.id),
+                    topology.ring_slots_for(camera),
+                    i420_size(width, height),
+                )
+            except RingError as exc:
+                raise PreflightError(f"camera {camera.id}: {exc}") from exc
+            self.rings.append(ring)
+
+    def _install_signal_handlers(self) -> None:
+        def on_signal(signum: int, _frame: object) -> None:
+            self.signals += 1
+            if self.signals == 1:
+                log.info("%s: draining (again to stop at once)", signal.Signals(signum).name)
+            else:
+                log.warning("second signal: stopping without draining")
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+
+    # ---- workers --------------------------------------------------------------------------
+
+    def _start(self, worker: Worker) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "zstream.worker",
+            worker.stage,
+            str(worker.index),
+            self.topology.run_dir,
+            str(os.getpid()),
+        ]
+        worker.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        worker.started = time.monotonic()
+        worker.restart_at = 0.0
+        log.debug("started %s (pid %d)", worker.name, worker.process.pid)
+
+    def _reap(self, worker: Worker, now: float) -> None:
+        assert worker.process is not None
+        code = worker.process.returncode
+        pid = worker.process.pid
+        worker.process = None
+        if now - worker.started >= self.policy.stable_after_s:
+            worker.failures = 0
+        worker.failures += 1
+        worker.restarts += 1
+        delay = self.policy.delay(worker.failures)
+        worker.restart_at = now + delay
+        self.board.count("worker_restarts", reason=worker.name)
+        log.warning(
+            "%s (pid %d) exited %s; restart #%d in %.1fs",
+            worker.name,
+            pid,
+            _describe_exit(code),
+            worker.restarts,
+            delay,
+        )
+
+    def _tick(self, stats: zmq.Socket) -> None:
+        self._receive_stats(stats, timeout_ms=100)
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.process is not None and worker.process.poll() is not None:
+                self._reap(worker, now)
+            elif worker.process is None and worker.restart_at and now >= worker.restart_at:
+                self._start(worker)
+        if now >= self._next_status:
+            self._write_status()
+            self._next_status = now + self.topology.supervisor.stats_interval_s
+        if now >= self._next_log:
+            if self._next_log:
+                self._log_summary()
+            self._next_log = now + self.topology.supervisor.log_interval_s
+
+    def _receive_stats(self, stats: zmq.Socket, timeout_ms: int) -> None:
+        if not stats.poll(timeout_ms):
+            return
+        while True:
+            try:
+                data = stats.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                report = decode(data, WorkerStats)
+            except WireError as exc:
+                self.board.count("dropped", reason="supervisor:bad_message")
+                log.warning("rejected a stats message: %s", exc)
+                continue
+            assert isinstance(report, WorkerStats)
+            self.board.update(report)
+
+    def _drain(self, stats: zmq.Socket) -> None:
+        """Stop stages upstream first, each within its share of the shutdown timeout."""
+        timeout = self.topology.supervisor.shutdown_timeout_s
+        for stage in reversed(STAGES):
+            workers = [w for w in self.workers if w.stage == stage]
+            for worker in workers:
+                worker.restart_at = 0.0
+                if worker.process is not None and self.signals < 2:
+                    worker.process.terminate()
+            deadline = time.monotonic() + timeout * DRAIN_SHARE[stage]
+            while self.signals < 2 and time.monotonic() < deadline:
+                if all(w.process is None or w.process.poll() is not None for w in workers):
+                    break
+                self._receive_stats(stats, timeout_ms=50)
+            for worker in workers:
+                if worker.process is not None and worker.process.poll() is None:
+                    log.error("%s did not stop in time; killing it", worker.name)
+                    self.board.count("drain_timeouts", reason=worker.name)
+                    worker.process.kill()
+        self._kill_all()
+        self._receive_stats(stats, timeout_ms=200)  # the last reports, sent just before exit
+        self._receive_stats(stats, timeout_ms=0)
+
+    def _kill_all(self) -> None:
+        for worker in self.workers:
+            if worker.process is None:
+                continue
+            if worker.process.poll() is None:
+                worker.process.kill()
+            worker.process.wait()
+            worker.process = None
+            worker.restart_at = 0.0
+
+    # ---- what operators see ------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        counts = self.board.totals()
+        cameras = {}
+        for camera in self.topology.cameras:
+            state, detail = self.board.states.get(camera.id, ("starting", ""))
+            cameras[camera.id] = {
+                "state": state,
+                "detail": detail,
+                **{m: total(counts, m, camera.id) for m in ("decoded", "captured", "validated", "written")},
+                "failed": by_reason(counts, "failed", camera.id),
+                "dropped": by_reason(counts, "dropped", camera.id),
+            }
+        workers = {
+            w.name: {
+                "state": w.state.value,
+                "pid": w.process.pid if w.process else None,
+                "restarts": w.restarts,
+            }
+            for w in self.workers
+        }
+        return {
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "cameras": cameras,
+            "workers": workers,
+            "dropped": by_reason(counts, "dropped"),
+            "batches_written": total(counts, "batches_written"),
+        }
+
+    def _write_status(self) -> None:
+        path = self.run_dir.path / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status(), indent=1))
+        tmp.replace(path)
+
+    def _log_summary(self, final: bool = False) -> None:
+        counts = self.board.totals()
+        streaming = sum(1 for state, _ in self.board.states.values() if state == "streaming")
+        dropped = by_reason(counts, "dropped")
+        drops = ", ".join(f"{reason} {n}" for reason, n in sorted(dropped.items())) or "none"
+        log.info(
+            "%scameras streaming %d/%d · captured %d · validated %d (failed QC %d) · written %d in %d "
+            "batches · dropped %s · restarts %d",
+            "final: " if final else "",
+            streaming,
+            len(self.topology.cameras),
+            total(counts, "captured"),
+            total(counts, "validated"),
+            total(counts, "qc_written"),
+            total(counts, "written"),
+            total(counts, "batches_written"),
+            drops,
+            sum(w.restarts for w in self.workers),
+        )
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        return f"on signal {signal.Signals(-code).name}"
+    return f"with code {code}"

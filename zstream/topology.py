@@ -1,0 +1,345 @@
+"""The topology file: schema, defaults and validation.
+
+One TOML file describes a whole pipeline. Every model forbids unknown keys, and loading
+reports every problem at once, each with its key path (`cameras[3].fps: ...`), so an
+operator fixes a file in one pass instead of one error per restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from zstream.errors import SourceError, TopologyError, mask_url
+from zstream.quality import Thresholds
+from zstream.sources.base import i420_size
+
+# sun_path of a Unix socket holds 107 bytes; our longest socket name is "validate-NN.sock".
+MAX_RUN_DIR_LENGTH = 80
+CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+SOURCE_SCHEMES = ("synthetic", "rtsp", "file")
+
+
+def _parse_size(value: Any) -> Any:
+    """Accept "1280x720" or [1280, 720]; anything else is left for pydantic to reject."""
+    if isinstance(value, str):
+        width, sep, height = value.lower().partition("x")
+        if not sep or not width.isdigit() or not height.isdigit():
+            raise ValueError(f"expected WIDTHxHEIGHT such as 1280x720, got {value!r}")
+        return (int(width), int(height))
+    return value
+
+
+def _check_size(value: tuple[int, int]) -> tuple[int, int]:
+    width, height = value
+    if not (16 <= width <= 7680 and 16 <= height <= 4320):
+        raise ValueError(f"must be between 16x16 and 7680x4320, got {width}x{height}")
+    return value
+
+
+Size = Annotated[tuple[int, int], BeforeValidator(_parse_size)]
+DropPolicy = Literal["drop_oldest", "drop_newest"]
+
+
+class Strict(BaseModel):
+    """Base of every section: unknown keys are errors, values are immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(Strict):
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL")
+    stream: str = Field("zstream:frames", min_length=1, description="stream of validated batches")
+    qc_stream: str = Field("zstream:qc", min_length=1, description="stream of frames that failed QC")
+    maxlen: int = Field(1000, gt=0, description="approximate MAXLEN of the batch stream, in entries")
+    qc_maxlen: int = Field(10000, gt=0, description="approximate MAXLEN of the QC stream")
+    connect_timeout_s: float = Field(2.0, gt=0, le=60)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, url: str) -> str:
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"must start with redis://, rediss:// or unix://, got {mask_url(url)!r}")
+        return url
+
+
+class CaptureSettings(Strict):
+    workers: int = Field(1, ge=1, le=64, description="capture processes; cameras are spread over them")
+    ring_slots: int = Field(8, ge=2, le=1024, description="frames each camera's shared-memory ring holds")
+    drop_policy: DropPolicy = Field(
+        "drop_oldest",
+        description="when downstream lags: overwrite the oldest frame, or drop the new one",
+    )
+    queue_depth: int = Field(16, ge=1, le=10000, description="ZeroMQ high-water mark per camera")
+    decoder_threads: int = Field(1, ge=0, le=32, description="PyAV decoder threads per camera, 0 = auto")
+    max_size: Size = Field((1920, 1080), description="largest frame a ring slot holds when not resizing")
+    open_timeout_s: float = Field(10.0, gt=0, le=300)
+    read_timeout_s: float = Field(10.0, gt=0, le=300)
+    reconnect_initial_s: float = Field(1.0, gt=0, le=600)
+    reconnect_max_s: float = Field(30.0, gt=0, le=3600)
+
+    @field_validator("max_size")
+    @classmethod
+    def _max_size(cls, value: tuple[int, int]) -> tuple[int, int]:
+        return _check_size(value)
+
+
+class ValidationSettings(Strict):
+    workers: int = Field(1, ge=1, le=64, description="validation processes; each camera sticks to one")
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+
+class BatcherSettings(Strict):
+    batch_size: int = Field(8, ge=1, le=1024, description="frames per Redis entry at most")
+    batch_timeout_ms: int = Field(200, ge=1, le=60000, description="flush a partial batch this old")
+    encoding: Literal["jpeg", "raw"] = Field("jpeg", description="how pixels are stored in Redis")
+    pixel_format: Literal["yuv420p", "bgr24", "rgb24"] = Field(
+        "yuv420p", description="layout of raw pixels; yuv420p is bit-identical to what was decoded"
+    )
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    max_pending_batches: int = Field(64, ge=1, le=100000, description="batches held while Redis is down")
+
+
+class SupervisorSettings(Strict):
+    shutdown_timeout_s: float = Field(20.0, gt=0, le=600, description="bound on a graceful drain")
+    restart_initial_s: float = Field(0.5, gt=0, le=600, description="first restart delay of a worker")
+    restart_max_s: float = Field(30.0, gt=0, le=3600, description="cap of the restart back-off")
+    stats_interval_s: float = Field(1.0, gt=0, le=60, description="how often workers report counters")
+    log_interval_s: float = Field(10.0, gt=0, le=3600, description="how often the summary is logged")
+
+
+class Camera(Strict):
+    id: str = Field(pattern=CAMERA_ID_PATTERN, description="unique; letters, digits, _ . -")
+    url: str = Field(min_length=1, description="synthetic://, rtsp://, file:// or a file path")
+    fps: float | None = Field(None, gt=0, le=240, description="cap on delivered frames per second")
+    resize: Size | None = Field(None, description="scale every frame to WIDTHxHEIGHT at capture")
+    max_size: Size | None = Field(None, description="overrides capture.max_size for this camera")
+    loop: bool = Field(False, description="files: start again at the end")
+    realtime: bool = Field(True, description="files: pace to the stream's frame rate")
+    ring_slots: int | None = Field(None, ge=2, le=1024)
+    drop_policy: DropPolicy | None = None
+    decoder_threads: int | None = Field(None, ge=0, le=32)
+    thresholds: dict[str, float] = Field(default_factory=dict, description="overrides of validation")
+
+    @field_validator("resize", "max_size")
+    @classmethod
+    def _sizes(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        return None if value is None else _check_size(value)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(Thresholds.model_fields))
+        if unknown:
+            raise ValueError(f"unknown threshold(s) {unknown}; known: {sorted(Thresholds.model_fields)}")
+        Thresholds(**value)
+        return value
+
+    @property
+    def scheme(self) -> str:
+        return source_scheme(self.url)
+
+
+class Topology(Strict):
+    run_dir: str = Field("/tmp/zstream", description="sockets, lock and status files of this pipeline")
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    capture: CaptureSettings = Field(default_factory=CaptureSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    batcher: BatcherSettings = Field(default_factory=BatcherSettings)
+    supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+    cameras: list[Camera] = Field(min_length=1)
+
+    # What the workers derive from the topology lives here, so every process agrees.
+
+    @property
+    def run_id(self) -> str:
+        """Short stable id of the run dir: names this pipeline's shared memory."""
+        return hashlib.sha1(os.path.realpath(self.run_dir).encode()).hexdigest()[:10]
+
+    def camera(self, camera_id: str) -> Camera:
+        for camera in self.cameras:
+            if camera.id == camera_id:
+                return camera
+        raise KeyError(camera_id)
+
+    def thresholds_for(self, camera: Camera) -> Thresholds:
+        return self.validation.thresholds.model_copy(update=camera.thresholds)
+
+    def ring_slots_for(self, camera: Camera) -> int:
+        return camera.ring_slots or self.capture.ring_slots
+
+    def drop_policy_for(self, camera: Camera) -> DropPolicy:
+        return camera.drop_policy or self.capture.drop_policy
+
+    def decoder_threads_for(self, camera: Camera) -> int:
+        return self.capture.decoder_threads if camera.decoder_threads is None else camera.decoder_threads
+
+    def frame_capacity(self, camera: Camera) -> tuple[int, int]:
+        """Largest frame the camera's ring must hold: the resize target, else its max size."""
+        if camera.resize:
+            return camera.resize
+        if camera.max_size:
+            return camera.max_size
+        if camera.scheme == "synthetic":
+            from zstream.sources.synthetic import parse_synthetic_url
+
+            spec = parse_synthetic_url(camera.url, camera.id)
+            return (spec.width, spec.height)
+        return self.capture.max_size
+
+    def ring_bytes(self, camera: Camera) -> int:
+        from zstream.ring import ring_segment_size
+
+        width, height = self.frame_capacity(camera)
+        return ring_segment_size(self.ring_slots_for(camera), i420_size(width, height))
+
+    def endpoint(self, name: str) -> str:
+        """ZeroMQ address of a socket in the run dir: "stats", "batch" or "validate-N"."""
+        return f"ipc://{self.socket_path(name)}"
+
+    def socket_path(self, name: str) -> Path:
+        return Path(self.run_dir) / f"{name}.sock"
+
+    def capture_worker_of(self, camera_index: int) -> int:
+        return camera_index % self.capture.workers
+
+    def validator_of(self, camera_index: int) -> int:
+        """Each camera sticks to one validation worker: keeps its order and its per-camera state."""
+        return camera_index % self.validation.workers
+
+
+def source_scheme(url: str) -> str:
+    """'synthetic', 'rtsp', 'file', or the unknown scheme as written."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and url[1:3] in (":\\", ":/")):
+        return "file"
+    if scheme == "rtsps":
+        return "rtsp"
+    return scheme
+
+
+def file_path(url: str) -> str:
+    return urlsplit(url).path if url.lower().startswith("file://") else url
+
+
+def load_topology(path: str | os.PathLike[str]) -> Topology:
+    """Read and validate a topology file; raises TopologyError listing every problem."""
+    source = Path(path)
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise TopologyError([f"{source}: file not found"]) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TopologyError([f"{source}: cannot read: {exc}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError([f"{source}: not valid TOML: {exc}"]) from exc
+    return parse_topology(raw, base_dir=source.resolve().parent)
+
+
+def parse_topology(raw: dict[str, Any], base_dir: Path) -> Topology:
+    """Validate already-parsed TOML; relative paths are resolved against `base_dir`."""
+    problems = _duplicate_camera_ids(raw)
+    try:
+        topology = Topology.model_validate(raw)
+    except ValidationError as exc:
+        problems.extend(_format_error(error) for error in exc.errors())
+        raise TopologyError(problems) from None
+    topology = _resolve_paths(topology, base_dir)
+    problems.extend(_semantic_problems(topology))
+    if problems:
+        raise TopologyError(problems)
+    return topology
+
+
+def key_path(loc: tuple[Any, ...]) -> str:
+    """('cameras', 3, 'fps') -> 'cameras[3].fps'."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _format_error(error: dict[str, Any]) -> str:
+    loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{key_path(loc)}: unknown key"
+    if kind == "missing":
+        return f"{key_path(loc)}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    message = message[0].lower() + message[1:]
+    if "got" in message or kind.startswith("value_error"):
+        return f"{key_path(loc)}: {message}"
+    value = error.get("input")
+    shown = mask_url(value) if isinstance(value, str) and "://" in value else repr(value)
+    return f"{key_path(loc)}: {message}, got {shown}"
+
+
+def _duplicate_camera_ids(raw: dict[str, Any]) -> list[str]:
+    cameras = raw.get("cameras")
+    if not isinstance(cameras, list):
+        return []
+    seen: dict[str, int] = {}
+    problems = []
+    for index, camera in enumerate(cameras):
+        camera_id = camera.get("id") if isinstance(camera, dict) else None
+        if not isinstance(camera_id, str):
+            continue
+        if camera_id in seen:
+            problems.append(
+                f"cameras[{index}].id: duplicate id {camera_id!r} (also cameras[{seen[camera_id]}])"
+            )
+        else:
+            seen[camera_id] = index
+    return problems
+
+
+def _resolve_paths(topology: Topology, base_dir: Path) -> Topology:
+    """Make run_dir and file cameras absolute, so workers need not know where the file was."""
+    cameras = []
+    for camera in topology.cameras:
+        if camera.scheme == "file":
+            path = Path(file_path(camera.url)).expanduser()
+            camera = camera.model_copy(update={"url": str(path if path.is_absolute() else base_dir / path)})
+        cameras.append(camera)
+    run_dir = Path(topology.run_dir).expanduser()
+    run_dir = run_dir if run_dir.is_absolute() else base_dir / run_dir
+    return topology.model_copy(update={"cameras": cameras, "run_dir": os.path.normpath(run_dir)})
+
+
+def _semantic_problems(topology: Topology) -> list[str]:
+    problems = []
+    if len(topology.run_dir) > MAX_RUN_DIR_LENGTH:
+        problems.append(
+            f"run_dir: {len(topology.run_dir)} characters is too long for Unix socket paths "
+            f"(at most {MAX_RUN_DIR_LENGTH}), got {topology.run_dir!r}"
+        )
+    for index, camera in enumerate(topology.cameras):
+        problem = _camera_url_problem(camera)
+        if problem:
+            problems.append(f"cameras[{index}].url: {problem}")
+    return problems
+
+
+def _camera_url_problem(camera: Camera) -> str | None:
+    scheme = camera.scheme
+    if scheme not in SOURCE_SCHEMES:
+        return f"unsupported scheme {scheme!r} in {mask_url(camera.url)!r}; use one of {list(SOURCE_SCHEMES)}"
+    if scheme == "file" and not Path(camera.url).is_file():
+        return f"file not found: {camera.url}"
+    if scheme == "rtsp" and not urlsplit(camera.url).hostname:
+        return f"no host in {mask_url(camera.url)!r}"
+    if scheme == "synthetic":
+        from zstream.sources.synthetic import parse_synthetic_url
+
+        try:
+            parse_synthetic_url(camera.url, camera.id)
+        except SourceError as exc:
+            return str(exc)
+    return None

@@ -1,0 +1,128 @@
+"""Validation stage: measure each frame's quality on its luma plane, in place in shared memory.
+
+Every camera is routed to one validation worker (see Topology.validator_of), so its frames
+stay in order and its per-camera state lives in one process. Passing and failing frames
+both go on to the batcher, which writes them to the batch or the QC stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import zmq
+
+from zstream.errors import RingError, WireError
+from zstream.quality import Thresholds, judge, measure
+from zstream.ring import Ring, ring_path
+from zstream.stats import Counters, StatsReporter
+from zstream.topology import Topology
+from zstream.wire import FrameRef, Verdict, decode, encode
+
+log = logging.getLogger(__name__)
+STAGE = "validate"
+DRAIN_IDLE_S = 0.3  # while stopping: input quiet this long means upstream has nothing left
+
+
+class RingCache:
+    """Rings of the cameras this worker has seen, attached on first use."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        self._rings: dict[str, Ring] = {}
+
+    def get(self, camera: str) -> Ring:
+        ring = self._rings.get(camera)
+        if ring is None:
+            ring = self._rings[camera] = Ring.attach(ring_path(self.topology.run_id, camera))
+        return ring
+
+    def close(self) -> None:
+        for ring in self._rings.values():
+            ring.close()
+        self._rings.clear()
+
+
+class Validator:
+    def __init__(self, topology: Topology, index: int, context: zmq.Context, counters: Counters) -> None:
+        self.topology = topology
+        self.counters = counters
+        self.rings = RingCache(topology)
+        self._thresholds: dict[str, Thresholds] = {c.id: topology.thresholds_for(c) for c in topology.cameras}
+        self.pull = context.socket(zmq.PULL)
+        self.pull.setsockopt(zmq.RCVHWM, 1000)
+        self.pull.bind(topology.endpoint(f"validate-{index}"))
+        self.push = context.socket(zmq.PUSH)
+        self.push.setsockopt(zmq.SNDHWM, 10000)
+        self.push.setsockopt(zmq.LINGER, 2000)
+        self.push.connect(topology.endpoint("batch"))
+
+    def handle(self, data: bytes) -> None:
+        try:
+            ref = decode(data, FrameRef)
+        except WireError as exc:
+            self.counters.drop(STAGE, "bad_message")
+            log.warning("rejected a message: %s", exc)
+            return
+        thresholds = self._thresholds.get(ref.camera)
+        if thresholds is None:
+            self.counters.drop(STAGE, "unknown_camera", ref.camera)
+            return
+        try:
+            ring = self.rings.get(ref.camera)
+            if not ring.is_current(ref.slot, ref.generation):
+                self.counters.drop(STAGE, "overwritten", ref.camera)
+                return
+            luma = ring.planes(ref.slot)[0]
+            metrics = measure(luma)
+            if not ring.is_current(ref.slot, ref.generation):  # rewritten while we measured
+                self.counters.drop(STAGE, "overwritten", ref.camera)
+                return
+        except RingError as exc:
+            self.counters.drop(STAGE, "bad_reference", ref.camera)
+            log.warning("camera %s: %s", ref.camera, exc)
+            return
+        reasons = judge(metrics, thresholds)
+        verdict = Verdict(ref, metrics.as_dict(), reasons, time.time())
+        try:
+            self.push.send(encode(verdict), zmq.NOBLOCK)
+        except zmq.Again:
+            ring.release(ref.slot, ref.generation)
+            self.counters.drop(STAGE, "batcher_full", ref.camera)
+            return
+        self.counters.add("validated", ref.camera)
+        for reason in reasons:
+            self.counters.add("failed", ref.camera, reason)
+
+    def close(self) -> None:
+        self.pull.close(linger=0)
+        self.push.close()
+        self.rings.close()
+
+
+def run(topology: Topology, index: int, stop: threading.Event) -> None:
+    """Body of validation worker `index`: validate until stopped, then drain what is queued."""
+    context = zmq.Context.instance()
+    counters = Counters()
+    reporter = StatsReporter(
+        context,
+        topology.endpoint("stats"),
+        f"validate-{index}",
+        counters,
+        topology.supervisor.stats_interval_s,
+    )
+    validator = Validator(topology, index, context, counters)
+    last_input = time.monotonic()
+    try:
+        while True:
+            if validator.pull.poll(100):
+                validator.handle(validator.pull.recv())
+                last_input = time.monotonic()
+            elif stop.is_set() and time.monotonic() - last_input >= DRAIN_IDLE_S:
+                break
+            reporter.maybe_send()
+    finally:
+        reporter.send()
+        reporter.close()
+        validator.close()

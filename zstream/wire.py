@@ -1,0 +1,272 @@
+"""Every message zstream sends, and the Redis entry formats, in one place.
+
+Internal messages (between processes on one host, over ZeroMQ) are msgpack arrays
+`[PROTOCOL_VERSION, type, *fields]`. They carry references to shared-memory slots and
+metadata, never pixels. A message of another version or an unknown type is rejected
+with WireError instead of being guessed at.
+
+Redis entries (what leaves the pipeline) carry their own format version in field `v`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import msgpack
+
+from zstream.errors import WireError
+
+PROTOCOL_VERSION = 1
+BATCH_FORMAT_VERSION = 1
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRef:
+    """capture → validation: a frame is ready in `slot` of the camera's ring.
+
+    `generation` is the slot's generation when written: a reader that finds another
+    generation there knows the frame was overwritten and must drop it.
+    """
+
+    TYPE: ClassVar[int] = 1
+    camera: str
+    seq: int  # per camera, strictly increasing, survives worker restarts
+    slot: int
+    generation: int
+    width: int
+    height: int
+    pts: float | None  # seconds, from the stream
+    capture_ts: float  # wall clock (time.time()) when the frame entered the ring
+
+    def _fields(self) -> list[Any]:
+        return [
+            self.camera,
+            self.seq,
+            self.slot,
+            self.generation,
+            self.width,
+            self.height,
+            self.pts,
+            self.capture_ts,
+        ]
+
+    @classmethod
+    def _from(cls, values: list[Any]) -> FrameRef:
+        camera, seq, slot, generation, width, height, pts, capture_ts = values
+        _expect(camera, str, "camera")
+        for name, value in (
+            ("seq", seq),
+            ("slot", slot),
+            ("generation", generation),
+            ("width", width),
+            ("height", height),
+        ):
+            _expect(value, int, name)
+            if value < 0:
+                raise WireError(f"FrameRef.{name} must be >= 0, got {value}")
+        if pts is not None:
+            _expect(pts, (int, float), "pts")
+        _expect(capture_ts, (int, float), "capture_ts")
+        return cls(camera, seq, slot, generation, width, height, pts, float(capture_ts))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """validation → batcher: the frame's quality metrics and why it failed (empty = passed)."""
+
+    TYPE: ClassVar[int] = 2
+    frame: FrameRef
+    metrics: dict[str, float]
+    reasons: tuple[str, ...]
+    validated_ts: float
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+    def _fields(self) -> list[Any]:
+        metrics = {name: float(value) for name, value in self.metrics.items()}
+        return [self.frame._fields(), metrics, list(self.reasons), self.validated_ts]
+
+    @classmethod
+    def _from(cls, values: list[Any]) -> Verdict:
+        frame, metrics, reasons, validated_ts = values
+        _expect(frame, list, "frame")
+        _expect(metrics, dict, "metrics")
+        _expect(reasons, list, "reasons")
+        if len(frame) != 8:
+            raise WireError(f"Verdict.frame has {len(frame)} fields, expected 8")
+        return cls(FrameRef._from(frame), metrics, tuple(str(r) for r in reasons), float(validated_ts))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """any worker → supervisor: cumulative counters since the worker process started.
+
+    `counters` maps (metric, camera, reason) to a count; camera and reason may be "".
+    `states` maps camera id to (state, detail) for the cameras a capture worker runs.
+    """
+
+    TYPE: ClassVar[int] = 3
+    worker: str
+    pid: int
+    counters: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    states: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def _fields(self) -> list[Any]:
+        counters = [[m, c, r, n] for (m, c, r), n in self.counters.items()]
+        states = {camera: list(state) for camera, state in self.states.items()}
+        return [self.worker, self.pid, counters, states]
+
+    @classmethod
+    def _from(cls, values: list[Any]) -> WorkerStats:
+        worker, pid, counters, states = values
+        _expect(worker, str, "worker")
+        _expect(pid, int, "pid")
+        return cls(
+            worker,
+            pid,
+            {(str(m), str(c), str(r)): int(n) for m, c, r, n in counters},
+            {str(camera): (str(s[0]), str(s[1])) for camera, s in states.items()},
+        )
+
+
+MESSAGE_TYPES: dict[int, type[FrameRef] | type[Verdict] | type[WorkerStats]] = {
+    cls.TYPE: cls for cls in (FrameRef, Verdict, WorkerStats)
+}
+Message = FrameRef | Verdict | WorkerStats
+
+
+def encode(message: Message) -> bytes:
+    return msgpack.packb([PROTOCOL_VERSION, message.TYPE, *message._fields()], use_bin_type=True)
+
+
+def decode(data: bytes, expected: type[Message] | None = None) -> Message:
+    """Decode one message; WireError on anything malformed, of another version, or unexpected."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        values = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise WireError(f"not msgpack: {exc}") from exc
+    if not isinstance(values, list) or len(values) < 2:
+        raise WireError("not a zstream message")
+    version, kind, *fields = values
+    if version != PROTOCOL_VERSION:
+        raise WireError(f"protocol version {version!r}, this zstream speaks {PROTOCOL_VERSION}")
+    cls = MESSAGE_TYPES.get(kind)
+    if cls is None:
+        raise WireError(f"unknown message type {kind!r}")
+    if expected is not None and cls is not expected:
+        raise WireError(f"expected {expected.__name__}, got {cls.__name__}")
+    try:
+        return cls._from(fields)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise WireError(f"malformed {cls.__name__}: {exc}") from exc
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], name: str) -> None:
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise WireError(f"field {name!r} has type {type(value).__name__}")
+
+
+# ---- Redis entries -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FrameMeta:
+    """Metadata of one frame inside a batch entry; `data` is its pixel payload."""
+
+    camera: str
+    seq: int
+    pts: float | None
+    capture_ts: float
+    validated_ts: float
+    width: int
+    height: int
+    encoding: str  # "raw" or "jpeg"
+    pixel_format: str  # raw: yuv420p | bgr24 | rgb24; jpeg: what decoding gives ("bgr24")
+    shape: tuple[int, ...]  # numpy shape of the decoded array
+    metrics: dict[str, float]
+
+
+def encode_batch_entry(
+    batch_id: str, created_ts: float, frames: list[tuple[FrameMeta, bytes]]
+) -> dict[str, Any]:
+    """Fields of one XADD: `v`, `meta` (msgpack) and one `f{i}` payload field per frame."""
+    meta = {
+        "batch": batch_id,
+        "created_ts": created_ts,
+        "frames": [
+            {
+                "camera": m.camera,
+                "seq": m.seq,
+                "pts": m.pts,
+                "capture_ts": m.capture_ts,
+                "validated_ts": m.validated_ts,
+                "width": m.width,
+                "height": m.height,
+                "encoding": m.encoding,
+                "pixel_format": m.pixel_format,
+                "dtype": "uint8",
+                "shape": list(m.shape),
+                "metrics": m.metrics,
+            }
+            for m, _ in frames
+        ],
+    }
+    fields: dict[str, Any] = {"v": str(BATCH_FORMAT_VERSION), "meta": msgpack.packb(meta, use_bin_type=True)}
+    for index, (_, data) in enumerate(frames):
+        fields[f"f{index}"] = data
+    return fields
+
+
+def decode_batch_entry(fields: dict[bytes, bytes]) -> tuple[dict[str, Any], list[tuple[FrameMeta, bytes]]]:
+    """Inverse of encode_batch_entry, for consumers; WireError on another format version."""
+    version = fields.get(b"v")
+    if version != str(BATCH_FORMAT_VERSION).encode():
+        raise WireError(f"batch entry format {version!r}, this zstream reads {BATCH_FORMAT_VERSION}")
+    try:
+        meta = msgpack.unpackb(fields[b"meta"], raw=False)
+        frames = [
+            (
+                FrameMeta(
+                    camera=m["camera"],
+                    seq=m["seq"],
+                    pts=m["pts"],
+                    capture_ts=m["capture_ts"],
+                    validated_ts=m["validated_ts"],
+                    width=m["width"],
+                    height=m["height"],
+                    encoding=m["encoding"],
+                    pixel_format=m["pixel_format"],
+                    shape=tuple(m["shape"]),
+                    metrics=m["metrics"],
+                ),
+                fields[f"f{index}".encode()],
+            )
+            for index, m in enumerate(meta["frames"])
+        ]
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+        raise WireError(f"malformed batch entry: {exc}") from exc
+    return meta, frames
+
+
+def encode_qc_entry(verdict: Verdict) -> dict[str, Any]:
+    """A failed frame in the QC stream: flat string fields, readable with redis-cli."""
+    frame = verdict.frame
+    fields: dict[str, Any] = {
+        "v": str(BATCH_FORMAT_VERSION),
+        "camera": frame.camera,
+        "seq": frame.seq,
+        "pts": "" if frame.pts is None else repr(frame.pts),
+        "capture_ts": repr(frame.capture_ts),
+        "width": frame.width,
+        "height": frame.height,
+        "reasons": ",".join(verdict.reasons),
+    }
+    for name, value in verdict.metrics.items():
+        fields[f"metric.{name}"] = repr(float(value))
+    return fields

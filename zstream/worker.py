@@ -1,0 +1,71 @@
+"""Entry point of every worker process: `python -m zstream.worker STAGE INDEX RUN_DIR PARENT_PID`.
+
+The supervisor starts workers this way (not by fork) so each is a clean interpreter with
+its own ZeroMQ context. A worker reads the resolved topology the supervisor wrote, runs
+its stage until SIGTERM, and exits by itself if the supervisor dies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from zstream.topology import Topology
+
+PR_SET_PDEATHSIG = 1
+TOPOLOGY_FILE = "topology.json"
+
+
+def _die_with_parent(parent_pid: int, stop: threading.Event) -> None:
+    """Ask the kernel for SIGTERM when the supervisor dies, and watch for it ourselves too
+    (the parent may have died before the request was made)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent_pid:
+                logging.getLogger(__name__).error("supervisor (pid %d) is gone; stopping", parent_pid)
+                stop.set()
+
+    if os.getppid() != parent_pid:
+        sys.exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def configure_logging(name: str, level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=os.environ.get("ZSTREAM_LOG_LEVEL", level),
+        format=f"%(asctime)s {name:<11} %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str]) -> int:
+    stage, index, run_dir, parent_pid = argv[0], int(argv[1]), Path(argv[2]), int(argv[3])
+    configure_logging(f"{stage}-{index}")
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle, in order
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _die_with_parent(parent_pid, stop)
+    topology = Topology.model_validate_json((run_dir / TOPOLOGY_FILE).read_text())
+    if stage == "capture":
+        from zstream import capture as module
+    elif stage == "validate":
+        from zstream import validate as module
+    elif stage == "batch":
+        from zstream import batcher as module
+    else:
+        raise SystemExit(f"unknown stage {stage!r}")
+    module.run(topology, index, stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
