@@ -22,8 +22,7 @@ import argparse
 import os
 import signal
 import sys
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import gi
@@ -101,24 +100,23 @@ class _LoopFeeder:
     Each pass shifts PTS and DTS by one loop's length, so time only moves forward and
     the payloader's RTP timestamps stay continuous; the H.264 bytes are untouched, and
     every pass starts on the file's first frame, a keyframe, so decoding stays exact.
+    Only the appsrc's own streaming thread calls need_data, so no lock is needed.
     """
 
     units: AccessUnits
     index: int = 0
     offset: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def need_data(self, src: GstApp.AppSrc, _length: int) -> None:
-        with self.lock:
-            original = self.units.buffers[self.index]
-            buf = original.copy()  # shares the memory; only the timestamps differ
-            buf.pts = original.pts + self.offset
-            if original.dts != Gst.CLOCK_TIME_NONE:
-                buf.dts = original.dts + self.offset
-            self.index += 1
-            if self.index == len(self.units.buffers):
-                self.index = 0
-                self.offset += self.units.duration
+        original = self.units.buffers[self.index]
+        buf = original.copy()  # shares the memory; only the timestamps differ
+        buf.pts = original.pts + self.offset
+        if original.dts != Gst.CLOCK_TIME_NONE:
+            buf.dts = original.dts + self.offset
+        self.index += 1
+        if self.index == len(self.units.buffers):
+            self.index = 0
+            self.offset += self.units.duration
         src.emit("push-buffer", buf)
 
 
@@ -147,9 +145,8 @@ def make_factory(args: argparse.Namespace) -> GstRtspServer.RTSPMediaFactory:
         def configure(_factory: GstRtspServer.RTSPMediaFactory, media: GstRtspServer.RTSPMedia) -> None:
             src = media.get_element().get_by_name_recurse_up("src")
             src.set_property("caps", units.caps)
-            feeder = _LoopFeeder(units)
-            src.connect("need-data", feeder.need_data)
-            media.feeder = feeder  # keep it alive as long as the client's pipeline
+            # The signal holds the feeder, so it lives exactly as long as this client's appsrc.
+            src.connect("need-data", _LoopFeeder(units).need_data)
 
         factory.connect("media-configure", configure)
     return factory

@@ -18,7 +18,7 @@ import numpy as np
 import zmq
 
 from zstream.errors import RingError, SourceError, ZStreamError, mask_url
-from zstream.ring import Ring, ring_path
+from zstream.ring import Ring, WriteSlot, ring_path
 from zstream.sources import DecodedFrame, open_source
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Camera, Topology
@@ -26,6 +26,7 @@ from zstream.wire import FrameRef, encode
 
 log = logging.getLogger(__name__)
 STAGE = "capture"
+WAIT_POLL_S = 0.002  # how often a camera with the "wait" policy looks for room downstream
 
 
 class CameraState(enum.Enum):
@@ -74,7 +75,7 @@ class CameraThread(threading.Thread):
         self.counters = counters
         self.stop = stop
         self.state = (CameraState.CONNECTING, "")
-        self._drop_newest = topology.drop_policy_for(camera) == "drop_newest"
+        self._policy = topology.drop_policy_for(camera)
         self._cap = FpsCap(camera.fps)
         self._ring = Ring.attach(ring_path(topology.run_id, camera.id))
         self._push = context.socket(zmq.PUSH)
@@ -121,26 +122,45 @@ class CameraThread(threading.Thread):
             return
         width, height = self.camera.resize or (frame.width, frame.height)
         try:
-            claimed = self._ring.claim(width, height, self._drop_newest)
+            claimed = self._claim(width, height)
         except RingError as exc:
             self.counters.drop(STAGE, "too_large", camera)
             self._set_state(CameraState.STREAMING, str(exc))
             return
         if claimed is None:
-            self.counters.drop(STAGE, "ring_full", camera)
+            self.counters.drop(STAGE, "ring_full" if not self.stop.is_set() else "stopping", camera)
             return
         _fill(claimed.y, frame.y)
         _fill(claimed.u, frame.u)
         _fill(claimed.v, frame.v)
         seq, generation = self._ring.commit(claimed, frame.pts, time.time())
         ref = FrameRef(camera, seq, claimed.slot, generation, width, height, frame.pts, time.time())
-        try:
-            self._push.send(encode(ref), zmq.NOBLOCK)
-        except zmq.Again:
+        if not self._send(encode(ref)):
             self._ring.release(claimed.slot, generation)
             self.counters.drop(STAGE, "queue_full", camera)
             return
         self.counters.add("captured", camera)
+
+    def _claim(self, width: int, height: int) -> WriteSlot | None:
+        """A ring slot by the camera's policy; None means drop the frame."""
+        if self._policy != "wait":
+            return self._ring.claim(width, height, drop_newest=self._policy == "drop_newest")
+        while not self.stop.is_set():
+            claimed = self._ring.claim(width, height, drop_newest=True)
+            if claimed is not None:
+                return claimed
+            self.stop.wait(WAIT_POLL_S)
+        return None
+
+    def _send(self, message: bytes) -> bool:
+        """Queue a FrameRef for validation; False when it must be dropped."""
+        while True:
+            try:
+                self._push.send(message, zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                if self._policy != "wait" or self.stop.wait(WAIT_POLL_S):
+                    return False
 
     def _backoff(self, failures: int, reason: str) -> None:
         capture = self.topology.capture

@@ -203,7 +203,10 @@ class Ring:
         header = self._slot_headers[slot]
         if drop_newest and self._in_flight(header, reclaim_after_s):
             return None
-        generation = int(header["generation"]) + 1  # odd: being written
+        previous = int(header["generation"])
+        # Odd while being written. A writer killed mid-write left it odd already: step by 2
+        # so the parity (odd = incomplete) survives the crash.
+        generation = previous + 1 if previous % 2 == 0 else previous + 2
         header["generation"] = generation
         y, u, v = self._planes(slot, width, height)
         return WriteSlot(slot, generation, width, height, y, u, v)

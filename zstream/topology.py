@@ -44,7 +44,9 @@ def _check_size(value: tuple[int, int]) -> tuple[int, int]:
 
 
 Size = Annotated[tuple[int, int], BeforeValidator(_parse_size)]
-DropPolicy = Literal["drop_oldest", "drop_newest"]
+# drop_oldest / drop_newest keep a live camera live; wait applies back-pressure instead, which
+# only makes sense for a file read as fast as possible (no frame is lost, nothing live is late).
+DropPolicy = Literal["drop_oldest", "drop_newest", "wait"]
 
 
 class Strict(BaseModel):
@@ -74,7 +76,7 @@ class CaptureSettings(Strict):
     ring_slots: int = Field(8, ge=2, le=1024, description="frames each camera's shared-memory ring holds")
     drop_policy: DropPolicy = Field(
         "drop_oldest",
-        description="when downstream lags: overwrite the oldest frame, or drop the new one",
+        description="when downstream lags: overwrite the oldest frame, drop the new one, or wait",
     )
     queue_depth: int = Field(16, ge=1, le=10000, description="ZeroMQ high-water mark per camera")
     decoder_threads: int = Field(1, ge=0, le=32, description="PyAV decoder threads per camera, 0 = auto")
@@ -175,7 +177,12 @@ class Topology(Strict):
         return camera.ring_slots or self.capture.ring_slots
 
     def drop_policy_for(self, camera: Camera) -> DropPolicy:
-        return camera.drop_policy or self.capture.drop_policy
+        """The camera's own policy; else "wait" for a file not paced in real time; else the stage's."""
+        if camera.drop_policy:
+            return camera.drop_policy
+        if camera.scheme == "file" and not camera.realtime:
+            return "wait"
+        return self.capture.drop_policy
 
     def decoder_threads_for(self, camera: Camera) -> int:
         return self.capture.decoder_threads if camera.decoder_threads is None else camera.decoder_threads

@@ -1,0 +1,110 @@
+"""BatchConsumer against the real Redis and a real pipeline: arrays, metadata, acknowledgement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+import zstream
+from tests.conftest import REDIS_URL, topology_text, wait_until
+from tests.media import decode_i420_frames, make_h264_clip
+from zstream import BatchConsumer, ConsumerError
+
+
+def test_public_api_is_what_was_meant() -> None:
+    assert set(zstream.__all__) == {
+        "Batch",
+        "BatchConsumer",
+        "ConsumerError",
+        "Frame",
+        "PreflightError",
+        "SourceError",
+        "Topology",
+        "TopologyError",
+        "WireError",
+        "ZStreamError",
+        "__version__",
+        "load_topology",
+    }
+    assert issubclass(ConsumerError, zstream.ZStreamError)
+
+
+def test_raw_batches_come_back_as_the_decoded_arrays_and_are_acked(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    clip = make_h264_clip(tmp_path / "clip.mp4", width=320, height=240, frames=24, gop=8)
+    reference = decode_i420_frames(clip)
+    consumer = BatchConsumer(REDIS_URL, stream=streams[0], group="detector", consumer="c1", start="0")
+    running = pipeline(topology_text(run_dir, streams, [{"id": "f", "url": str(clip), "realtime": False}]))
+    frames: list[zstream.Frame] = []
+
+    def consume() -> bool:
+        for batch in consumer.read(block_ms=200):
+            frames.extend(batch.frames)
+            consumer.ack(batch)
+        return len(frames) >= 24
+
+    wait_until(consume, 60, message="24 frames through the consumer")
+    running.stop()
+    assert [f.seq for f in frames] == list(range(24))
+    for frame in frames:
+        assert frame.camera == "f" and frame.pixel_format == "yuv420p" and frame.image.shape == (360, 320)
+        assert np.array_equal(frame.image, reference[frame.seq])
+        assert frame.bgr().shape == (240, 320, 3)
+        assert frame.metrics["brightness"] > 0
+    assert redis_client.xpending(streams[0], "detector")["pending"] == 0
+    consumer.close()
+
+
+def test_unacked_batches_are_redelivered_to_the_same_consumer(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    batcher = '[batcher]\nbatch_size = 2\nbatch_timeout_ms = 50\nencoding = "jpeg"\njpeg_quality = 80'
+    running = pipeline(
+        topology_text(
+            run_dir, streams, [{"id": "s", "url": "synthetic://traffic?size=320x240"}], batcher=batcher
+        )
+    )
+    wait_until(lambda: redis_client.xlen(streams[0]) >= 3, 60, message="3 batches")
+    running.stop()
+
+    first = BatchConsumer(REDIS_URL, stream=streams[0], group="g", consumer="worker-1", start="0")
+    taken = first.read(block_ms=100)
+    assert len(taken) == 1 and len(taken[0].frames) in (1, 2)
+    frame = taken[0].frames[0]
+    assert frame.pixel_format == "bgr24" and frame.image.shape == (240, 320, 3)
+    first.close()  # "crashed" before acknowledging
+
+    again = BatchConsumer(REDIS_URL, stream=streams[0], group="g", consumer="worker-1")
+    redelivered = again.read(block_ms=100)
+    assert [b.id for b in redelivered] == [taken[0].id]
+    assert again.ack(*redelivered) == 1
+    following = again.read(block_ms=100)
+    assert following and following[0].id != taken[0].id
+    again.close()
+
+
+def test_iterating_acknowledges_the_previous_batch_when_the_next_is_asked_for(
+    redis_client: redis.Redis, streams: tuple[str, str]
+) -> None:
+    from zstream.wire import FrameMeta, encode_batch_entry
+
+    meta = FrameMeta("c", 0, 0.0, 1.0, 1.0, 4, 2, "raw", "yuv420p", (3, 4), {})
+    for _ in range(3):
+        redis_client.xadd(streams[0], encode_batch_entry("b", 1.0, [(meta, bytes(12))]))
+    consumer = BatchConsumer(REDIS_URL, stream=streams[0], group="it", start="0", block_ms=100)
+    iterator = iter(consumer)
+    next(iterator)
+    assert redis_client.xpending(streams[0], "it")["pending"] == 1
+    next(iterator)
+    assert redis_client.xpending(streams[0], "it")["pending"] == 1  # the first one was acked
+    consumer.close()
+
+
+def test_unreachable_redis_is_a_consumer_error_with_the_password_masked() -> None:
+    with pytest.raises(ConsumerError) as caught:
+        BatchConsumer("redis://:topsecret@127.0.0.1:9/0")
+    assert "topsecret" not in str(caught.value) and "redis://:****@127.0.0.1:9/0" in str(caught.value)

@@ -1,0 +1,247 @@
+"""`zstream up` end to end: real processes, real shared memory, real Redis.
+
+Every test checks what reached Redis against an independent reference (the synthetic
+scene re-rendered, or the clip decoded again), so a torn, reordered or substituted frame
+fails the test; and every test checks that nothing was left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from tests.conftest import Pipeline, shm_segments, topology_text, wait_until
+from tests.media import decode_i420_frames, make_h264_clip
+from zstream.sources.synthetic import expected_frame
+from zstream.topology import load_topology
+from zstream.wire import FrameMeta, decode_batch_entry
+
+SYNTH = "synthetic://traffic?size=320x240&fps=25"
+
+
+def read_frames(client: redis.Redis, stream: str) -> list[tuple[FrameMeta, bytes]]:
+    frames = []
+    for _, fields in client.xrange(stream):
+        frames.extend(decode_batch_entry(fields)[1])
+    return frames
+
+
+def frames_by_camera(client: redis.Redis, stream: str) -> dict[str, list[tuple[FrameMeta, bytes]]]:
+    cameras: dict[str, list[tuple[FrameMeta, bytes]]] = defaultdict(list)
+    for meta, data in read_frames(client, stream):
+        cameras[meta.camera].append((meta, data))
+    return cameras
+
+
+def count_per_camera(client: redis.Redis, stream: str, minimum: int, cameras: list[str]) -> bool:
+    found = frames_by_camera(client, stream)
+    return all(len(found.get(camera, [])) >= minimum for camera in cameras)
+
+
+def final_counts(log: str) -> dict[str, int]:
+    line = next(line for line in log.splitlines() if "final:" in line)
+    return {name: int(value) for name, value in re.findall(r"(captured|validated|written) (\d+)", line)}
+
+
+def assert_clean_exit(running: Pipeline) -> None:
+    code = running.stop()
+    assert code == 0, running.log
+    topology = load_topology(running.topology_file)
+    assert shm_segments(topology.run_id) == [], "shared memory left behind"
+    assert not list(running.run_dir.glob("*.sock")) if running.run_dir.exists() else True
+    assert "Traceback" not in running.log, running.log
+
+
+def assert_in_order(frames: list[tuple[FrameMeta, bytes]]) -> None:
+    seqs = [meta.seq for meta, _ in frames]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), f"out of order or duplicated: {seqs}"
+
+
+def test_synthetic_frames_arrive_bit_identical_in_order_and_drain_on_sigint(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    cameras = [{"id": f"cam-{i}", "url": SYNTH} for i in range(3)]
+    running = pipeline(topology_text(run_dir, streams, cameras))
+    wait_until(
+        lambda: count_per_camera(redis_client, streams[0], 30, ["cam-0", "cam-1", "cam-2"]),
+        60,
+        message="30 frames of each camera in Redis",
+    )
+    assert shm_segments(load_topology(running.topology_file).run_id), "rings exist while running"
+    assert_clean_exit(running)
+
+    received = frames_by_camera(redis_client, streams[0])
+    for camera in ("cam-0", "cam-1", "cam-2"):
+        frames = received[camera]
+        assert_in_order(frames)
+        for meta, data in frames:
+            assert (meta.width, meta.height, meta.pixel_format, meta.shape) == (
+                320,
+                240,
+                "yuv420p",
+                (360, 320),
+            )
+            assert meta.pts == pytest.approx(meta.seq / 25)
+            assert set(meta.metrics) >= {"sharpness", "brightness", "contrast", "noise"}
+            expected = expected_frame(SYNTH, camera, meta.seq)
+            assert data == expected.tobytes(), f"{camera} frame {meta.seq} differs from what was rendered"
+    # The drain: every frame captured before Ctrl-C was validated and written.
+    counts = final_counts(running.log)
+    assert (
+        counts["captured"]
+        == counts["validated"]
+        == counts["written"]
+        == len(read_frames(redis_client, streams[0]))
+    )
+
+
+def test_file_camera_frames_match_an_independent_decode(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    clip = make_h264_clip(tmp_path / "clip.mp4", width=320, height=240, frames=40, gop=10)
+    reference = decode_i420_frames(clip)
+    cameras = [{"id": "file-cam", "url": str(clip), "realtime": False}]
+    running = pipeline(topology_text(run_dir, streams, cameras))
+    wait_until(
+        lambda: count_per_camera(redis_client, streams[0], 40, ["file-cam"]), 60, message="all 40 frames"
+    )
+    wait_until(lambda: running.camera("file-cam")["state"] == "ended", 10, message="state ended")
+    assert_clean_exit(running)
+    frames = read_frames(redis_client, streams[0])
+    assert [meta.seq for meta, _ in frames] == list(range(40))
+    for meta, data in frames:
+        assert data == reference[meta.seq].tobytes(), f"frame {meta.seq} differs from the reference decode"
+
+
+def test_fps_cap_and_resize_apply_at_capture(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    clip = make_h264_clip(tmp_path / "clip.mp4", width=640, height=360, fps=30, frames=90, gop=15)
+    cameras = [{"id": "capped", "url": str(clip), "realtime": False, "fps": 10, "resize": "320x180"}]
+    running = pipeline(topology_text(run_dir, streams, cameras))
+    wait_until(lambda: running.camera("capped")["state"] == "ended", 60, message="end of clip")
+    wait_until(lambda: count_per_camera(redis_client, streams[0], 30, ["capped"]), 10, message="30 frames")
+    assert_clean_exit(running)
+    frames = read_frames(redis_client, streams[0])
+    assert len(frames) == 30  # 90 frames at 30 fps capped to 10 fps
+    assert all((m.width, m.height, len(data)) == (320, 180, 320 * 180 * 3 // 2) for m, data in frames)
+    gaps = np.diff([m.pts for m, _ in frames])
+    assert np.allclose(gaps, 0.1, atol=0.01), gaps
+
+
+def test_failing_frames_go_to_the_qc_stream_with_reasons(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    cameras = [
+        {"id": "good", "url": SYNTH},
+        {"id": "dark", "url": SYNTH, "thresholds": {"min_brightness": 250.0, "max_brightness": 255.0}},
+    ]
+    running = pipeline(topology_text(run_dir, streams, cameras))
+    wait_until(lambda: redis_client.xlen(streams[1]) >= 10, 60, message="QC entries")
+    wait_until(lambda: count_per_camera(redis_client, streams[0], 10, ["good"]), 30, message="good frames")
+    assert_clean_exit(running)
+    qc = [fields for _, fields in redis_client.xrange(streams[1])]
+    assert all(fields[b"camera"] == b"dark" for fields in qc)
+    assert all(b"too_dark" in fields[b"reasons"].split(b",") for fields in qc)
+    assert all(float(fields[b"metric.brightness"]) < 250 for fields in qc)
+    assert "dark" not in frames_by_camera(redis_client, streams[0])
+    seqs = [int(fields[b"seq"]) for fields in qc]
+    assert seqs == sorted(seqs)
+
+
+def test_killed_workers_are_restarted_and_frames_stay_whole_and_ordered(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    cameras = [{"id": f"cam-{i}", "url": SYNTH} for i in range(2)]
+    running = pipeline(topology_text(run_dir, streams, cameras))
+    wait_until(
+        lambda: count_per_camera(redis_client, streams[0], 10, ["cam-0", "cam-1"]), 60, message="frames"
+    )
+    for worker in ("capture-0", "validate-1", "batch-0"):
+        old = running.worker_pids()[worker]
+        os.kill(old, signal.SIGKILL)
+        wait_until(
+            lambda w=worker, o=old: running.worker_pids().get(w) not in (None, o),
+            20,
+            message=f"{worker} restarted",
+        )
+        before = len(read_frames(redis_client, streams[0]))
+        wait_until(
+            lambda b=before: len(read_frames(redis_client, streams[0])) >= b + 20,
+            30,
+            message=f"frames flowing again after killing {worker}",
+        )
+    status = running.status()
+    assert {status["workers"][w]["restarts"] for w in ("capture-0", "validate-1", "batch-0")} == {1}
+    assert_clean_exit(running)
+    assert running.log.count("exited on signal SIGKILL") == 3
+    for camera, frames in frames_by_camera(redis_client, streams[0]).items():
+        assert_in_order(frames)  # seq keeps increasing across the capture restart
+        for meta, data in frames:
+            # A restarted synthetic source renders from frame 0 again: identify the frame by pts.
+            assert data == expected_frame(SYNTH, camera, round(meta.pts * 25)).tobytes()
+
+
+def test_an_unreachable_camera_is_retried_while_the_others_stream(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    cameras = [
+        {"id": "ok", "url": SYNTH},
+        {"id": "gone", "url": "rtsp://admin:hunter2@127.0.0.1:9/stream"},
+    ]
+    capture = "[capture]\nworkers = 1\nreconnect_initial_s = 0.2\nreconnect_max_s = 1\nopen_timeout_s = 2"
+    running = pipeline(topology_text(run_dir, streams, cameras, capture=capture))
+    wait_until(lambda: count_per_camera(redis_client, streams[0], 30, ["ok"]), 60, message="frames of 'ok'")
+    state = wait_until(
+        lambda: running.camera("gone")["state"] == "reconnecting" and running.camera("gone"),
+        20,
+        message="'gone' reconnecting",
+    )
+    assert "attempt" in state["detail"]
+    wait_until(lambda: running.log.count("camera gone") >= 3, 20, message="several attempts logged")
+    assert_clean_exit(running)
+    assert "hunter2" not in running.log and "admin:****@127.0.0.1:9" in running.log
+
+
+def test_redis_unreachable_at_start_is_one_clear_line(
+    pipeline, run_dir: Path, streams: tuple[str, str], tmp_path: Path
+) -> None:
+    text = topology_text(run_dir, streams, [{"id": "a", "url": SYNTH}])
+    text = text.replace("redis://127.0.0.1:6379/0", "redis://:s3cret@127.0.0.1:9/0")
+    running = pipeline(text)
+    assert running.process.wait(30) == 1
+    log = running.log
+    assert "cannot reach Redis at redis://:****@127.0.0.1:9/0" in log
+    assert "s3cret" not in log and "Traceback" not in log
+    assert shm_segments(load_topology(running.topology_file).run_id) == []
+
+
+def test_not_enough_shared_memory_is_refused_with_the_sum(
+    pipeline, run_dir: Path, streams: tuple[str, str]
+) -> None:
+    cameras = [{"id": "huge", "url": SYNTH, "max_size": "7680x4320", "ring_slots": 1024}]
+    running = pipeline(topology_text(run_dir, streams, cameras))
+    assert running.process.wait(30) == 1
+    assert re.search(
+        r"rings need [\d.]+ GiB of shared memory .* but /dev/shm has [\d.]+ GiB free", running.log
+    )
+    assert "ring_slots" in running.log and "Traceback" not in running.log
+
+
+def test_a_second_pipeline_on_the_same_run_dir_is_refused(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    first = pipeline(topology_text(run_dir, streams, [{"id": "a", "url": SYNTH}]))
+    wait_until(lambda: count_per_camera(redis_client, streams[0], 5, ["a"]), 60, message="first pipeline up")
+    second = Pipeline(first.topology_file, run_dir)
+    assert second.process.wait(30) == 1
+    second.stop()
+    assert f"another `zstream up` (pid {first.process.pid}) is running" in second.log
+    assert_clean_exit(first)

@@ -1,0 +1,114 @@
+"""File and RTSP sources decode real H.264, frame for frame, against a reference decode."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.media import decode_i420_frames, make_h264_clip
+from tests.rtsp import rtsp_server, with_credentials
+from zstream.errors import SourceError
+from zstream.sources.base import DecodedFrame
+from zstream.sources.file import FileSource
+from zstream.sources.rtsp import RtspSource
+
+
+def i420(frame: DecodedFrame) -> bytes:
+    return b"".join(np.ascontiguousarray(plane).tobytes() for plane in (frame.y, frame.u, frame.v))
+
+
+def take(
+    source: FileSource | RtspSource, count: int, timeout: float = 30
+) -> list[tuple[float | None, bytes]]:
+    """Open, read `count` frames (copied: planes are only valid until the next frame), close."""
+    stop = threading.Event()
+    timer = threading.Timer(timeout, stop.set)
+    timer.start()
+    frames = []
+    try:
+        source.open()
+        for frame in source.frames(stop):
+            frames.append((frame.pts, i420(frame)))
+            if len(frames) == count:
+                break
+    finally:
+        timer.cancel()
+        source.close()
+    return frames
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_h264_clip(
+        tmp_path_factory.mktemp("media") / "clip.mp4", width=320, height=240, fps=25, frames=20, gop=10
+    )
+
+
+def test_file_source_yields_every_frame_exactly(clip: Path) -> None:
+    reference = decode_i420_frames(clip)
+    frames = take(FileSource(str(clip), realtime=False), 100)
+    assert len(frames) == 20
+    assert [data for _, data in frames] == [r.tobytes() for r in reference]
+    assert [pts for pts, _ in frames] == pytest.approx([i / 25 for i in range(20)])
+
+
+def test_looping_file_keeps_pts_increasing(clip: Path) -> None:
+    reference = decode_i420_frames(clip)
+    frames = take(FileSource(str(clip), loop=True, realtime=False), 50)
+    assert [data for _, data in frames] == [reference[i % 20].tobytes() for i in range(50)]
+    assert np.allclose(np.diff([pts for pts, _ in frames]), 1 / 25)
+
+
+def test_realtime_file_is_paced_by_its_timestamps(clip: Path) -> None:
+    started = time.monotonic()
+    frames = take(FileSource(str(clip), realtime=True), 20)
+    elapsed = time.monotonic() - started
+    assert len(frames) == 20
+    assert 19 / 25 * 0.9 <= elapsed < 19 / 25 * 3  # loose: CI machines are noisy
+
+
+def test_unreadable_file_is_a_source_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00\x01garbage" * 100)
+    with pytest.raises(SourceError, match="cannot open"):
+        FileSource(str(junk)).open()
+
+
+def test_rtsp_source_decodes_the_served_stream_bit_identically(clip: Path) -> None:
+    reference = [r.tobytes() for r in decode_i420_frames(clip)]
+    with rtsp_server(file=clip) as url:
+        frames = take(RtspSource(url, open_timeout_s=10, read_timeout_s=10), 20)
+    assert [data for _, data in frames] == reference
+
+
+def test_rtsp_wrong_password_is_refused_and_masked(clip: Path) -> None:
+    with rtsp_server(file=clip, user="admin", password="right") as url:
+        bad = with_credentials(url, "admin", "wrong-pw")
+        with pytest.raises(SourceError) as caught:
+            RtspSource(bad, open_timeout_s=5, read_timeout_s=5).open()
+        assert "wrong-pw" not in str(caught.value) and "admin:****@" in str(caught.value)
+        frames = take(RtspSource(with_credentials(url, "admin", "right")), 5)
+    assert len(frames) == 5
+
+
+def test_rtsp_nobody_listening_is_a_prompt_source_error() -> None:
+    started = time.monotonic()
+    with pytest.raises(SourceError, match=re.escape("cannot open rtsp://127.0.0.1:9/x")):
+        RtspSource("rtsp://127.0.0.1:9/x", open_timeout_s=3, read_timeout_s=3).open()
+    assert time.monotonic() - started < 10
+
+
+def test_rtsp_end_of_stream_is_an_error_so_the_camera_reconnects(clip: Path) -> None:
+    with rtsp_server(file=clip) as url:
+        source = RtspSource(url)
+        source.open()
+        stop = threading.Event()
+        with pytest.raises(SourceError, match="ended the stream"):
+            for _ in source.frames(stop):
+                pass
+        source.close()
