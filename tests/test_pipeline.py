@@ -19,6 +19,7 @@ import redis
 
 from tests.conftest import Pipeline, shm_segments, topology_text, wait_until
 from tests.media import decode_i420_frames, make_h264_clip
+from tests.rtsp import rtsp_server
 from zstream.sources.synthetic import expected_frame
 from zstream.topology import load_topology
 from zstream.wire import FrameMeta, decode_batch_entry
@@ -245,3 +246,48 @@ def test_a_second_pipeline_on_the_same_run_dir_is_refused(
     second.stop()
     assert f"another `zstream up` (pid {first.process.pid}) is running" in second.log
     assert_clean_exit(first)
+
+
+def test_rtsp_camera_frames_match_the_served_clip(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    clip = make_h264_clip(tmp_path / "clip.mp4", width=320, height=240, fps=25, frames=50, gop=10)
+    index_of = {frame.tobytes(): i for i, frame in enumerate(decode_i420_frames(clip))}
+    with rtsp_server(file=clip) as url:
+        running = pipeline(topology_text(run_dir, streams, [{"id": "ip-cam", "url": url}]))
+        wait_until(lambda: count_per_camera(redis_client, streams[0], 50, ["ip-cam"]), 60, message="50 RTSP frames")
+        assert_clean_exit(running)
+    frames = read_frames(redis_client, streams[0])
+    indices = [index_of.get(data) for _, data in frames]
+    assert None not in indices, "a delivered frame is not one of the clip's frames"
+    assert indices[:50] == list(range(50))  # the whole first session, in order, nothing lost
+    assert_in_order(frames)
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # a zombie has exited; only its exit status is left to collect
+
+
+def test_killing_the_supervisor_leaves_no_orphans_and_the_next_up_cleans_up(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    text = topology_text(run_dir, streams, [{"id": "a", "url": SYNTH}])
+    first = pipeline(text)
+    wait_until(lambda: count_per_camera(redis_client, streams[0], 5, ["a"]), 60, message="first run streaming")
+    workers = first.worker_pids()
+    assert len(workers) == 5
+    first.process.kill()
+    first.process.wait(10)
+    wait_until(lambda: all(process_gone(pid) for pid in workers.values()), 15, message="workers to exit")
+    run_id = load_topology(first.topology_file).run_id
+    assert shm_segments(run_id), "a killed supervisor cannot remove its rings; the next run must"
+
+    second = pipeline(text)
+    before = len(read_frames(redis_client, streams[0]))
+    wait_until(lambda: len(read_frames(redis_client, streams[0])) >= before + 10, 60, message="second run streaming")
+    assert "removing shared memory left by an earlier run" in second.log
+    assert_clean_exit(second)

@@ -280,6 +280,7 @@ async def _serve(topology: Topology, index: int, stop: threading.Event) -> None:
         batcher.rings.close()
         await client.aclose()
         context.term()
+        zmq.Context.instance().term()
 
 
 def run(topology: Topology, index: int, stop: threading.Event) -> None:

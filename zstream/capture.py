@@ -103,8 +103,9 @@ class CameraThread(threading.Thread):
                     self.counters.add("source_errors", self.camera.id)
                     self._backoff(failures, str(exc))
                 finally:
-                    self.counters.add("corrupt_packets", self.camera.id, n=_corrupt_count(source))
                     source.close()
+                    if source.corrupt_packets:
+                        self.counters.add("corrupt_packets", self.camera.id, n=source.corrupt_packets)
         except Exception as exc:  # a bug must not take the other cameras of this worker down
             log.exception("camera %s: capture thread failed", self.camera.id)
             self._set_state(CameraState.STOPPED, f"internal error: {exc}")
@@ -197,14 +198,6 @@ def _fill(destination: np.ndarray, source: np.ndarray) -> None:
         )
 
 
-def _corrupt_count(source: object) -> int:
-    corrupt = getattr(source, "corrupt_packets", None)
-    if not corrupt:
-        return 0
-    count, corrupt[0] = corrupt[0], 0
-    return count
-
-
 def run(topology: Topology, index: int, stop: threading.Event) -> None:
     """Body of capture worker `index`: its cameras until `stop`, then a final report."""
     context = zmq.Context.instance()
@@ -236,5 +229,11 @@ def run(topology: Topology, index: int, stop: threading.Event) -> None:
     deadline = time.monotonic() + 3.0
     for thread in threads:
         thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.camera.id for t in threads if t.is_alive()]
     reporter.send(states())
     reporter.close()
+    if stuck:  # e.g. blocked in a network read: its socket cannot be closed from here
+        log.warning("cameras %s did not stop within 3s; exiting without them", ", ".join(stuck))
+        context.destroy(linger=1000)
+    else:
+        context.term()  # waits (up to each socket's linger) until queued references are delivered

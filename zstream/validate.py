@@ -126,3 +126,4 @@ def run(topology: Topology, index: int, stop: threading.Event) -> None:
         reporter.send()
         reporter.close()
         validator.close()
+        context.term()  # delivers queued verdicts (up to the sockets' linger)

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import NoReturn
 
 from zstream.topology import Topology
 
@@ -47,7 +48,7 @@ def configure_logging(name: str, level: str = "INFO") -> None:
     )
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> NoReturn:
     stage, index, run_dir, parent_pid = argv[0], int(argv[1]), Path(argv[2]), int(argv[3])
     configure_logging(f"{stage}-{index}")
     stop = threading.Event()
@@ -64,8 +65,11 @@ def main(argv: list[str]) -> int:
     else:
         raise SystemExit(f"unknown stage {stage!r}")
     module.run(topology, index, stop)
-    return 0
+    logging.shutdown()
+    # Skip interpreter finalisation: a camera thread stuck in a C-level network read
+    # (already given up on) must not turn a clean exit into a crash.
+    os._exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main(sys.argv[1:])

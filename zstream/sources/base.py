@@ -35,6 +35,8 @@ class DecodedFrame:
 class FrameSource(Protocol):
     """A camera stream. One instance per camera, used from one thread."""
 
+    corrupt_packets: int  # packets skipped because they did not decode, since creation
+
     def open(self) -> None:
         """Connect or open the stream; raises SourceError with a masked URL on failure."""
 

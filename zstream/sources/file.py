@@ -26,7 +26,7 @@ class FileSource:
         self.loop = loop
         self.realtime = realtime
         self.decoder_threads = decoder_threads
-        self.corrupt_packets = [0]
+        self.corrupt_packets = 0  # packets skipped because they did not decode
         self._container: Any = None
 
     def open(self) -> None:
@@ -41,7 +41,7 @@ class FileSource:
         clock: tuple[float, float] | None = None  # (monotonic time, pts) of the first frame shown
         while not stop.is_set():
             first = last = None
-            for frame in decode_packets(self._container, self._stream, self.path, self.corrupt_packets):
+            for frame in decode_packets(self._container, self._stream, self.path, self._count_corrupt):
                 pts = None if frame.time is None else frame.time + offset
                 if pts is not None:
                     first = pts if first is None else first
@@ -67,6 +67,9 @@ class FileSource:
             self._container.seek(0)
         except (av.error.FFmpegError, OSError):  # not seekable: reopen instead
             self.open()
+
+    def _count_corrupt(self) -> None:
+        self.corrupt_packets += 1
 
     def close(self) -> None:
         if self._container is not None:

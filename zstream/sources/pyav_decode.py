@@ -7,7 +7,7 @@ PyAV's buffers, so the only copy is the capture worker's copy into shared memory
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import av
@@ -40,15 +40,15 @@ def video_stream(container: Any, url: str, decoder_threads: int) -> Any:
     return stream
 
 
-def decode_packets(container: Any, stream: Any, url: str, corrupt: list[int]) -> Iterator[Any]:
+def decode_packets(container: Any, stream: Any, url: str, on_corrupt: Callable[[], None]) -> Iterator[Any]:
     """Yield av.VideoFrame until end of stream; a packet that fails to decode is skipped
-    and counted in corrupt[0] instead of ending the stream."""
+    (and reported through `on_corrupt`) instead of ending the stream."""
     try:
         for packet in container.demux(stream):
             try:
                 yield from packet.decode()
             except av.error.InvalidDataError:
-                corrupt[0] += 1
+                on_corrupt()
     except (av.error.FFmpegError, OSError) as exc:
         raise SourceError(f"reading {mask_url(url)} failed: {_describe(exc)}") from exc
 

@@ -31,7 +31,7 @@ class RtspSource:
         self.read_timeout_s = read_timeout_s
         self.decoder_threads = decoder_threads
         self.transport = transport
-        self.corrupt_packets = [0]
+        self.corrupt_packets = 0  # packets skipped because they did not decode
         self._container: Any = None
 
     def open(self) -> None:
@@ -43,11 +43,14 @@ class RtspSource:
     def frames(self, stop: threading.Event) -> Iterator[DecodedFrame]:
         if self._container is None:
             raise SourceError(f"{mask_url(self.url)}: frames() before open()")
-        for frame in decode_packets(self._container, self._stream, self.url, self.corrupt_packets):
+        for frame in decode_packets(self._container, self._stream, self.url, self._count_corrupt):
             if stop.is_set():
                 return
             yield to_decoded(frame, frame.time)
         raise SourceError(f"{mask_url(self.url)}: the server ended the stream")
+
+    def _count_corrupt(self) -> None:
+        self.corrupt_packets += 1
 
     def close(self) -> None:
         if self._container is not None:

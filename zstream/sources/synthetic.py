@@ -403,6 +403,7 @@ class SyntheticSource:
     def __init__(self, url: str, camera_id: str) -> None:
         self.url = url
         self.spec = parse_synthetic_url(url, camera_id)
+        self.corrupt_packets = 0  # rendered frames are never corrupt
         self._scene: TrafficScene | None = None
 
     def open(self) -> None:
