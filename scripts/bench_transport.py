@@ -54,6 +54,9 @@ CAMERA = "bench"
 CREDIT_POLL_S = 100e-6
 PACED_FPS = 30.0
 DRAIN_TIMEOUT_S = 10.0
+# A stage blocked this long on a hop gives up: a stuck run, or a parent killed with -9, leaves
+# no process behind for longer than this.
+STALL_TIMEOUT_S = 30.0
 STAMP = struct.Struct("<qqq")  # frame index, t_capture_ns, t_validate_ns
 END = b"END"
 ROLES = ("capture", "validate", "batch")
@@ -151,24 +154,24 @@ class QueueLink:
         self.credit_waits = 0
 
     def send(self, index: int, frame: Frame, t0: int) -> None:
-        self.outbox.put((index, t0, 0, frame.whole))
+        self.outbox.put((index, t0, 0, frame.whole), timeout=STALL_TIMEOUT_S)
 
     def send_end(self) -> None:
-        self.outbox.put(None)
+        self.outbox.put(None, timeout=STALL_TIMEOUT_S)
 
     def relay(self) -> int | None:
-        item = self.inbox.get()
+        item = self.inbox.get(timeout=STALL_TIMEOUT_S)
         if item is None:
             self.send_end()
             return None
         index, t0, _, whole = item
         t1 = now_ns()
         int(whole[0, 0])  # validation reads the pixels it was sent
-        self.outbox.put((index, t0, t1, whole))
+        self.outbox.put((index, t0, t1, whole), timeout=STALL_TIMEOUT_S)
         return index
 
     def receive(self) -> Delivery | None:
-        return self.inbox.get()
+        return self.inbox.get(timeout=STALL_TIMEOUT_S)
 
     def close(self) -> None:
         if self.outbox is not None:
@@ -182,6 +185,8 @@ class ZmqLink:
 
     def __init__(self, plan: Plan, role: str) -> None:
         self.context = zmq.Context(io_threads=1)
+        self.context.setsockopt(zmq.RCVTIMEO, int(STALL_TIMEOUT_S * 1000))
+        self.context.setsockopt(zmq.SNDTIMEO, int(STALL_TIMEOUT_S * 1000))
         self.pull: zmq.Socket | None = None
         self.push: zmq.Socket | None = None
         self.overwritten: list[int] = []
@@ -333,7 +338,8 @@ def stage_main(role: str, plan: Plan, sync: dict[str, Any], results: Any) -> Non
         link = LINKS[plan.variant](plan, role)
         try:
             sync[role].set()
-            sync["go"].wait()
+            if not sync["go"].wait(2 * STALL_TIMEOUT_S):
+                raise TimeoutError("never told to start")
             report = STAGES[role](plan, link, frames, sync)
             report["overwritten"] = link.overwritten
         finally:

@@ -254,8 +254,12 @@ def test_rtsp_camera_frames_match_the_served_clip(
     clip = make_h264_clip(tmp_path / "clip.mp4", width=320, height=240, fps=25, frames=50, gop=10)
     index_of = {frame.tobytes(): i for i, frame in enumerate(decode_i420_frames(clip))}
     with rtsp_server(file=clip) as url:
-        running = pipeline(topology_text(run_dir, streams, [{"id": "ip-cam", "url": url}]))
-        wait_until(lambda: count_per_camera(redis_client, streams[0], 50, ["ip-cam"]), 60, message="50 RTSP frames")
+        # Ring and queue hold the whole clip, so even a slow machine has no reason to drop.
+        cameras = [{"id": "ip-cam", "url": url, "ring_slots": 64}]
+        running = pipeline(topology_text(run_dir, streams, cameras, capture="[capture]\nqueue_depth = 64"))
+        wait_until(
+            lambda: count_per_camera(redis_client, streams[0], 50, ["ip-cam"]), 60, message="RTSP frames"
+        )
         assert_clean_exit(running)
     frames = read_frames(redis_client, streams[0])
     indices = [index_of.get(data) for _, data in frames]
@@ -277,17 +281,19 @@ def test_killing_the_supervisor_leaves_no_orphans_and_the_next_up_cleans_up(
 ) -> None:
     text = topology_text(run_dir, streams, [{"id": "a", "url": SYNTH}])
     first = pipeline(text)
-    wait_until(lambda: count_per_camera(redis_client, streams[0], 5, ["a"]), 60, message="first run streaming")
+    wait_until(
+        lambda: count_per_camera(redis_client, streams[0], 5, ["a"]), 60, message="first run streaming"
+    )
     workers = first.worker_pids()
     assert len(workers) == 5
     first.process.kill()
     first.process.wait(10)
-    wait_until(lambda: all(process_gone(pid) for pid in workers.values()), 15, message="workers to exit")
+    wait_until(lambda: all(map(process_gone, workers.values())), 15, message="workers to exit")
     run_id = load_topology(first.topology_file).run_id
     assert shm_segments(run_id), "a killed supervisor cannot remove its rings; the next run must"
 
     second = pipeline(text)
     before = len(read_frames(redis_client, streams[0]))
-    wait_until(lambda: len(read_frames(redis_client, streams[0])) >= before + 10, 60, message="second run streaming")
+    wait_until(lambda: len(read_frames(redis_client, streams[0])) >= before + 10, 60, message="second run")
     assert "removing shared memory left by an earlier run" in second.log
     assert_clean_exit(second)

@@ -1,0 +1,70 @@
+"""The transport benchmark runs end to end, and every variant delivers every frame intact.
+
+Only what a benchmark must get right is asserted (frames delivered, none overwritten or
+corrupted, nothing left behind); its fps depend on the machine and its load, so no
+timing target is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from zstream.ring import SHM_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "bench_transport.py"
+
+# A table row: "(c) label   ok/sent   fps   hop1   hop2   e2e   cpu   overwritten   bad".
+ROW = re.compile(
+    r"^\((?P<variant>[abc])\) .*?\s(?P<ok>\d+)/(?P<sent>\d+)\s+(?P<fps>\d+)"
+    r"(?:\s+\S+){4}\s+(?P<overwritten>\d+)\s+(?P<bad>\d+)$"
+)
+
+
+def table_rows(output: str) -> list[dict[str, str]]:
+    return [m.groupdict() for line in output.splitlines() if (m := ROW.match(line))]
+
+
+def run_quick(tmp_path: Path) -> tuple[int, int, str]:
+    """Run `--quick` with its temp files under tmp_path; (pid, exit code, stdout + stderr)."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    with subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--quick"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+        start_new_session=True,  # its own process group: on timeout, its stages go with it
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+        return proc.pid, proc.returncode, out + err
+
+
+def test_quick_run_delivers_every_frame_through_all_three_transports(tmp_path: Path) -> None:
+    pid, code, output = run_quick(tmp_path)
+    assert code == 0, output
+
+    rows = table_rows(output)
+    throughput, paced = rows[:3], rows[3:]
+    assert [r["variant"] for r in throughput] == ["a", "b", "c"], output
+    assert [r["variant"] for r in paced] == ["a", "b", "c"], output
+    for row in throughput:
+        assert int(row["fps"]) > 0, row
+    for row in rows:
+        assert int(row["sent"]) > 0 and row["ok"] == row["sent"], row
+        assert row["overwritten"] == "0" and row["bad"] == "0", row
+    assert "(c)/(a) fps:" in output and "(c)/(b) fps:" in output
+
+    # Its ring segments (named after its pid) and ipc socket directory are gone.
+    assert not list(SHM_DIR.glob(f"zstream-bench{pid}-*"))
+    assert not list(tmp_path.iterdir())
