@@ -25,7 +25,7 @@ import zmq.asyncio
 from redis.exceptions import RedisError
 
 from zstream.errors import RingError, WireError, mask_url
-from zstream.pixels import i420_bytes, i420_shape, i420_to_color, jpeg_encode
+from zstream.pixels import i420_shape, i420_to_color, jpeg_encode
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Topology
 from zstream.validate import DRAIN_IDLE_S, RingCache
@@ -104,7 +104,12 @@ class Batcher:
             data, shape = jpeg_encode(y, u, v, settings.jpeg_quality)
             pixel_format = "bgr24"
         elif settings.pixel_format == "yuv420p":
-            data, shape, pixel_format = i420_bytes(y, u, v), i420_shape(ref.width, ref.height), "yuv420p"
+            # The slot is Y, U, V back to back: one copy out, the one the transport needs.
+            data, shape, pixel_format = (
+                ring.frame(ref.slot).tobytes(),
+                i420_shape(ref.width, ref.height),
+                "yuv420p",
+            )
         else:
             color = i420_to_color(y, u, v, settings.pixel_format)
             data, shape, pixel_format = color.tobytes(), color.shape, settings.pixel_format

@@ -14,11 +14,6 @@ from zstream.sources.base import chroma_size
 _CONVERSIONS = {"bgr24": cv2.COLOR_YUV2BGR_I420, "rgb24": cv2.COLOR_YUV2RGB_I420}
 
 
-def i420_bytes(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> bytes:
-    """The frame as one contiguous I420 buffer: Y rows, then U, then V."""
-    return b"".join(np.ascontiguousarray(plane).tobytes() for plane in (y, u, v))
-
-
 def i420_to_color(y: np.ndarray, u: np.ndarray, v: np.ndarray, pixel_format: str = "bgr24") -> np.ndarray:
     """(h, w, 3) uint8 BGR or RGB. Odd sizes are padded by one edge row/column to the
     even size OpenCV's I420 conversion needs, then cropped back."""
