@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from zstream.errors import RingError, WireError, mask_url
 from zstream.pixels import i420_shape, i420_to_color, jpeg_encode
-from zstream.stats import Counters, StatsReporter
+from zstream.stats import Counters, StatsReporter, latency_bucket
 from zstream.topology import Topology
 from zstream.validate import DRAIN_IDLE_S, RingCache
 from zstream.wire import FrameMeta, Verdict, decode, encode_batch_entry, encode_qc_entry
@@ -219,8 +219,10 @@ class Batcher:
             )
             self.sealed.popleft()
             self.counters.add("batches_written")
+            written = time.time()
             for meta, _ in batch.frames:
                 self.counters.add("written", meta.camera)
+                self.counters.add("latency_ms", reason=latency_bucket(written - meta.capture_ts))
 
     def count_unsent(self) -> None:
         """At a forced exit: whatever is still queued is lost, and counted as such."""

@@ -104,6 +104,28 @@ class StatsBoard:
         return dict(totals)
 
 
+# Upper bounds (ms) of the capture-to-Redis latency histogram; counts per bucket are counters
+# ("latency_ms", "", bound), so they add up across processes and restarts like everything else.
+LATENCY_BUCKETS_MS = (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+
+def latency_bucket(latency_s: float) -> str:
+    """The histogram bucket of one latency, as its upper bound in ms ("inf" beyond the last)."""
+    ms = latency_s * 1000
+    return next((str(bound) for bound in LATENCY_BUCKETS_MS if ms <= bound), "inf")
+
+
+def latency_quantile(counts: dict[CounterKey, int], q: float) -> str:
+    """Upper bound of the bucket holding quantile q, as text ("≤ 200 ms"), or "n/a"."""
+    buckets = by_reason(counts, "latency_ms")
+    seen, wanted = 0, q * sum(buckets.values())
+    for bound in [*map(str, LATENCY_BUCKETS_MS), "inf"]:
+        seen += buckets.get(bound, 0)
+        if seen and seen >= wanted:
+            return f"<= {bound} ms" if bound != "inf" else f"> {LATENCY_BUCKETS_MS[-1]} ms"
+    return "n/a"
+
+
 def total(counts: dict[CounterKey, int], metric: str, camera: str | None = None) -> int:
     """Sum of a metric over reasons (and cameras, unless one is named)."""
     return sum(n for (m, c, _), n in counts.items() if m == metric and (camera is None or c == camera))

@@ -31,7 +31,7 @@ from zstream import preflight
 from zstream.errors import PreflightError, RingError, WireError
 from zstream.ring import Ring, ring_path, ring_paths_of_run
 from zstream.sources.base import i420_size
-from zstream.stats import StatsBoard, by_reason, total
+from zstream.stats import StatsBoard, by_reason, latency_quantile, total
 from zstream.topology import Topology
 from zstream.wire import WorkerStats, decode
 from zstream.worker import TOPOLOGY_FILE
@@ -351,7 +351,7 @@ class Supervisor:
         drops = ", ".join(f"{reason} {n}" for reason, n in sorted(dropped.items())) or "none"
         log.info(
             "%scameras streaming %d/%d · captured %d · validated %d (failed QC %d) · written %d in %d "
-            "batches · dropped %s · restarts %d",
+            "batches · latency p50 %s, p99 %s · dropped %s · restarts %d",
             "final: " if final else "",
             streaming,
             len(self.topology.cameras),
@@ -360,9 +360,24 @@ class Supervisor:
             total(counts, "qc_written"),
             total(counts, "written"),
             total(counts, "batches_written"),
+            latency_quantile(counts, 0.5),
+            latency_quantile(counts, 0.99),
             drops,
             sum(w.restarts for w in self.workers),
         )
+        if final:
+            for camera, row in self.status()["cameras"].items():
+                dropped_n = sum(row["dropped"].values())
+                log.info(
+                    "  %-24s %-12s captured %7d  validated %7d  failed %7d  written %7d  dropped %6d",
+                    camera,
+                    row["state"],
+                    row["captured"],
+                    row["validated"],
+                    sum(row["failed"].values()),
+                    row["written"],
+                    dropped_n,
+                )
 
 
 def _describe_exit(code: int | None) -> str:
