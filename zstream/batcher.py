@@ -22,14 +22,15 @@ import redis.asyncio as aioredis
 import uvloop
 import zmq
 import zmq.asyncio
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from zstream.errors import RingError, WireError, mask_url
 from zstream.pixels import i420_shape, i420_to_color, jpeg_encode
+from zstream.ring import RingCache
 from zstream.stats import Counters, StatsReporter, latency_bucket
 from zstream.topology import Topology
-from zstream.validate import DRAIN_IDLE_S, RingCache
-from zstream.wire import FrameMeta, Verdict, decode, encode_batch_entry, encode_qc_entry
+from zstream.wire import MAX_MESSAGE_BYTES, FrameMeta, Verdict, decode, encode_batch_entry, encode_qc_entry
+from zstream.worker import DRAIN_IDLE_S
 
 log = logging.getLogger(__name__)
 STAGE = "batch"
@@ -41,6 +42,47 @@ QC_CHUNK = 200
 class Batch:
     frames: list[tuple[FrameMeta, bytes]] = field(default_factory=list)
     opened: float = field(default_factory=time.monotonic)
+    entry_id: str | None = None  # fixed at the first write attempt; retries reuse it
+
+
+@dataclass
+class QcEntry:
+    camera: str
+    fields: dict[str, Any]
+    entry_id: str | None = None
+
+
+class EntryIds:
+    """Explicit, increasing stream entry ids ("ms-seq").
+
+    A write that timed out may still have landed. Retrying it with the same explicit id
+    makes Redis refuse the copy ("equal or smaller than the target stream top item"), so
+    a retry can never put a batch in the stream twice.
+    """
+
+    def __init__(self) -> None:
+        self.ms = 0
+        self.seq = 0
+
+    def next(self) -> str:
+        now = int(time.time() * 1000)
+        if now > self.ms:
+            self.ms, self.seq = now, 0
+        else:
+            self.seq += 1
+        return f"{self.ms}-{self.seq}"
+
+    def skip_past(self, entry_id: bytes | str) -> None:
+        """Continue after `entry_id` (the stream's top, written by someone else or before a
+        clock step back)."""
+        text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        ms, seq = (int(part) for part in text.split("-"))
+        if (ms, seq) >= (self.ms, self.seq):
+            self.ms, self.seq = ms, seq
+
+
+def _is_duplicate_id(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and "equal or smaller" in str(exc)
 
 
 class Batcher:
@@ -51,10 +93,11 @@ class Batcher:
         self.settings = topology.batcher
         self.counters = counters
         self.redis = client
-        self.rings = RingCache(topology)
+        self.rings = RingCache(topology.run_id)
         self.open = Batch()
         self.sealed: deque[Batch] = deque()
-        self.qc: deque[dict[str, Any]] = deque()
+        self.qc: deque[QcEntry] = deque()
+        self._ids = {"batch": EntryIds(), "qc": EntryIds()}
         self.wake = asyncio.Event()
         self._last_seq: dict[str, int] = {}
         self._batches = 0
@@ -62,6 +105,14 @@ class Batcher:
     # ---- intake -------------------------------------------------------------------------
 
     def handle(self, data: bytes) -> None:
+        """Take one verdict; whatever a message holds, it is counted and never kills us."""
+        try:
+            self._handle(data)
+        except Exception:  # a message we did not foresee must cost one frame, not the batcher
+            self.counters.drop(STAGE, "bad_message")
+            log.exception("rejected a message that failed unexpectedly")
+
+    def _handle(self, data: bytes) -> None:
         try:
             verdict = decode(data, Verdict)
         except WireError as exc:
@@ -84,7 +135,7 @@ class Batcher:
             return
         self._last_seq[ref.camera] = ref.seq
         if not verdict.passed:
-            self._queue_qc(encode_qc_entry(verdict), ref.camera)
+            self._queue_qc(QcEntry(ref.camera, encode_qc_entry(verdict)))
             return
         payload = self._read_pixels(ring, verdict)
         if payload is not None:
@@ -154,11 +205,10 @@ class Batcher:
             return self.settings.batch_timeout_ms / 1000
         return remaining
 
-    def _queue_qc(self, fields: dict[str, Any], camera: str) -> None:
-        self.qc.append(fields)
+    def _queue_qc(self, entry: QcEntry) -> None:
+        self.qc.append(entry)
         if len(self.qc) > QC_BACKLOG:
-            self.qc.popleft()
-            self.counters.drop(STAGE, "qc_backlog", camera)
+            self.counters.drop(STAGE, "qc_backlog", self.qc.popleft().camera)
         self.wake.set()
 
     # ---- output -------------------------------------------------------------------------
@@ -200,37 +250,74 @@ class Batcher:
             task.cancel()
 
     async def _write_some(self) -> None:
-        redis_settings = self.topology.redis
         if self.qc:
-            chunk = [self.qc[i] for i in range(min(QC_CHUNK, len(self.qc)))]
-            pipe = self.redis.pipeline(transaction=False)
-            for fields in chunk:
-                pipe.xadd(redis_settings.qc_stream, fields, maxlen=redis_settings.qc_maxlen, approximate=True)
-            await pipe.execute()
-            for _ in chunk:
-                self.qc.popleft()
-            self.counters.add("qc_written", n=len(chunk))
+            await self._write_qc()
         if self.sealed:
-            batch = self.sealed[0]
-            self._batches += 1
-            fields = encode_batch_entry(f"{os.getpid()}-{self._batches}", time.time(), batch.frames)
-            await self.redis.xadd(
-                redis_settings.stream, fields, maxlen=redis_settings.maxlen, approximate=True
-            )
-            self.sealed.popleft()
+            await self._write_batch(self.sealed[0])
+            batch = self.sealed.popleft()
             self.counters.add("batches_written")
             written = time.time()
             for meta, _ in batch.frames:
                 self.counters.add("written", meta.camera)
                 self.counters.add("latency_ms", reason=latency_bucket(written - meta.capture_ts))
 
+    async def _write_batch(self, batch: Batch) -> None:
+        settings = self.topology.redis
+        retry = batch.entry_id is not None
+        batch.entry_id = batch.entry_id or self._ids["batch"].next()
+        self._batches += int(not retry)
+        fields = encode_batch_entry(f"{os.getpid()}-{self._batches}", time.time(), batch.frames)
+        try:
+            await self.redis.xadd(
+                settings.stream, fields, id=batch.entry_id, maxlen=settings.maxlen, approximate=True
+            )
+        except ResponseError as exc:
+            if not _is_duplicate_id(exc):
+                raise
+            if retry:
+                return  # our earlier attempt landed after all: Redis refused the copy
+            await self._skip_past_top(settings.stream, "batch")  # someone wrote past our ids
+            batch.entry_id = None
+            raise
+
+    async def _write_qc(self) -> None:
+        """Up to QC_CHUNK entries in one round trip; what landed leaves the queue, even when a
+        later entry of the chunk failed."""
+        settings = self.topology.redis
+        chunk = [self.qc[i] for i in range(min(QC_CHUNK, len(self.qc)))]
+        retried = [entry.entry_id is not None for entry in chunk]
+        pipe = self.redis.pipeline(transaction=False)
+        for entry in chunk:
+            entry.entry_id = entry.entry_id or self._ids["qc"].next()
+            pipe.xadd(
+                settings.qc_stream,
+                entry.fields,
+                id=entry.entry_id,
+                maxlen=settings.qc_maxlen,
+                approximate=True,
+            )
+        results = await pipe.execute(raise_on_error=False)
+        for entry, was_retried, result in zip(chunk, retried, results, strict=True):
+            if isinstance(result, Exception) and not (was_retried and _is_duplicate_id(result)):
+                if _is_duplicate_id(result):
+                    await self._skip_past_top(settings.qc_stream, "qc")
+                    for waiting in self.qc:
+                        waiting.entry_id = None
+                raise result
+            self.qc.popleft()
+            self.counters.add("qc_written", entry.camera)
+
+    async def _skip_past_top(self, stream: str, kind: str) -> None:
+        info = await self.redis.xinfo_stream(stream)
+        self._ids[kind].skip_past(info["last-generated-id"])
+
     def count_unsent(self) -> None:
         """At a forced exit: whatever is still queued is lost, and counted as such."""
         for batch in [*self.sealed, self.open]:
             for meta, _ in batch.frames:
                 self.counters.drop(STAGE, "shutdown_unsent", meta.camera)
-        for fields in self.qc:
-            self.counters.drop(STAGE, "shutdown_unsent_qc", str(fields["camera"]))
+        for entry in self.qc:
+            self.counters.drop(STAGE, "shutdown_unsent_qc", entry.camera)
         self.sealed.clear()
         self.qc.clear()
         self.open = Batch()
@@ -252,12 +339,16 @@ async def _serve(topology: Topology, index: int, stop: threading.Event) -> None:
     batcher = Batcher(topology, counters, client)
     pull = context.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, 10000)
+    pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     pull.bind(topology.endpoint("batch"))
     finish = asyncio.Event()
     writer = asyncio.create_task(batcher.writer(finish))
     last_input = time.monotonic()
+    deadline: float | None = None  # set when asked to stop: finish before the supervisor kills us
     try:
         while True:
+            if stop.is_set() and deadline is None:
+                deadline = time.monotonic() + topology.supervisor.drain_budget_s("batch") - 1.0
             timeout_ms = max(1, int(min(batcher.seal_if_due(), 0.1) * 1000))
             if await pull.poll(timeout_ms):
                 for _ in range(256):  # take a burst before yielding to the writer
@@ -270,14 +361,16 @@ async def _serve(topology: Topology, index: int, stop: threading.Event) -> None:
                 await asyncio.sleep(0)
             elif stop.is_set() and time.monotonic() - last_input >= DRAIN_IDLE_S:
                 break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             reporter.maybe_send()
         batcher.seal()
         finish.set()
-        deadline = topology.supervisor.shutdown_timeout_s / 2
+        remaining = max(0.1, (deadline or time.monotonic()) - time.monotonic())
         try:
-            await asyncio.wait_for(writer, deadline)
+            await asyncio.wait_for(writer, remaining)
         except TimeoutError:
-            log.error("Redis did not take the last batches within %.0fs", deadline)
+            log.error("Redis did not take the last batches before the shutdown deadline")
             batcher.count_unsent()
     finally:
         writer.cancel()

@@ -48,10 +48,10 @@ class FpsCap:
         if not self.interval:
             return True
         now = pts if pts is not None else time.monotonic()
-        if self._next is not None and now < self._next - 1e-6:
+        if self._next is not None and self._next - 2 * self.interval <= now < self._next - 1e-6:
             return False
-        # Schedule from the ideal time, not from `now`, so jitter does not lower the rate;
-        # after a gap (reconnect, loop) start afresh.
+        # Beyond that window, time jumped (a reconnect, a looped or restarted stream): start afresh.
+        # Schedule from the ideal time, not from `now`, so jitter does not lower the rate.
         ideal = (self._next or now) + self.interval
         self._next = ideal if abs(now - ideal) < 2 * self.interval else now + self.interval
         return True
@@ -84,35 +84,39 @@ class CameraThread(threading.Thread):
         self._push.connect(topology.endpoint(f"validate-{topology.validator_of(camera_index)}"))
 
     def run(self) -> None:
-        failures = 0
         try:
-            while not self.stop.is_set():
-                source = open_source(self.camera, self.topology)
-                try:
-                    self._set_state(CameraState.CONNECTING)
-                    source.open()
-                    self._set_state(CameraState.STREAMING)
-                    for frame in source.frames(self.stop):
-                        failures = 0
-                        self._deliver(frame)
-                    if not self.stop.is_set() and self.camera.scheme == "file":
-                        self._set_state(CameraState.ENDED, "end of file")
-                        return
-                except (SourceError, RingError) as exc:
-                    failures += 1
-                    self.counters.add("source_errors", self.camera.id)
-                    self._backoff(failures, str(exc))
-                finally:
-                    source.close()
-                    if source.corrupt_packets:
-                        self.counters.add("corrupt_packets", self.camera.id, n=source.corrupt_packets)
-        except Exception as exc:  # a bug must not take the other cameras of this worker down
-            log.exception("camera %s: capture thread failed", self.camera.id)
-            self._set_state(CameraState.STOPPED, f"internal error: {exc}")
-            return
+            self._run()
         finally:
             self._push.close()
             self._ring.close()
+
+    def _run(self) -> None:
+        """Stream until stopped or the source ends; every failure is retried after a back-off."""
+        failures = 0
+        while not self.stop.is_set():
+            source = open_source(self.camera, self.topology)
+            try:
+                self._set_state(CameraState.CONNECTING)
+                source.open()
+                self._set_state(CameraState.STREAMING)
+                self._cap = FpsCap(self.camera.fps)  # stream time starts afresh with each session
+                for frame in source.frames(self.stop):
+                    failures = 0
+                    self._deliver(frame)
+                if not self.stop.is_set():  # a finite source (file, synthetic count) is done
+                    self._set_state(CameraState.ENDED, "end of stream")
+                    return
+            except (SourceError, RingError) as exc:
+                failures += 1
+                self._backoff(failures, str(exc))
+            except Exception as exc:  # a bug or an unforeseen library error: log it, retry
+                log.exception("camera %s: unexpected error", self.camera.id)
+                failures += 1
+                self._backoff(failures, f"unexpected error: {exc!r}")
+            finally:
+                source.close()
+                if source.corrupt_packets:
+                    self.counters.add("corrupt_packets", self.camera.id, n=source.corrupt_packets)
         self._set_state(CameraState.STOPPED)
 
     def _deliver(self, frame: DecodedFrame) -> None:
@@ -134,8 +138,9 @@ class CameraThread(threading.Thread):
         _fill(claimed.y, frame.y)
         _fill(claimed.u, frame.u)
         _fill(claimed.v, frame.v)
-        seq, generation = self._ring.commit(claimed, frame.pts, time.time())
-        ref = FrameRef(camera, seq, claimed.slot, generation, width, height, frame.pts, time.time())
+        captured_at = time.time()
+        seq, generation = self._ring.commit(claimed, frame.pts, captured_at)
+        ref = FrameRef(camera, seq, claimed.slot, generation, width, height, frame.pts, captured_at)
         if not self._send(encode(ref)):
             self._ring.release(claimed.slot, generation)
             self.counters.drop(STAGE, "queue_full", camera)
@@ -164,6 +169,7 @@ class CameraThread(threading.Thread):
                     return False
 
     def _backoff(self, failures: int, reason: str) -> None:
+        self.counters.add("source_errors", self.camera.id)
         capture = self.topology.capture
         delay = min(capture.reconnect_max_s, capture.reconnect_initial_s * 2 ** (failures - 1))
         delay *= random.uniform(0.5, 1.0)  # jitter: cameras behind one outage do not retry in step

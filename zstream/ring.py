@@ -10,8 +10,8 @@ Layout: a 64-byte ring header, one 64-byte header per slot, then the slots' pixe
 lock: odd while the writer fills the slot, even when the frame is complete, bumped on
 every write. A reader holds (slot, generation) from the FrameRef and re-checks it after
 reading: a mismatch means the frame was overwritten and must be dropped, so a torn frame
-can never leave the pipeline. (x86 keeps stores and loads in program order, which is
-what this relies on.)
+can never leave the pipeline. This relies on stores staying in order with stores and loads
+with loads, which x86-64 guarantees (preflight refuses other architectures).
 
 We map files directly instead of using multiprocessing.shared_memory, whose resource
 tracker unlinks segments when an attaching process exits (Python < 3.13).
@@ -254,7 +254,9 @@ class Ring:
     def is_current(self, slot: int, generation: int) -> bool:
         """True while the slot still holds the complete frame of that generation."""
         self._check_slot(slot)
-        return int(self._slot_headers[slot]["generation"]) == generation and generation % 2 == 0
+        # Generation 0 is a slot never written: nothing there is a frame.
+        complete = generation >= 2 and generation % 2 == 0
+        return complete and int(self._slot_headers[slot]["generation"]) == generation
 
     def planes(self, slot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Views (no copy) of the slot's Y, U, V planes, sized from the slot header."""
@@ -292,3 +294,22 @@ class Ring:
             data[y_end:u_end].reshape(ch, cw),
             data[u_end : u_end + cw * ch].reshape(ch, cw),
         )
+
+
+class RingCache:
+    """The rings of the cameras a reader has seen, attached on first use."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._rings: dict[str, Ring] = {}
+
+    def get(self, camera: str) -> Ring:
+        ring = self._rings.get(camera)
+        if ring is None:
+            ring = self._rings[camera] = Ring.attach(ring_path(self.run_id, camera))
+        return ring
+
+    def close(self) -> None:
+        for ring in self._rings.values():
+            ring.close()
+        self._rings.clear()

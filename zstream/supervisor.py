@@ -38,7 +38,6 @@ from zstream.worker import TOPOLOGY_FILE
 
 log = logging.getLogger(__name__)
 STAGES = ("batch", "validate", "capture")  # start order; drain order is the reverse
-DRAIN_SHARE = {"capture": 0.25, "validate": 0.25, "batch": 0.5}  # of shutdown_timeout_s
 
 
 @dataclass(frozen=True)
@@ -277,14 +276,13 @@ class Supervisor:
 
     def _drain(self, stats: zmq.Socket) -> None:
         """Stop stages upstream first, each within its share of the shutdown timeout."""
-        timeout = self.topology.supervisor.shutdown_timeout_s
         for stage in reversed(STAGES):
             workers = [w for w in self.workers if w.stage == stage]
             for worker in workers:
                 worker.restart_at = 0.0
                 if worker.process is not None and self.signals < 2:
                     worker.process.terminate()
-            deadline = time.monotonic() + timeout * DRAIN_SHARE[stage]
+            deadline = time.monotonic() + self.topology.supervisor.drain_budget_s(stage)
             while self.signals < 2 and time.monotonic() < deadline:
                 if all(w.process is None or w.process.poll() is not None for w in workers):
                     break

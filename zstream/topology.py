@@ -115,6 +115,11 @@ class SupervisorSettings(Strict):
     stats_interval_s: float = Field(1.0, gt=0, le=60, description="how often workers report counters")
     log_interval_s: float = Field(10.0, gt=0, le=3600, description="how often the summary is logged")
 
+    def drain_budget_s(self, stage: str) -> float:
+        """Each stage's share of the shutdown timeout, upstream first; the batcher gets the most
+        because it may be waiting for Redis."""
+        return self.shutdown_timeout_s * {"capture": 0.25, "validate": 0.25, "batch": 0.5}[stage]
+
 
 class Camera(Strict):
     id: str = Field(pattern=CAMERA_ID_PATTERN, description="unique; letters, digits, _ . -")

@@ -15,43 +15,26 @@ import zmq
 
 from zstream.errors import RingError, WireError
 from zstream.quality import Thresholds, judge, measure
-from zstream.ring import Ring, ring_path
+from zstream.ring import RingCache
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Topology
-from zstream.wire import FrameRef, Verdict, decode, encode
+from zstream.wire import MAX_MESSAGE_BYTES, FrameRef, Verdict, decode, encode
+from zstream.worker import DRAIN_IDLE_S
 
 log = logging.getLogger(__name__)
 STAGE = "validate"
-DRAIN_IDLE_S = 0.3  # while stopping: input quiet this long means upstream has nothing left
-
-
-class RingCache:
-    """Rings of the cameras this worker has seen, attached on first use."""
-
-    def __init__(self, topology: Topology) -> None:
-        self.topology = topology
-        self._rings: dict[str, Ring] = {}
-
-    def get(self, camera: str) -> Ring:
-        ring = self._rings.get(camera)
-        if ring is None:
-            ring = self._rings[camera] = Ring.attach(ring_path(self.topology.run_id, camera))
-        return ring
-
-    def close(self) -> None:
-        for ring in self._rings.values():
-            ring.close()
-        self._rings.clear()
 
 
 class Validator:
     def __init__(self, topology: Topology, index: int, context: zmq.Context, counters: Counters) -> None:
         self.topology = topology
         self.counters = counters
-        self.rings = RingCache(topology)
+        self.rings = RingCache(topology.run_id)
         self._thresholds: dict[str, Thresholds] = {c.id: topology.thresholds_for(c) for c in topology.cameras}
         self.pull = context.socket(zmq.PULL)
-        self.pull.setsockopt(zmq.RCVHWM, 1000)
+        # Per camera (each has its own pipe): with the sender's HWM, what may wait for us.
+        self.pull.setsockopt(zmq.RCVHWM, topology.capture.queue_depth)
+        self.pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self.pull.bind(topology.endpoint(f"validate-{index}"))
         self.push = context.socket(zmq.PUSH)
         self.push.setsockopt(zmq.SNDHWM, 10000)
@@ -59,6 +42,14 @@ class Validator:
         self.push.connect(topology.endpoint("batch"))
 
     def handle(self, data: bytes) -> None:
+        """Validate one frame; whatever a message holds, it is counted and never kills us."""
+        try:
+            self._handle(data)
+        except Exception:  # a message we did not foresee must cost one frame, not the worker
+            self.counters.drop(STAGE, "bad_message")
+            log.exception("rejected a message that failed unexpectedly")
+
+    def _handle(self, data: bytes) -> None:
         try:
             ref = decode(data, FrameRef)
         except WireError as exc:
@@ -74,6 +65,9 @@ class Validator:
             if not ring.is_current(ref.slot, ref.generation):
                 self.counters.drop(STAGE, "overwritten", ref.camera)
                 return
+            info = ring.info(ref.slot)
+            if (info.seq, info.width, info.height) != (ref.seq, ref.width, ref.height):
+                raise RingError(f"reference to slot {ref.slot} does not match what the slot holds")
             luma = ring.planes(ref.slot)[0]
             metrics = measure(luma)
             if not ring.is_current(ref.slot, ref.generation):  # rewritten while we measured

@@ -98,7 +98,13 @@ class Verdict:
         _expect(reasons, list, "reasons")
         if len(frame) != 8:
             raise WireError(f"Verdict.frame has {len(frame)} fields, expected 8")
-        return cls(FrameRef._from(frame), metrics, tuple(str(r) for r in reasons), float(validated_ts))
+        for name, value in metrics.items():
+            _expect(name, str, "metrics key")
+            _expect(value, (int, float), f"metrics[{name!r}]")
+        for reason in reasons:
+            _expect(reason, str, "reasons")
+        _expect(validated_ts, (int, float), "validated_ts")
+        return cls(FrameRef._from(frame), metrics, tuple(reasons), float(validated_ts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +155,7 @@ def decode(data: bytes, expected: type[Message] | None = None) -> Message:
         raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
         values = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
-    except (ValueError, msgpack.UnpackException) as exc:
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:  # TypeError: unhashable map key
         raise WireError(f"not msgpack: {exc}") from exc
     if not isinstance(values, list) or len(values) < 2:
         raise WireError("not a zstream message")

@@ -20,6 +20,7 @@ from zstream.topology import Topology
 
 PR_SET_PDEATHSIG = 1
 TOPOLOGY_FILE = "topology.json"
+DRAIN_IDLE_S = 0.3  # while stopping: input quiet this long means upstream has nothing left
 
 
 def _die_with_parent(parent_pid: int, stop: threading.Event) -> None:
