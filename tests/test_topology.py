@@ -154,7 +154,7 @@ def test_per_camera_settings_override_stage_defaults() -> None:
 def test_long_run_dir_is_refused_because_of_socket_path_limits() -> None:
     with pytest.raises(TopologyError) as caught:
         parse_topology(
-            {"run_dir": "/tmp/" + "x" * 100, "cameras": [{"id": "a", "url": "synthetic://"}]},
+            {"run_dir": "/tmp/" + "x" * 100, "cameras": [{"id": "a", "url": "synthetic://traffic"}]},
             base_dir=Path("/"),
         )
     assert caught.value.problems[0].startswith("run_dir:") and "too long" in caught.value.problems[0]
@@ -177,7 +177,7 @@ def test_cli_validate_prints_ok_or_every_error_and_exits_2(tmp_path: Path) -> No
     assert ok.returncode == 0 and ok.stdout.startswith("OK: ")
 
     bad = tmp_path / "bad.toml"
-    bad.write_text("[[cameras]]\nid = 'x'\nurl = 'synthetic://'\nfps = -1\n[capture]\nworkers = 0\n")
+    bad.write_text("[[cameras]]\nid = 'x'\nurl = 'synthetic://traffic'\nfps = -1\n[capture]\nworkers = 0\n")
     result = run_cli("validate", str(bad))
     assert result.returncode == 2
     assert "2 problems" in result.stderr
@@ -198,3 +198,10 @@ def test_cli_up_refuses_an_invalid_topology_without_starting(tmp_path: Path) -> 
 def test_cli_missing_file_is_a_clean_error(tmp_path: Path) -> None:
     result = run_cli("validate", str(tmp_path / "absent.toml"))
     assert result.returncode == 2 and "file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_url_problems_are_reported_together_with_schema_problems(tmp_path: Path) -> None:
+    problems = problems_of("[capture]\nworkers = 0\n[[cameras]]\nid = 'a'\nurl = 'nope://x'\n", tmp_path)
+    assert len(problems) == 2
+    assert any(p.startswith("cameras[0].url: unsupported scheme") for p in problems)
+    assert any(p.startswith("capture.workers:") for p in problems)

@@ -7,6 +7,7 @@ that crashes mid-batch leaves it pending for its group instead of losing it.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from zstream.errors import ZStreamError, mask_url
 from zstream.pixels import i420_to_color
 from zstream.sources.base import chroma_size
 from zstream.wire import FrameMeta, decode_batch_entry
+
+log = logging.getLogger(__name__)
 
 
 class ConsumerError(ZStreamError):
@@ -96,6 +99,8 @@ class BatchConsumer:
             url, socket_connect_timeout=5, socket_timeout=max(10, block_ms / 500)
         )
         self._pending_checked = False
+        self.trimmed = 0  # pending entries MAXLEN removed before they were processed
+        self.malformed = 0  # entries that could not be decoded (skipped and acknowledged)
         self._call(self._ensure_group, start)
 
     def _ensure_group(self, start: str) -> None:
@@ -107,14 +112,16 @@ class BatchConsumer:
 
     def read(self, block_ms: int | None = None) -> list[Batch]:
         """One read: first batches delivered to this consumer earlier but never acked, then new ones."""
-        if not self._pending_checked:
+        while not self._pending_checked:
             entries = self._call(
                 self._redis.xreadgroup, self.group, self.consumer, {self.stream: "0"}, count=self.count
             )
+            if not entries or not entries[0][1]:
+                self._pending_checked = True  # no pending entries left at all
+                break
             batches = self._parse(entries)
             if batches:
                 return batches
-            self._pending_checked = True
         entries = self._call(
             self._redis.xreadgroup,
             self.group,
@@ -156,14 +163,24 @@ class BatchConsumer:
         batches = []
         for _stream, items in entries or []:
             for entry_id, fields in items:
-                if not fields:  # pending entry trimmed away by MAXLEN: nothing left to process
+                batch = self._batch(entry_id, fields)
+                if batch is None:  # nothing usable will ever come of it: ack, so it cannot block us
                     self._call(self._redis.xack, self.stream, self.group, entry_id)
-                    continue
-                meta, frames = decode_batch_entry(fields)
-                batches.append(
-                    Batch(_text(entry_id), float(meta["created_ts"]), [_frame(m, data) for m, data in frames])
-                )
+                else:
+                    batches.append(batch)
         return batches
+
+    def _batch(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> Batch | None:
+        if not fields:  # a pending entry MAXLEN trimmed away
+            self.trimmed += 1
+            return None
+        try:
+            meta, frames = decode_batch_entry(fields)
+            return Batch(_text(entry_id), float(meta["created_ts"]), [_frame(m, data) for m, data in frames])
+        except (ZStreamError, KeyError, TypeError, ValueError) as exc:
+            self.malformed += 1
+            log.warning("skipping malformed entry %s of %s: %s", _text(entry_id), self.stream, exc)
+            return None
 
 
 def _frame(meta: FrameMeta, data: bytes) -> Frame:

@@ -8,6 +8,7 @@ refuses with a reason.
 from __future__ import annotations
 
 import os
+import platform
 
 import redis
 from redis.exceptions import RedisError
@@ -15,6 +16,14 @@ from redis.exceptions import RedisError
 from zstream.errors import PreflightError, mask_url
 from zstream.ring import SHM_DIR
 from zstream.topology import Topology
+
+
+def check_platform() -> None:
+    """The rings' generation check relies on x86-64 memory ordering (see zstream.ring); on a
+    weaker model (ARM) a reader could see a frame torn, so refuse rather than risk it."""
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64"):
+        raise PreflightError(f"zstream's shared-memory rings need an x86-64 CPU; this machine is {machine}")
 
 
 def shared_memory_needed(topology: Topology) -> int:

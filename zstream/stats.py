@@ -137,3 +137,17 @@ def by_reason(counts: dict[CounterKey, int], metric: str, camera: str | None = N
         if m == metric and (camera is None or c == camera):
             reasons[r] += n
     return dict(reasons)
+
+
+def unaccounted(counts: dict[CounterKey, int], committed: int, camera: str) -> int:
+    """Frames of a camera whose fate no counter records.
+
+    `committed` is the ring's own count of frames written into it: it lives in shared
+    memory, so unlike a killed worker's last counters it survives any crash. Every such
+    frame was dropped at capture, written, sent to QC, or dropped downstream; while the
+    pipeline runs the rest are in flight, and after a drain they were lost in a crash.
+    """
+    settled = total(counts, "written", camera) + total(counts, "qc_written", camera)
+    settled += sum(n for reason, n in by_reason(counts, "dropped", camera).items()
+                   if reason not in ("capture:too_large", "capture:ring_full", "capture:stopping"))
+    return committed - settled

@@ -10,9 +10,7 @@ skips the drain.
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import fcntl
 import json
 import logging
 import os
@@ -22,19 +20,17 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
 
 import zmq
 
 from zstream import preflight
 from zstream.errors import PreflightError, RingError, WireError
-from zstream.ring import Ring, ring_path, ring_paths_of_run
+from zstream.ring import Ring, ring_path
+from zstream.rundir import STATUS_FILE, TOPOLOGY_FILE, RunDir
 from zstream.sources.base import i420_size
-from zstream.stats import StatsBoard, by_reason, latency_quantile, total
+from zstream.stats import StatsBoard, by_reason, latency_quantile, total, unaccounted
 from zstream.topology import Topology
 from zstream.wire import WorkerStats, decode
-from zstream.worker import TOPOLOGY_FILE
 
 log = logging.getLogger(__name__)
 STAGES = ("batch", "validate", "capture")  # start order; drain order is the reverse
@@ -80,51 +76,6 @@ class Worker:
         return WorkerState.BACKOFF if self.restart_at else WorkerState.STOPPED
 
 
-class RunDir:
-    """The run directory: a lock held for the pipeline's life, and cleanup of what a crashed
-    run left behind (socket files, rings of this run id)."""
-
-    def __init__(self, topology: Topology) -> None:
-        self.topology = topology
-        self.path = Path(topology.run_dir)
-        self._lock: IO[str] | None = None
-
-    def acquire(self) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock = open(self.path / "supervisor.lock", "a+")  # noqa: SIM115 - held until release()
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            owner = lock.read().strip() or "?"
-            lock.close()
-            raise PreflightError(
-                f"another `zstream up` (pid {owner}) is running with run_dir {self.path}"
-            ) from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
-        self._lock = lock
-        self.remove_leftovers()
-
-    def remove_leftovers(self) -> None:
-        for path in [*self.path.glob("*.sock"), self.path / TOPOLOGY_FILE, self.path / "status.json"]:
-            path.unlink(missing_ok=True)
-        for path in ring_paths_of_run(self.topology.run_id):
-            log.warning("removing shared memory left by an earlier run: %s", path)
-            path.unlink(missing_ok=True)
-
-    def release(self) -> None:
-        self.remove_leftovers()
-        if self._lock is not None:
-            (self.path / "supervisor.lock").unlink(missing_ok=True)
-            self._lock.close()
-            self._lock = None
-        with contextlib.suppress(OSError):  # not empty: someone else's files; leave them
-            self.path.rmdir()
-
-
 class Supervisor:
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
@@ -135,7 +86,7 @@ class Supervisor:
         self.workers += [Worker("validate", i) for i in range(topology.validation.workers)]
         self.workers += [Worker("capture", i) for i in range(topology.capture.workers)]
         self.run_dir = RunDir(topology)
-        self.rings: list[Ring] = []
+        self.rings: dict[str, Ring] = {}
         self.signals = 0
         self._next_log = 0.0
         self._next_status = 0.0
@@ -149,6 +100,7 @@ class Supervisor:
         context = zmq.Context.instance()
         stats = None
         try:
+            preflight.check_platform()
             preflight.check_shared_memory(self.topology)
             preflight.check_redis(self.topology)
             self._create_rings()
@@ -172,11 +124,11 @@ class Supervisor:
             self._kill_all()
             if stats is not None:
                 stats.close(linger=0)
-            for ring in self.rings:
+                self._log_summary(final=True)  # before the rings go: they hold the committed counts
+            for ring in self.rings.values():
                 ring.close()
                 ring.unlink()
             self.run_dir.release()
-            self._log_summary(final=True)
 
     def _create_rings(self) -> None:
         topology = self.topology
@@ -190,7 +142,7 @@ class Supervisor:
                 )
             except RingError as exc:
                 raise PreflightError(f"camera {camera.id}: {exc}") from exc
-            self.rings.append(ring)
+            self.rings[camera.id] = ring
 
     def _install_signal_handlers(self) -> None:
         def on_signal(signum: int, _frame: object) -> None:
@@ -319,6 +271,8 @@ class Supervisor:
                 **{m: total(counts, m, camera.id) for m in ("decoded", "captured", "validated", "written")},
                 "failed": by_reason(counts, "failed", camera.id),
                 "dropped": by_reason(counts, "dropped", camera.id),
+                "committed": self._committed(camera.id),
+                "unaccounted": unaccounted(counts, self._committed(camera.id), camera.id),
             }
         workers = {
             w.name: {
@@ -336,8 +290,13 @@ class Supervisor:
             "batches_written": total(counts, "batches_written"),
         }
 
+    def _committed(self, camera_id: str) -> int:
+        """Frames the camera's capture wrote into its ring, ever (from the ring's header)."""
+        ring = self.rings.get(camera_id)
+        return ring.next_seq if ring is not None else 0
+
     def _write_status(self) -> None:
-        path = self.run_dir.path / "status.json"
+        path = self.run_dir.path / STATUS_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.status(), indent=1))
         tmp.replace(path)
@@ -364,17 +323,21 @@ class Supervisor:
             sum(w.restarts for w in self.workers),
         )
         if final:
+            lost = sum(row["unaccounted"] for row in self.status()["cameras"].values())
+            (log.warning if lost else log.info)(
+                "final: unaccounted %d (frames lost in a crash or cut off at the drain deadline)", lost
+            )
             for camera, row in self.status()["cameras"].items():
-                dropped_n = sum(row["dropped"].values())
                 log.info(
-                    "  %-24s %-12s captured %7d  validated %7d  failed %7d  written %7d  dropped %6d",
+                    "  %-24s %-12s captured %7d  validated %7d  failed %d  written %7d  dropped %d  lost %d",
                     camera,
                     row["state"],
                     row["captured"],
                     row["validated"],
                     sum(row["failed"].values()),
                     row["written"],
-                    dropped_n,
+                    sum(row["dropped"].values()),
+                    row["unaccounted"],
                 )
 
 

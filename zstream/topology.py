@@ -256,17 +256,16 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
 
 def parse_topology(raw: dict[str, Any], base_dir: Path) -> Topology:
     """Validate already-parsed TOML; relative paths are resolved against `base_dir`."""
-    problems = _duplicate_camera_ids(raw)
+    # Checks of values the schema cannot judge run on the raw file too, so that their
+    # problems are reported together with the schema's instead of on the next attempt.
+    problems = _duplicate_camera_ids(raw) + _semantic_problems(raw, base_dir)
     try:
         topology = Topology.model_validate(raw)
     except ValidationError as exc:
         problems.extend(_format_error(error) for error in exc.errors())
-        raise TopologyError(problems) from None
-    topology = _resolve_paths(topology, base_dir)
-    problems.extend(_semantic_problems(topology))
     if problems:
         raise TopologyError(problems)
-    return topology
+    return _resolve_paths(topology, base_dir)
 
 
 def key_path(loc: tuple[Any, ...]) -> str:
@@ -314,44 +313,52 @@ def _duplicate_camera_ids(raw: dict[str, Any]) -> list[str]:
 
 def _resolve_paths(topology: Topology, base_dir: Path) -> Topology:
     """Make run_dir and file cameras absolute, so workers need not know where the file was."""
-    cameras = []
-    for camera in topology.cameras:
-        if camera.scheme == "file":
-            path = Path(file_path(camera.url)).expanduser()
-            camera = camera.model_copy(update={"url": str(path if path.is_absolute() else base_dir / path)})
-        cameras.append(camera)
-    run_dir = Path(topology.run_dir).expanduser()
-    run_dir = run_dir if run_dir.is_absolute() else base_dir / run_dir
-    return topology.model_copy(update={"cameras": cameras, "run_dir": os.path.normpath(run_dir)})
+    cameras = [
+        camera.model_copy(update={"url": str(_absolute(file_path(camera.url), base_dir))})
+        if camera.scheme == "file"
+        else camera
+        for camera in topology.cameras
+    ]
+    return topology.model_copy(
+        update={"cameras": cameras, "run_dir": str(_absolute(topology.run_dir, base_dir))}
+    )
 
 
-def _semantic_problems(topology: Topology) -> list[str]:
+def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
     problems = []
-    if len(topology.run_dir) > MAX_RUN_DIR_LENGTH:
+    run_dir = raw.get("run_dir", Topology.model_fields["run_dir"].default)
+    if isinstance(run_dir, str) and len(resolved := str(_absolute(run_dir, base_dir))) > MAX_RUN_DIR_LENGTH:
         problems.append(
-            f"run_dir: {len(topology.run_dir)} characters is too long for Unix socket paths "
-            f"(at most {MAX_RUN_DIR_LENGTH}), got {topology.run_dir!r}"
+            f"run_dir: {len(resolved)} characters is too long for Unix socket paths "
+            f"(at most {MAX_RUN_DIR_LENGTH}), got {resolved!r}"
         )
-    for index, camera in enumerate(topology.cameras):
-        problem = _camera_url_problem(camera)
-        if problem:
-            problems.append(f"cameras[{index}].url: {problem}")
+    cameras = raw.get("cameras")
+    for index, camera in enumerate(cameras if isinstance(cameras, list) else []):
+        if isinstance(camera, dict) and isinstance(camera.get("url"), str) and camera["url"]:
+            problem = _camera_url_problem(camera["url"], str(camera.get("id", "")), base_dir)
+            if problem:
+                problems.append(f"cameras[{index}].url: {problem}")
     return problems
 
 
-def _camera_url_problem(camera: Camera) -> str | None:
-    scheme = camera.scheme
+def _absolute(path: str, base_dir: Path) -> Path:
+    expanded = Path(path).expanduser()
+    return Path(os.path.normpath(expanded if expanded.is_absolute() else base_dir / expanded))
+
+
+def _camera_url_problem(url: str, camera_id: str, base_dir: Path) -> str | None:
+    scheme = source_scheme(url)
     if scheme not in SOURCE_SCHEMES:
-        return f"unsupported scheme {scheme!r} in {mask_url(camera.url)!r}; use one of {list(SOURCE_SCHEMES)}"
-    if scheme == "file" and not Path(camera.url).is_file():
-        return f"file not found: {camera.url}"
-    if scheme == "rtsp" and not urlsplit(camera.url).hostname:
-        return f"no host in {mask_url(camera.url)!r}"
+        return f"unsupported scheme {scheme!r} in {mask_url(url)!r}; use one of {list(SOURCE_SCHEMES)}"
+    if scheme == "file" and not (path := _absolute(file_path(url), base_dir)).is_file():
+        return f"file not found: {path}"
+    if scheme == "rtsp" and not urlsplit(url).hostname:
+        return f"no host in {mask_url(url)!r}"
     if scheme == "synthetic":
         from zstream.sources.synthetic import parse_synthetic_url
 
         try:
-            parse_synthetic_url(camera.url, camera.id)
+            parse_synthetic_url(url, camera_id)
         except SourceError as exc:
             return str(exc)
     return None

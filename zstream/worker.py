@@ -16,10 +16,10 @@ import threading
 from pathlib import Path
 from typing import NoReturn
 
+from zstream.rundir import TOPOLOGY_FILE, RunDir
 from zstream.topology import Topology
 
 PR_SET_PDEATHSIG = 1
-TOPOLOGY_FILE = "topology.json"
 DRAIN_IDLE_S = 0.3  # while stopping: input quiet this long means upstream has nothing left
 
 
@@ -66,6 +66,8 @@ def main(argv: list[str]) -> NoReturn:
     else:
         raise SystemExit(f"unknown stage {stage!r}")
     module.run(topology, index, stop)
+    if os.getppid() != parent_pid:  # orphaned: the first worker out removes what the supervisor owned
+        RunDir(topology).clean_up_after_supervisor()
     logging.shutdown()
     # Skip interpreter finalisation: a camera thread stuck in a C-level network read
     # (already given up on) must not turn a clean exit into a crash.
