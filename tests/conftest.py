@@ -70,7 +70,7 @@ def topology_text(
     parts = [
         f'run_dir = "{run_dir}"',
         f'[redis]\nurl = "{REDIS_URL}"\nstream = "{streams[0]}"\nqc_stream = "{streams[1]}"\nmaxlen = 100000',
-        sections.get("capture", "[capture]\nworkers = 2\nring_slots = 16\nqueue_depth = 32"),
+        sections.get("capture", "[capture]\nworkers = 2\nring_slots = 16\nqueue_depth = 6"),
         sections.get("validation", "[validation]\nworkers = 2"),
         sections.get("batcher", '[batcher]\nbatch_size = 4\nbatch_timeout_ms = 100\nencoding = "raw"'),
         sections.get(

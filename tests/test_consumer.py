@@ -117,7 +117,9 @@ def test_trimmed_and_malformed_pending_entries_do_not_hide_the_rest(
 
     meta = FrameMeta("c", 0, 0.0, 1.0, 1.0, 4, 2, "raw", "yuv420p", (3, 4), {})
     good = encode_batch_entry("b", 1.0, [(meta, bytes(12))])
-    ids = [redis_client.xadd(streams[0], fields) for fields in (good, {"v": "1", "meta": b"\xc1"}, good, good)]
+    ids = [
+        redis_client.xadd(streams[0], fields) for fields in (good, {"v": "1", "meta": b"\xc1"}, good, good)
+    ]
     first = BatchConsumer(REDIS_URL, stream=streams[0], group="g", consumer="w", start="0", count=10)
     delivered = first._call(first._redis.xreadgroup, "g", "w", {streams[0]: ">"}, count=10)
     assert len(delivered[0][1]) == 4  # all four now pending for consumer "w", none acked
@@ -126,7 +128,11 @@ def test_trimmed_and_malformed_pending_entries_do_not_hide_the_rest(
 
     again = BatchConsumer(REDIS_URL, stream=streams[0], group="g", consumer="w", count=1)
     got = [again.read(block_ms=50) for _ in range(3)]
-    assert [[b.id for b in batches] for batches in got] == [[ids[2].decode()], [ids[2].decode()], [ids[2].decode()]]
+    assert [[b.id for b in batches] for batches in got] == [
+        [ids[2].decode()],
+        [ids[2].decode()],
+        [ids[2].decode()],
+    ]
     again.ack(*got[0])
     assert [b.id for b in again.read(block_ms=50)] == [ids[3].decode()]
     assert (again.trimmed, again.malformed) >= (1, 1)

@@ -7,6 +7,7 @@ traceback: 2 for an invalid topology, 1 when this machine cannot run it.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
@@ -64,6 +65,7 @@ def up(topology_file: str, log_level: str) -> None:
     from zstream.supervisor import Supervisor
 
     topology = _load(topology_file)
+    os.environ["ZSTREAM_LOG_LEVEL"] = log_level.upper()  # inherited by every worker
     configure_logging("supervisor", log_level.upper())
     try:
         code = Supervisor(topology).run()

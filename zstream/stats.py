@@ -148,6 +148,9 @@ def unaccounted(counts: dict[CounterKey, int], committed: int, camera: str) -> i
     pipeline runs the rest are in flight, and after a drain they were lost in a crash.
     """
     settled = total(counts, "written", camera) + total(counts, "qc_written", camera)
-    settled += sum(n for reason, n in by_reason(counts, "dropped", camera).items()
-                   if reason not in ("capture:too_large", "capture:ring_full", "capture:stopping"))
+    settled += sum(
+        n
+        for reason, n in by_reason(counts, "dropped", camera).items()
+        if reason not in ("capture:too_large", "capture:ring_full", "capture:stopping")
+    )
     return committed - settled

@@ -78,7 +78,9 @@ class CaptureSettings(Strict):
         "drop_oldest",
         description="when downstream lags: overwrite the oldest frame, drop the new one, or wait",
     )
-    queue_depth: int = Field(16, ge=1, le=10000, description="ZeroMQ high-water mark per camera")
+    queue_depth: int = Field(
+        4, ge=1, le=10000, description="frame references queued per camera and hop; keep 2x below ring_slots"
+    )
     decoder_threads: int = Field(1, ge=0, le=32, description="PyAV decoder threads per camera, 0 = auto")
     max_size: Size = Field((1920, 1080), description="largest frame a ring slot holds when not resizing")
     open_timeout_s: float = Field(10.0, gt=0, le=300)

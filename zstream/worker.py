@@ -40,9 +40,11 @@ def _die_with_parent(parent_pid: int, stop: threading.Event) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def configure_logging(name: str, level: str = "INFO") -> None:
+def configure_logging(name: str, level: str | None = None) -> None:
+    """Log lines name their process; the level is the argument, else ZSTREAM_LOG_LEVEL (set
+    by `zstream up --log-level` for its workers), else INFO."""
     logging.basicConfig(
-        level=os.environ.get("ZSTREAM_LOG_LEVEL", level),
+        level=level or os.environ.get("ZSTREAM_LOG_LEVEL", "INFO"),
         format=f"%(asctime)s {name:<11} %(levelname)-7s %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
