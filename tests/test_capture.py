@@ -57,3 +57,9 @@ def test_resize_writes_into_the_ring_slot_itself() -> None:
     finally:
         ring.close()
         path.unlink()
+
+
+def test_fps_cap_starts_afresh_when_time_goes_back() -> None:
+    cap = FpsCap(5)
+    assert admitted(cap, [100.0, 100.2]) == [100.0, 100.2]
+    assert admitted(cap, [0.0, 0.1, 0.2]) == [0.0, 0.2]  # a restarted stream: pts from 0 again

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -298,3 +299,19 @@ def test_killing_the_supervisor_leaves_no_orphans_and_the_next_up_cleans_up(
     wait_until(lambda: len(read_frames(redis_client, streams[0])) >= before + 10, 60, message="second run")
     assert "removing shared memory left by an earlier run" in second.log
     assert_clean_exit(second)
+
+
+def test_a_finite_synthetic_camera_ends_instead_of_replaying(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    url = "synthetic://traffic?size=320x240&fps=50&count=12"
+    running = pipeline(topology_text(run_dir, streams, [{"id": "short", "url": url}]))
+    wait_until(lambda: running.camera("short")["state"] == "ended", 60, message="camera ended")
+    wait_until(lambda: running.camera("short").get("unaccounted") == 0, 10, message="all frames settled")
+    time.sleep(1.0)  # a replaying source would commit more frames by now
+    camera = running.camera("short")
+    assert camera["committed"] == 12
+    assert camera["written"] + sum(camera["dropped"].values()) == 12
+    assert_clean_exit(running)
+    seqs = [m.seq for m, _ in read_frames(redis_client, streams[0])]
+    assert len(seqs) == camera["written"] and seqs == sorted(seqs) and set(seqs) <= set(range(12))

@@ -69,7 +69,7 @@ def test_realtime_file_is_paced_by_its_timestamps(clip: Path) -> None:
     frames = take(FileSource(str(clip), realtime=True), 20)
     elapsed = time.monotonic() - started
     assert len(frames) == 20
-    assert 19 / 25 * 0.9 <= elapsed < 19 / 25 * 3  # loose: CI machines are noisy
+    assert 19 / 25 * 0.9 <= elapsed < 19 / 25 * 5  # loose above: CI machines are noisy
 
 
 def test_unreadable_file_is_a_source_error(tmp_path: Path) -> None:

@@ -204,7 +204,7 @@ def test_pacing_follows_fps() -> None:
     assert sum(1 for _ in src.frames(threading.Event())) == n
     elapsed = time.monotonic() - start
     ideal = (n - 1) / fps  # the first frame is due at once
-    assert 0.8 * ideal <= elapsed <= 2 * ideal
+    assert 0.8 * ideal <= elapsed <= 4 * ideal  # loose above: CI machines are noisy
 
 
 def test_stop_ends_a_long_wait_promptly() -> None:

@@ -130,18 +130,23 @@ class Batcher:
 
     def _accept(self, verdict: Verdict, ring: Any) -> None:
         ref = verdict.frame
+        if ref.seq >= ring.next_seq:
+            raise RingError(f"frame {ref.seq} was never written to the ring (next is {ring.next_seq})")
         if ref.seq <= self._last_seq.get(ref.camera, -1):
             self.counters.drop(STAGE, "out_of_order", ref.camera)
             return
-        self._last_seq[ref.camera] = ref.seq
-        if not verdict.passed:
-            self._queue_qc(QcEntry(ref.camera, encode_qc_entry(verdict)))
-            return
-        payload = self._read_pixels(ring, verdict)
-        if payload is not None:
+        if verdict.passed:
+            payload = self._read_pixels(ring, verdict)
+            if payload is None:
+                return
             self.open.frames.append(payload)
             if len(self.open.frames) >= self.settings.batch_size:
                 self.seal()
+        else:
+            self._queue_qc(QcEntry(ref.camera, encode_qc_entry(verdict)))
+        self._last_seq[ref.camera] = (
+            ref.seq
+        )  # only once accepted: a stale reference must not block later frames
 
     def _read_pixels(self, ring: Any, verdict: Verdict) -> tuple[FrameMeta, bytes] | None:
         """Copy or encode the frame out of its slot; None (counted) if it was overwritten."""

@@ -34,6 +34,7 @@ from zstream.wire import WorkerStats, decode
 
 log = logging.getLogger(__name__)
 STAGES = ("batch", "validate", "capture")  # start order; drain order is the reverse
+READY_TIMEOUT_S = 15.0  # how long capture waits for the downstream stages' first reports
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,7 @@ class Supervisor:
             stats = context.socket(zmq.PULL)
             stats.bind(self.topology.endpoint("stats"))
             self._install_signal_handlers()
-            for worker in self.workers:
-                self._start(worker)
+            self._start_in_order(stats)
             log.info(
                 "pipeline up: %d cameras, %d capture, %d validation, 1 batch worker; Ctrl-C to stop",
                 len(self.topology.cameras),
@@ -171,6 +171,24 @@ class Supervisor:
         worker.started = time.monotonic()
         worker.restart_at = 0.0
         log.debug("started %s (pid %d)", worker.name, worker.process.pid)
+
+    def _start_in_order(self, stats: zmq.Socket) -> None:
+        """Downstream first, and capture only once validation and batching have reported in:
+        frames captured before their consumers listen would only be dropped at start-up."""
+        downstream = [w for w in self.workers if w.stage != "capture"]
+        for worker in downstream:
+            self._start(worker)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not self.signals and time.monotonic() < deadline:
+            self._receive_stats(stats, timeout_ms=50)
+            reported = {name for name, _ in self.board.reports}
+            if all(w.name in reported for w in downstream):
+                break
+        else:
+            log.warning("validation/batching not ready after %.0fs; starting capture anyway", READY_TIMEOUT_S)
+        for worker in self.workers:
+            if worker.stage == "capture":
+                self._start(worker)
 
     def _reap(self, worker: Worker, now: float) -> None:
         assert worker.process is not None
