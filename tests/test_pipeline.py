@@ -144,6 +144,9 @@ def test_failing_frames_go_to_the_qc_stream_with_reasons(
     running = pipeline(topology_text(run_dir, streams, cameras))
     wait_until(lambda: redis_client.xlen(streams[1]) >= 10, 60, message="QC entries")
     wait_until(lambda: count_per_camera(redis_client, streams[0], 10, ["good"]), 30, message="good frames")
+    quality = running.camera("dark")["quality"]
+    assert quality["pass_rate"] == 0.0 and next(iter(quality["top_failures"])) == "too_dark"
+    assert running.camera("good")["quality"]["pass_rate"] == 1.0
     assert_clean_exit(running)
     qc = [fields for _, fields in redis_client.xrange(streams[1])]
     assert all(fields[b"camera"] == b"dark" for fields in qc)

@@ -154,3 +154,14 @@ def unaccounted(counts: dict[CounterKey, int], committed: int, camera: str) -> i
         if reason not in ("capture:too_large", "capture:ring_full", "capture:stopping")
     )
     return committed - settled
+
+
+def quality_view(counts: dict[CounterKey, int], camera: str, top: int = 3) -> dict[str, object]:
+    """A camera's pass rate and its most frequent failure reasons, as operators ask for them."""
+    validated = total(counts, "validated", camera)
+    rejected = total(counts, "rejected", camera)
+    reasons = sorted(by_reason(counts, "failed", camera).items(), key=lambda item: (-item[1], item[0]))
+    return {
+        "pass_rate": None if not validated else round((validated - rejected) / validated, 4),
+        "top_failures": dict(reasons[:top]),
+    }

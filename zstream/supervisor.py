@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 
@@ -28,7 +29,7 @@ from zstream.errors import PreflightError, RingError, WireError
 from zstream.ring import Ring, ring_path
 from zstream.rundir import STATUS_FILE, TOPOLOGY_FILE, RunDir
 from zstream.sources.base import i420_size
-from zstream.stats import StatsBoard, by_reason, latency_quantile, total, unaccounted
+from zstream.stats import StatsBoard, by_reason, latency_quantile, quality_view, total, unaccounted
 from zstream.topology import Topology
 from zstream.wire import WorkerStats, decode
 
@@ -288,6 +289,7 @@ class Supervisor:
                 "detail": detail,
                 **{m: total(counts, m, camera.id) for m in ("decoded", "captured", "validated", "written")},
                 "failed": by_reason(counts, "failed", camera.id),
+                "quality": quality_view(counts, camera.id),
                 "dropped": by_reason(counts, "dropped", camera.id),
                 "committed": self._committed(camera.id),
                 "unaccounted": unaccounted(counts, self._committed(camera.id), camera.id),
@@ -347,16 +349,22 @@ class Supervisor:
             )
             for camera, row in self.status()["cameras"].items():
                 log.info(
-                    "  %-24s %-12s captured %7d  validated %7d  failed %d  written %7d  dropped %d  lost %d",
+                    "  %-24s %-12s captured %7d  written %7d  dropped %d  lost %d  passed QC %s",
                     camera,
                     row["state"],
                     row["captured"],
-                    row["validated"],
-                    sum(row["failed"].values()),
                     row["written"],
                     sum(row["dropped"].values()),
                     row["unaccounted"],
+                    _describe_quality(row["quality"]),
                 )
+
+
+def _describe_quality(quality: dict[str, Any]) -> str:
+    if quality["pass_rate"] is None:
+        return "n/a"
+    failures = ", ".join(f"{reason} {n}" for reason, n in quality["top_failures"].items())
+    return f"{quality['pass_rate']:.1%}" + (f" (most failed: {failures})" if failures else "")
 
 
 def _describe_exit(code: int | None) -> str:

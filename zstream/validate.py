@@ -86,6 +86,8 @@ class Validator:
             self.counters.drop(STAGE, "batcher_full", ref.camera)
             return
         self.counters.add("validated", ref.camera)
+        if reasons:
+            self.counters.add("rejected", ref.camera)  # frames, where "failed" counts reasons
         for reason in reasons:
             self.counters.add("failed", ref.camera, reason)
 
