@@ -318,3 +318,38 @@ def test_a_finite_synthetic_camera_ends_instead_of_replaying(
     assert_clean_exit(running)
     seqs = [m.seq for m, _ in read_frames(redis_client, streams[0])]
     assert len(seqs) == camera["written"] and seqs == sorted(seqs) and set(seqs) <= set(range(12))
+
+
+def make_still_clip(path: Path, frames: int = 20, fps: int = 20) -> Path:
+    """An H.264 clip of one picture repeated: what a stuck camera encoder sends."""
+    import av
+
+    picture = decode_i420_frames(make_h264_clip(path.with_suffix(".src.mp4"), width=320, height=240, frames=1))[0]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for _ in range(frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="yuv420p")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_a_frozen_camera_is_caught_with_several_validation_workers(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    still = make_still_clip(tmp_path / "still.mp4")
+    cameras = [
+        {"id": "stuck", "url": str(still), "loop": True, "thresholds": {"frozen_after_s": 1.0}},
+        {"id": "live", "url": SYNTH, "thresholds": {"frozen_after_s": 1.0}},
+    ]
+    running = pipeline(topology_text(run_dir, streams, cameras))  # two validation workers
+    frozen = wait_until(
+        lambda: [f for _, f in redis_client.xrange(streams[1]) if b"frozen" in f[b"reasons"].split(b",")][5:],
+        60,
+        message="frozen frames in the QC stream",
+    )
+    assert all(f[b"camera"] == b"stuck" and float(f[b"metric.frozen_s"]) >= 1.0 for f in frozen)
+    assert "frozen" not in running.camera("live")["failed"]
+    stuck = [m for m, _ in read_frames(redis_client, streams[0]) if m.camera == "stuck"]
+    assert stuck and max(m.metrics["frozen_s"] for m in stuck) < 1.0  # passed only before the second
+    assert_clean_exit(running)

@@ -24,13 +24,13 @@ import zmq
 import zmq.asyncio
 from redis.exceptions import RedisError, ResponseError
 
-from zstream.errors import RingError, WireError, mask_url
+from zstream.errors import RingError, mask_url
 from zstream.pixels import i420_shape, i420_to_color, jpeg_encode
 from zstream.ring import RingCache
 from zstream.stats import Counters, StatsReporter, latency_bucket
 from zstream.topology import Topology
-from zstream.wire import MAX_MESSAGE_BYTES, FrameMeta, Verdict, decode, encode_batch_entry, encode_qc_entry
-from zstream.worker import DRAIN_IDLE_S
+from zstream.wire import MAX_MESSAGE_BYTES, FrameMeta, Verdict, encode_batch_entry, encode_qc_entry
+from zstream.worker import DRAIN_IDLE_S, MessageIntake
 
 log = logging.getLogger(__name__)
 STAGE = "batch"
@@ -85,8 +85,11 @@ def _is_duplicate_id(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and "equal or smaller" in str(exc)
 
 
-class Batcher:
+class Batcher(MessageIntake):
     """Turns verdicts into sealed batches and QC entries; `writer` sends them to Redis."""
+
+    STAGE = STAGE
+    EXPECTED = Verdict
 
     def __init__(self, topology: Topology, counters: Counters, client: Any) -> None:
         self.topology = topology
@@ -104,21 +107,8 @@ class Batcher:
 
     # ---- intake -------------------------------------------------------------------------
 
-    def handle(self, data: bytes) -> None:
-        """Take one verdict; whatever a message holds, it is counted and never kills us."""
-        try:
-            self._handle(data)
-        except Exception:  # a message we did not foresee must cost one frame, not the batcher
-            self.counters.drop(STAGE, "bad_message")
-            log.exception("rejected a message that failed unexpectedly")
-
-    def _handle(self, data: bytes) -> None:
-        try:
-            verdict = decode(data, Verdict)
-        except WireError as exc:
-            self.counters.drop(STAGE, "bad_message")
-            log.warning("rejected a message: %s", exc)
-            return
+    def accept(self, verdict: Verdict) -> None:
+        """Batch a passing frame, queue a failing one for QC; release its slot either way."""
         ref = verdict.frame
         try:
             ring = self.rings.get(ref.camera)
@@ -331,13 +321,7 @@ class Batcher:
 async def _serve(topology: Topology, index: int, stop: threading.Event) -> None:
     context = zmq.asyncio.Context()
     counters = Counters()
-    reporter = StatsReporter(
-        zmq.Context.instance(),
-        topology.endpoint("stats"),
-        f"batch-{index}",
-        counters,
-        topology.supervisor.stats_interval_s,
-    )
+    reporter = StatsReporter.for_worker(zmq.Context.instance(), topology, f"batch-{index}", counters)
     client = aioredis.from_url(
         topology.redis.url, socket_connect_timeout=topology.redis.connect_timeout_s, socket_timeout=10
     )

@@ -208,13 +208,7 @@ def run(topology: Topology, index: int, stop: threading.Event) -> None:
     """Body of capture worker `index`: its cameras until `stop`, then a final report."""
     context = zmq.Context.instance()
     counters = Counters()
-    reporter = StatsReporter(
-        context,
-        topology.endpoint("stats"),
-        f"capture-{index}",
-        counters,
-        topology.supervisor.stats_interval_s,
-    )
+    reporter = StatsReporter.for_worker(context, topology, f"capture-{index}", counters)
     threads = []
     for camera_index, camera in enumerate(topology.cameras):
         if topology.capture_worker_of(camera_index) != index:

@@ -14,10 +14,14 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import zmq
 
 from zstream.wire import WorkerStats, encode
+
+if TYPE_CHECKING:
+    from zstream.topology import Topology
 
 CounterKey = tuple[str, str, str]
 
@@ -59,6 +63,14 @@ class StatsReporter:
         self._socket.setsockopt(zmq.LINGER, 500)
         self._socket.connect(endpoint)
         self._next = 0.0
+
+    @classmethod
+    def for_worker(
+        cls, context: zmq.Context, topology: Topology, worker: str, counters: Counters
+    ) -> StatsReporter:
+        return cls(
+            context, topology.endpoint("stats"), worker, counters, topology.supervisor.stats_interval_s
+        )
 
     def maybe_send(self, states: dict[str, tuple[str, str]] | None = None) -> None:
         now = time.monotonic()

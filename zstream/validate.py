@@ -13,24 +13,29 @@ import time
 
 import zmq
 
-from zstream.errors import RingError, WireError
-from zstream.quality import Thresholds, judge, measure
+from zstream.errors import RingError
+from zstream.quality import CameraQuality
 from zstream.ring import RingCache
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Topology
-from zstream.wire import MAX_MESSAGE_BYTES, FrameRef, Verdict, decode, encode
-from zstream.worker import DRAIN_IDLE_S
+from zstream.wire import MAX_MESSAGE_BYTES, FrameRef, Verdict, encode
+from zstream.worker import DRAIN_IDLE_S, MessageIntake
 
 log = logging.getLogger(__name__)
 STAGE = "validate"
 
 
-class Validator:
+class Validator(MessageIntake):
+    STAGE = STAGE
+    EXPECTED = FrameRef
+
     def __init__(self, topology: Topology, index: int, context: zmq.Context, counters: Counters) -> None:
         self.topology = topology
         self.counters = counters
         self.rings = RingCache(topology.run_id)
-        self._thresholds: dict[str, Thresholds] = {c.id: topology.thresholds_for(c) for c in topology.cameras}
+        # Per-camera state (frozen detection) is correct here because each camera is routed to
+        # exactly one validation worker, which sees its frames in order.
+        self._quality = {c.id: CameraQuality(topology.thresholds_for(c)) for c in topology.cameras}
         self.pull = context.socket(zmq.PULL)
         # Per camera (each has its own pipe): with the sender's HWM, what may wait for us.
         self.pull.setsockopt(zmq.RCVHWM, topology.capture.queue_depth)
@@ -41,23 +46,10 @@ class Validator:
         self.push.setsockopt(zmq.LINGER, 2000)
         self.push.connect(topology.endpoint("batch"))
 
-    def handle(self, data: bytes) -> None:
-        """Validate one frame; whatever a message holds, it is counted and never kills us."""
-        try:
-            self._handle(data)
-        except Exception:  # a message we did not foresee must cost one frame, not the worker
-            self.counters.drop(STAGE, "bad_message")
-            log.exception("rejected a message that failed unexpectedly")
-
-    def _handle(self, data: bytes) -> None:
-        try:
-            ref = decode(data, FrameRef)
-        except WireError as exc:
-            self.counters.drop(STAGE, "bad_message")
-            log.warning("rejected a message: %s", exc)
-            return
-        thresholds = self._thresholds.get(ref.camera)
-        if thresholds is None:
+    def accept(self, ref: FrameRef) -> None:
+        """Measure one frame in place and pass the verdict on; stale references are counted."""
+        quality = self._quality.get(ref.camera)
+        if quality is None:
             self.counters.drop(STAGE, "unknown_camera", ref.camera)
             return
         try:
@@ -69,7 +61,9 @@ class Validator:
             if (info.seq, info.width, info.height) != (ref.seq, ref.width, ref.height):
                 raise RingError(f"reference to slot {ref.slot} does not match what the slot holds")
             luma = ring.planes(ref.slot)[0]
-            metrics = measure(luma)
+            # Stream time when there is one: a file read faster than real time freezes in stream
+            # seconds, not wall-clock ones. (Time going back, on a restart, resets the state.)
+            assessment = quality.assess(luma, ref.pts if ref.pts is not None else ref.capture_ts)
             if not ring.is_current(ref.slot, ref.generation):  # rewritten while we measured
                 self.counters.drop(STAGE, "overwritten", ref.camera)
                 return
@@ -77,8 +71,8 @@ class Validator:
             self.counters.drop(STAGE, "bad_reference", ref.camera)
             log.warning("camera %s: %s", ref.camera, exc)
             return
-        reasons = judge(metrics, thresholds)
-        verdict = Verdict(ref, metrics.as_dict(), reasons, time.time())
+        reasons = assessment.reasons
+        verdict = Verdict(ref, assessment.metrics.as_dict(), reasons, time.time())
         try:
             self.push.send(encode(verdict), zmq.NOBLOCK)
         except zmq.Again:
@@ -101,13 +95,7 @@ def run(topology: Topology, index: int, stop: threading.Event) -> None:
     """Body of validation worker `index`: validate until stopped, then drain what is queued."""
     context = zmq.Context.instance()
     counters = Counters()
-    reporter = StatsReporter(
-        context,
-        topology.endpoint("stats"),
-        f"validate-{index}",
-        counters,
-        topology.supervisor.stats_interval_s,
-    )
+    reporter = StatsReporter.for_worker(context, topology, f"validate-{index}", counters)
     validator = Validator(topology, index, context, counters)
     last_input = time.monotonic()
     try:

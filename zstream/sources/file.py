@@ -9,39 +9,27 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import av.error
 
-from zstream.errors import SourceError
 from zstream.sources.base import DecodedFrame
-from zstream.sources.pyav_decode import decode_packets, open_container, to_decoded, video_stream
+from zstream.sources.pyav_decode import PyAVSource, to_decoded
 
 
-class FileSource:
+class FileSource(PyAVSource):
     def __init__(
         self, path: str, *, loop: bool = False, realtime: bool = True, decoder_threads: int = 1
     ) -> None:
-        self.path = path
+        super().__init__(path, decoder_threads=decoder_threads)
         self.loop = loop
         self.realtime = realtime
-        self.decoder_threads = decoder_threads
-        self.corrupt_packets = 0  # packets skipped because they did not decode
-        self._container: Any = None
-
-    def open(self) -> None:
-        self.close()
-        self._container = open_container(self.path, {}, open_timeout_s=10, read_timeout_s=10)
-        self._stream = video_stream(self._container, self.path, self.decoder_threads)
 
     def frames(self, stop: threading.Event) -> Iterator[DecodedFrame]:
-        if self._container is None:
-            raise SourceError(f"{self.path}: frames() before open()")
         offset = 0.0  # added to the file's pts on each further loop, so pts keeps increasing
         clock: tuple[float, float] | None = None  # (monotonic time, pts) of the first frame shown
         while not stop.is_set():
             first = last = None
-            for frame in decode_packets(self._container, self._stream, self.path, self._count_corrupt):
+            for frame in self.decoded():
                 pts = None if frame.time is None else frame.time + offset
                 if pts is not None:
                     first = pts if first is None else first
@@ -67,11 +55,3 @@ class FileSource:
             self._container.seek(0)
         except (av.error.FFmpegError, OSError):  # not seekable: reopen instead
             self.open()
-
-    def _count_corrupt(self) -> None:
-        self.corrupt_packets += 1
-
-    def close(self) -> None:
-        if self._container is not None:
-            self._container.close()
-            self._container = None

@@ -71,3 +71,46 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, av.error.FFmpegError):
         return exc.strerror or type(exc).__name__
     return str(exc)
+
+
+class PyAVSource:
+    """What every source FFmpeg opens for us shares: opening with timeouts, the decode loop
+    that skips corrupt packets, closing. Subclasses add their options and their frames()."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        decoder_threads: int = 1,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.decoder_threads = decoder_threads
+        self.open_timeout_s = open_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.corrupt_packets = 0  # packets skipped because they did not decode
+        self._container: Any = None
+
+    def options(self) -> dict[str, str]:
+        """FFmpeg options for av.open."""
+        return {}
+
+    def open(self) -> None:
+        self.close()
+        self._container = open_container(self.url, self.options(), self.open_timeout_s, self.read_timeout_s)
+        self._stream = video_stream(self._container, self.url, self.decoder_threads)
+
+    def decoded(self) -> Iterator[Any]:
+        """av.VideoFrame objects until the end of the stream."""
+        if self._container is None:
+            raise SourceError(f"{mask_url(self.url)}: read before open()")
+        return decode_packets(self._container, self._stream, self.url, self._count_corrupt)
+
+    def _count_corrupt(self) -> None:
+        self.corrupt_packets += 1
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
