@@ -14,6 +14,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import redis
@@ -322,9 +323,8 @@ def test_a_finite_synthetic_camera_ends_instead_of_replaying(
 
 def make_still_clip(path: Path, frames: int = 20, fps: int = 20) -> Path:
     """An H.264 clip of one picture repeated: what a stuck camera encoder sends."""
-    import av
-
-    picture = decode_i420_frames(make_h264_clip(path.with_suffix(".src.mp4"), width=320, height=240, frames=1))[0]
+    source = make_h264_clip(path.with_suffix(".src.mp4"), width=320, height=240, frames=1)
+    picture = decode_i420_frames(source)[0]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"

@@ -1,19 +1,38 @@
-"""Quality metrics and verdicts: clean traffic scenes pass, degraded copies fail for the right reason."""
+"""Quality metrics, verdicts and per-camera state: the estimators, the limits, bad input.
+
+The accuracy targets on the labelled set are in test_quality_labelled.py; these tests pin
+down what each metric means on small, hand-made inputs.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from zstream.quality import QualityMetrics, Thresholds, judge, measure
+from tests.quality_set import motion_kernel
+from zstream.quality import (
+    REASONS,
+    Assessment,
+    CameraQuality,
+    QualityMetrics,
+    Thresholds,
+    aspects,
+    judge,
+    measure,
+    score,
+)
 from zstream.sources.synthetic import TrafficScene
 
-REASONS = ("blurred", "too_dark", "too_bright", "low_contrast", "noisy")
+REPO = Path(__file__).resolve().parent.parent
+FIELDS = ["sharpness", "brightness", "clipped_dark", "clipped_bright", "contrast", "noise"]
+FIELDS += ["change", "frozen_s", "uniformity", "score"]
 
 
 def _luma(width: int, height: int, seed: int = 7) -> np.ndarray:
@@ -25,7 +44,7 @@ def luma(request: pytest.FixtureRequest) -> np.ndarray:
     return _luma(*request.param)
 
 
-def _scaled(luma: np.ndarray, gain: float, pivot: float = 0.0) -> np.ndarray:
+def _scaled(luma: np.ndarray, gain: float, pivot: float = 16.0) -> np.ndarray:
     out = (luma.astype(np.float32) - pivot) * gain + pivot
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
@@ -35,23 +54,46 @@ def _noisy(luma: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
     return np.clip(luma + noise + 0.5, 0, 255).astype(np.uint8)
 
 
-DEGRADATIONS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
+def _metrics(**values: float) -> QualityMetrics:
+    """Comfortably clean metrics, with some values replaced."""
+    clean = dict(
+        sharpness=100.0,
+        brightness=110.0,
+        clipped_dark=0.0,
+        clipped_bright=0.0,
+        contrast=0.4,
+        noise=2.0,
+        change=2.0,
+        frozen_s=0.0,
+        uniformity=0.1,
+        score=1.0,
+    )
+    return QualityMetrics(**{**clean, **values})
+
+
+# --- the metrics on a clean scene ----------------------------------------------------------------
+
+
+def test_clean_scene_passes_with_a_high_score(luma: np.ndarray) -> None:
+    metrics = measure(_noisy(luma, 1.5))
+    assert judge(metrics, Thresholds()) == (), metrics
+    assert metrics.score > 0.8
+
+
+def test_night_scene_passes() -> None:
+    """A frame at 35 % exposure with the noise of a high-gain sensor is a night, not a fault."""
+    metrics = measure(_noisy(_scaled(_luma(1280, 720), 0.35), 5))
+    assert judge(metrics, Thresholds()) == (), metrics
+
+
+DEGRADATIONS = {
     "gaussian blur sigma 3": (lambda y: cv2.GaussianBlur(y, (0, 0), 3), "blurred"),
-    "gaussian blur sigma 5": (lambda y: cv2.GaussianBlur(y, (0, 0), 5), "blurred"),
-    "exposure 15 %": (lambda y: _scaled(y, 0.15), "too_dark"),
     "exposure 8 %": (lambda y: _scaled(y, 0.08), "too_dark"),
     "exposure x3": (lambda y: _scaled(y, 3.0), "too_bright"),
-    "exposure +160": (lambda y: np.clip(y.astype(int) + 160, 0, 255).astype(np.uint8), "too_bright"),
-    "contrast 15 %": (lambda y: _scaled(y, 0.15, float(y.mean())), "low_contrast"),
     "contrast 10 %": (lambda y: _scaled(y, 0.10, float(y.mean())), "low_contrast"),
-    "noise sigma 20": (lambda y: _noisy(y, 20), "noisy"),
-    "noise sigma 30": (lambda y: _noisy(y, 30), "noisy"),
+    "noise sigma 25": (lambda y: _noisy(y, 25), "noisy"),
+    "grey frame": (lambda y: np.full_like(y, 126), "blank"),
 }
-
-
-def test_clean_scene_passes_defaults(luma: np.ndarray) -> None:
-    metrics = measure(luma)
-    assert judge(metrics, Thresholds()) == (), metrics
 
 
 @pytest.mark.parametrize("name", DEGRADATIONS)
@@ -60,23 +102,52 @@ def test_degraded_scene_fails_for_the_right_reason(luma: np.ndarray, name: str) 
     metrics = measure(degrade(luma))
     reasons = judge(metrics, Thresholds())
     assert reason in reasons, metrics
-    if reason != "noisy":
-        assert "noisy" not in reasons, metrics
+    assert metrics.score < 0.5
 
 
-@pytest.mark.parametrize("sigma", [0, 3, 6])
-def test_ordinary_frames_are_not_noisy(luma: np.ndarray, sigma: float) -> None:
-    metrics = measure(_noisy(luma, sigma) if sigma else luma)
-    assert "noisy" not in judge(metrics, Thresholds()), metrics
+@pytest.mark.parametrize("angle", [0, 45, 90, 135, 30])
+def test_motion_blur_in_any_direction_is_blurred(luma: np.ndarray, angle: float) -> None:
+    """Blur along one direction leaves the others sharp: sharpness takes the weakest."""
+    blurred = cv2.filter2D(luma, -1, motion_kernel(15, angle))
+    assert "blurred" in judge(measure(_noisy(blurred, 1.5)), Thresholds())
 
 
-def test_night_scene_passes() -> None:
-    """A frame at 35 % exposure (dim, lower contrast) is a normal night, not a fault."""
-    metrics = measure(_scaled(_luma(1280, 720), 0.35))
-    assert judge(metrics, Thresholds()) == (), metrics
+def test_sharpness_falls_with_blur(luma: np.ndarray) -> None:
+    values = [measure(cv2.GaussianBlur(luma, (0, 0), s) if s else luma).sharpness for s in (0, 1, 2, 3)]
+    assert values == sorted(values, reverse=True)
+    assert values[0] > 10 * values[3]
 
 
-# --- the estimators --------------------------------------------------------------------------
+def test_sharpness_does_not_depend_on_exposure_or_sensor_noise(luma: np.ndarray) -> None:
+    """Normalised by the coarse structure and corrected for noise: dim and noisy is not soft."""
+    day = measure(luma).sharpness
+    assert measure(_scaled(luma, 0.4)).sharpness == pytest.approx(day, rel=0.25)
+    assert measure(_noisy(luma, 4)).sharpness == pytest.approx(day, rel=0.25)
+    soft = cv2.GaussianBlur(luma, (0, 0), 3)
+    assert measure(_noisy(soft, 6)).sharpness < Thresholds().min_sharpness  # noise does not hide blur
+
+
+def test_brightness_contrast_and_clipping_match_full_resolution(luma: np.ndarray) -> None:
+    metrics = measure(luma)
+    assert metrics.brightness == pytest.approx(float(luma.mean()), abs=0.5)
+    assert metrics.contrast == pytest.approx(float(luma.std() / luma.mean()), rel=0.1)
+    assert metrics.clipped_dark == pytest.approx(float((luma <= 16).mean()), abs=0.01)
+    assert metrics.clipped_bright == pytest.approx(float((luma >= 235).mean()), abs=0.01)
+    burnt = _scaled(luma, 3.0)
+    assert measure(burnt).clipped_bright == pytest.approx(float((burnt >= 235).mean()), abs=0.02)
+
+
+def test_uniformity_ignores_noise_and_smooth_shading() -> None:
+    """A covered lens: dark, a gradient and vignette, sensor noise. Still uniform."""
+    y, x = np.mgrid[0:720, 0:1280].astype(np.float32)
+    shading = 30 + 12 * x / 1280 - 8 * ((x / 1280 - 0.5) ** 2 + (y / 720 - 0.5) ** 2)
+    covered = _noisy(shading, 4)
+    assert measure(covered).uniformity > 0.7
+    assert "blank" in judge(measure(covered), Thresholds())
+    assert measure(np.full((720, 1280), 16, np.uint8)).uniformity == 1.0
+
+
+# --- the noise estimator ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("sigma", [2.0, 5.0, 10.0, 20.0])
@@ -100,43 +171,38 @@ def test_noise_estimate_on_scene(luma: np.ndarray) -> None:
     assert measure(_noisy(luma, 10)).noise == pytest.approx(math.hypot(10, base), rel=0.15)
 
 
-def test_brightness_and_contrast_match_full_resolution(luma: np.ndarray) -> None:
-    metrics = measure(luma)
-    assert metrics.brightness == pytest.approx(float(luma.mean()), abs=0.5)
-    assert metrics.contrast == pytest.approx(float(luma.std()), rel=0.1)
+@pytest.mark.parametrize("share", [0.05, 0.1])
+def test_salt_and_pepper_is_noisy(luma: np.ndarray, share: float) -> None:
+    """Impulses leave the median-based sigma almost unmoved; their count makes up for it."""
+    hit = np.random.default_rng(3).random(luma.shape)
+    salted = luma.copy()
+    salted[hit < share / 2] = 0
+    salted[(hit >= share / 2) & (hit < share)] = 255
+    assert "noisy" in judge(measure(salted), Thresholds())
 
 
-def test_sharpness_barely_depends_on_resolution() -> None:
-    small, large = measure(_luma(1280, 720)).sharpness, measure(_luma(1920, 1080)).sharpness
-    assert 0.67 < small / large < 1.5
-
-
-def test_sharpness_falls_with_blur(luma: np.ndarray) -> None:
-    values = [measure(cv2.GaussianBlur(luma, (0, 0), s) if s else luma).sharpness for s in (0, 1, 2, 3)]
-    assert values == sorted(values, reverse=True)
-    assert values[0] > 10 * values[3]
-
-
-# --- inputs ------------------------------------------------------------------------------------
+# --- inputs ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "shape", [(9, 17), (17, 9), (1, 1), (2, 3), (3, 3), (5, 2000), (2000, 5), (721, 1281), (1081, 1921)]
+    "shape",
+    [(9, 17), (17, 9), (1, 1), (2, 3), (3, 3), (5, 2000), (2000, 5), (721, 1281), (1081, 1921), (2160, 3840)],
 )
-def test_odd_and_tiny_sizes(shape: tuple[int, int]) -> None:
+def test_odd_tiny_and_large_sizes(shape: tuple[int, int]) -> None:
     rng = np.random.default_rng(1)
     luma = rng.integers(0, 256, shape, dtype=np.uint8)
-    metrics = measure(luma)
-    assert all(math.isfinite(v) and v >= 0 for v in metrics.as_dict().values())
-    assert metrics.brightness == pytest.approx(float(luma.mean()), abs=1.0)
-    assert set(judge(metrics, Thresholds())) <= {"blurred", "too_dark", "too_bright", "low_contrast", "noisy"}
+    metrics = CameraQuality(Thresholds()).assess(luma, 0.0).metrics
+    assert all(math.isfinite(v) and v >= 0 for v in metrics.as_dict().values()), metrics
+    assert 0.0 <= metrics.score <= 1.0 and 0.0 <= metrics.uniformity <= 1.0
+    assert metrics.brightness == pytest.approx(float(luma.mean()), abs=2.0)
+    assert set(judge(metrics, Thresholds())) <= set(REASONS)
 
 
 def test_input_is_only_read(luma: np.ndarray) -> None:
     frozen = luma.copy()
     frozen.flags.writeable = False  # as a shared-memory view handed out read-only would be
     before = frozen.tobytes()
-    measure(frozen)
+    CameraQuality(Thresholds()).assess(frozen, 0.0)
     assert frozen.tobytes() == before
 
 
@@ -148,49 +214,193 @@ def test_padded_view_gives_the_same_metrics(luma: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [np.zeros((0, 5), np.uint8), np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float32)]
+    "bad", [np.zeros((0, 5), np.uint8), np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float32), [[1]]]
 )
 def test_rejects_non_luma_input(bad: np.ndarray) -> None:
     with pytest.raises(ValueError):
         measure(bad)
+    with pytest.raises(ValueError):
+        CameraQuality(Thresholds()).assess(bad, 0.0)
 
 
-# --- thresholds and verdicts -------------------------------------------------------------------
+# --- thresholds, verdicts, score -----------------------------------------------------------------
 
 
 def test_judge_reasons_and_order() -> None:
     t = Thresholds()
-    good = QualityMetrics(sharpness=5000, brightness=110, contrast=40, noise=2)
-    assert judge(good, t) == ()
-    dark = QualityMetrics(sharpness=0, brightness=5, contrast=1, noise=50)
-    assert judge(dark, t) == ("blurred", "too_dark", "low_contrast", "noisy")
-    assert judge(QualityMetrics(5000, 250, 40, 2), t) == ("too_bright",)
-    assert set(judge(dark, t)) | set(judge(QualityMetrics(5000, 250, 40, 2), t)) == set(REASONS)
+    assert judge(_metrics(), t) == ()
+    worst = _metrics(sharpness=0, brightness=5, contrast=0, noise=50, frozen_s=10, uniformity=1)
+    assert judge(worst, t) == ("blurred", "too_dark", "low_contrast", "noisy", "frozen", "blank")
+    assert judge(_metrics(brightness=250), t) == ("too_bright",)
+    assert judge(_metrics(clipped_bright=0.5), t) == ("too_bright",)
+    assert judge(_metrics(clipped_dark=0.9), t) == ("too_dark",)
+    assert REASONS == ("blurred", "too_dark", "too_bright", "low_contrast", "noisy", "frozen", "blank")
 
 
 def test_limits_are_inclusive() -> None:
     t = Thresholds()
-    edge = QualityMetrics(t.min_sharpness, t.min_brightness, t.min_contrast, t.max_noise)
+    edge = _metrics(
+        sharpness=t.min_sharpness,
+        brightness=t.min_brightness,
+        clipped_dark=t.max_clipped_dark,
+        clipped_bright=t.max_clipped_bright,
+        contrast=t.min_contrast,
+        noise=t.max_noise,
+        uniformity=t.max_uniformity,
+        frozen_s=t.frozen_after_s - 1e-9,
+    )
     assert judge(edge, t) == ()
+    assert judge(replace_frozen(edge, t.frozen_after_s), t) == ("frozen",)
+
+
+def replace_frozen(m: QualityMetrics, frozen_s: float) -> QualityMetrics:
+    return QualityMetrics(**{**m.as_dict(), "frozen_s": frozen_s})
+
+
+def test_score_is_one_when_clean_and_at_most_half_when_failing() -> None:
+    t = Thresholds()
+    assert score(_metrics(), t) == 1.0
+    for field, bad in [
+        ("sharpness", 10),
+        ("brightness", 10),
+        ("noise", 20),
+        ("uniformity", 0.9),
+        ("frozen_s", 3),
+    ]:
+        m = _metrics(**{field: bad})
+        assert judge(m, t) and 0.0 <= score(m, t) < 0.5, field
+    assert score(_metrics(sharpness=t.min_sharpness), t) == pytest.approx(0.5)
+    assert 0.5 < score(_metrics(sharpness=1.5 * t.min_sharpness), t) < 1.0  # mild weakness: a little lower
+    assert [reason for reason, _ in aspects(_metrics(), t)] == list(REASONS)
+
+
+def test_min_score_fails_a_frame_for_its_weakest_aspect() -> None:
+    mild = _metrics(noise=9.0, sharpness=40.0)
+    assert judge(replace_score(mild), Thresholds()) == ()
+    strict = Thresholds(min_score=0.95)
+    assert judge(replace_score(mild, strict), strict) == ("noisy",)
+
+
+def replace_score(m: QualityMetrics, t: Thresholds | None = None) -> QualityMetrics:
+    return QualityMetrics(**{**m.as_dict(), "score": score(m, t or Thresholds())})
 
 
 def test_as_dict() -> None:
-    m = QualityMetrics(1.0, 2.0, 3.0, 4.0)
-    assert m.as_dict() == {"sharpness": 1.0, "brightness": 2.0, "contrast": 3.0, "noise": 4.0}
+    d = _metrics().as_dict()
+    assert list(d) == FIELDS
+    assert all(type(v) is float for v in measure(np.full((8, 8), 99, np.uint8)).as_dict().values())
 
 
 def test_thresholds_model() -> None:
     assert Thresholds(max_noise=8).max_noise == 8
     for field in Thresholds.model_fields.values():
         assert field.description
+    assert Thresholds().min_score == 0.0  # the score alone rejects nothing by default
     with pytest.raises(ValidationError):
         Thresholds(max_nosie=8)  # typo: extra keys are forbidden
-    with pytest.raises(ValidationError):
-        Thresholds(min_brightness=-1)
-    with pytest.raises(ValidationError):
-        Thresholds(max_brightness=300)
+    for bad in (
+        {"min_brightness": -1},
+        {"max_brightness": 300},
+        {"frozen_after_s": 0},
+        {"max_uniformity": 2},
+    ):
+        with pytest.raises(ValidationError):
+            Thresholds(**bad)
     with pytest.raises(ValidationError, match="min_brightness"):
         Thresholds(min_brightness=200, max_brightness=100)
     t = Thresholds()
     with pytest.raises(ValidationError):
         t.max_noise = 3  # frozen
+
+
+# --- per camera: frozen ------------------------------------------------------------------------------
+
+
+def _feed(
+    camera: CameraQuality, frames: list[np.ndarray], fps: float = 10.0, t0: float = 0.0
+) -> list[Assessment]:
+    return [camera.assess(frame, t0 + i / fps) for i, frame in enumerate(frames)]
+
+
+@pytest.fixture(scope="module")
+def still() -> np.ndarray:
+    return _noisy(_luma(1280, 720), 1.5)
+
+
+def test_repeated_frame_is_frozen_after_frozen_after_s(still: np.ndarray) -> None:
+    out = _feed(CameraQuality(Thresholds()), [still] * 31)
+    assert [a.metrics.frozen_s for a in out[:3]] == pytest.approx([0.0, 0.1, 0.2])
+    assert all("frozen" not in a.reasons for a in out[:20])  # t < 2 s
+    assert all("frozen" in a.reasons for a in out[20:])
+    assert out[-1].metrics.change == 0.0
+
+
+def test_live_static_scene_with_sensor_noise_is_never_frozen(still: np.ndarray) -> None:
+    base = _scaled(_luma(1280, 720), 0.3)  # an empty road at night
+    frames = [_noisy(base, 1.0, seed=i) for i in range(40)]
+    out = _feed(CameraQuality(Thresholds()), frames)
+    assert all("frozen" not in a.reasons for a in out)
+    assert min(a.metrics.change for a in out[1:]) > 2 * Thresholds().max_frozen_change
+
+
+def test_an_isolated_change_does_not_end_a_freeze(still: np.ndarray) -> None:
+    """A stuck picture re-encoded at each key frame: one changed frame a second."""
+    versions = [still, _noisy(_luma(1280, 720), 1.5, seed=9)]
+    frames = [versions[(i // 10) % 2] for i in range(31)]
+    out = _feed(CameraQuality(Thresholds()), frames)
+    assert "frozen" in out[-1].reasons and out[-1].metrics.frozen_s == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("repeats", [2, 4])
+def test_a_live_source_repeating_each_picture_is_not_frozen(repeats: int) -> None:
+    """Frame-rate conversion by duplication: each picture delivered `repeats` times."""
+    pictures = [_noisy(_luma(1280, 720), 1.5, seed=i) for i in range(40 // repeats)]
+    frames = [p for p in pictures for _ in range(repeats)]
+    out = _feed(CameraQuality(Thresholds()), frames)
+    assert all("frozen" not in a.reasons for a in out)
+
+
+def test_resolution_change_and_time_going_back_restart(still: np.ndarray) -> None:
+    camera = CameraQuality(Thresholds())
+    _feed(camera, [still] * 30)
+    big = cv2.resize(still, (1920, 1080))
+    after = camera.assess(big, 3.0)
+    assert after.metrics.frozen_s == 0.0 and after.metrics.change == 0.0 and "frozen" not in after.reasons
+    assert camera.assess(big, 3.1).metrics.frozen_s == pytest.approx(0.1)
+    assert camera.assess(big, 0.5).metrics.frozen_s == 0.0  # a restarted stream
+    assert camera.assess(np.zeros((1, 1), np.uint8), 0.6).metrics.frozen_s == 0.0
+
+
+def test_bad_time_raises_and_leaves_state_alone(still: np.ndarray) -> None:
+    camera = CameraQuality(Thresholds())
+    _feed(camera, [still] * 25)
+    with pytest.raises(ValueError):
+        camera.assess(still, math.nan)
+    assert "frozen" in camera.assess(still, 2.5).reasons
+
+
+def test_thresholds_can_be_replaced(still: np.ndarray) -> None:
+    camera = CameraQuality(Thresholds())
+    _feed(camera, [still] * 15)
+    camera.thresholds = Thresholds(frozen_after_s=1.0)
+    assert "frozen" in camera.assess(still, 1.5).reasons
+
+
+# --- the benchmark ---------------------------------------------------------------------------------
+
+
+def test_benchmark_quick_run_lists_both_implementations() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_validation.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    for row in ("CameraQuality.assess 1080p", "measure() 1080p luma", "baseline 1080p", "speed-up"):
+        assert any(line.startswith(row) for line in lines), (row, proc.stdout)
+    header = next(line for line in lines if line.startswith("class ") and "strengths" in line)
+    assert "zstream" in header and "baseline" in header, proc.stdout
+    assert any(line.startswith("clean (rejected)") for line in lines), proc.stdout

@@ -1,134 +1,306 @@
-"""Per-frame quality metrics on the luma plane, for the validation stage.
+"""Per-frame quality of a camera's picture, measured on the luma plane, for the validation stage.
 
-Everything works on the Y plane as it sits in shared memory (no colour conversion) and,
-except for noise, on a copy reduced to about 960 px wide: blur, exposure and contrast
-are visible at that size, and a fixed working width makes the result nearly independent
-of the camera's resolution (720p and 1080p views of one scene agree within ~10 %).
-Noise is a pixel-level property that downscaling averages away, so it is estimated at
-full resolution on a sample of thin row bands instead.
+Reads the Y plane where it sits in shared memory (never writes it, never converts colour).
+One pass makes S, the frame reduced by the largest power of two f that keeps it >= 640 px
+wide (f = 2 at 720p and 1080p, 4 at 4K) by exact 2x area steps, which average sensor noise
+down by f; more 2x steps give E, about 1/16 of full size. Numbers are on the labelled set.
+
+    sharpness    fine detail in the weakest direction: on row bands of S (3/16 of its rows),
+                 the energy of the second difference along x, y and both diagonals less what
+                 sensor noise explains (6 (sigma/f)^2); the smallest of the four (motion blur
+                 removes detail along its own direction only), x100 / (d^2 + 1), d being the
+                 coarse gradient of `uniformity`. That division makes it independent of
+                 exposure and scene: a night is as sharp as the day. Clean >= 57; sigma-3 px
+                 or 15 px motion blur <= 15.
+    brightness   mean luma, 0..255
+    clipped_dark / clipped_bright
+                 shares of a full-resolution point sample at or below 16 / at or above 235,
+                 video-range black and white (BT.601/709 limited range, what H.264 cameras
+                 send), where sensors clip; full-range sources clip at 0/255, counted too.
+    contrast     RMS contrast, std / mean of luma: unlike the std alone, it stays put when
+                 a night scene is dimmer (>= 0.24), and drops in fog or haze (<= 0.085).
+    noise        sigma of the sensor noise in grey levels: Immerkaer's operator on thin
+                 full-resolution row bands, robust to edges through a median; isolated
+                 impulses (salt and pepper, dead pixels) exceed what edges reach, and their
+                 share p adds as sqrt(sigma^2 + 128^2 p). Clean <= 7.1; sigma 20 >= 17.
+    change       mean absolute difference to the previous frame on the point sample (grey
+                 levels): live sensor noise of sigma 1 gives 1.1, a repeated frame 0; 0 for a
+                 camera's first frame
+    frozen_s     how long the picture has not changed (see CameraQuality)
+    uniformity   1 / (1 + d), d = mean absolute difference between neighbours of E (grey
+                 levels): 1 for a flat frame; smooth shading (vignette, a gradient over a
+                 covered lens) and sensor noise, averaged away at 1/16, barely lower it.
+    score        see `score`
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-WORK_WIDTH = 960  # metrics other than noise are computed at about this width
-NOISE_BAND_ROWS = 4  # rows per sampled band; the outer two only feed the 3x3 kernel
-NOISE_SAMPLE_PIXELS = 32_000  # enough for a median within ~1 % of the true noise sigma
-# Immerkaer's kernel [[1,-2,1],[-2,4,-2],[1,-2,1]] has squared coefficients summing to 36,
-# so on Gaussian noise of sigma s its response has sigma 6 s, and |response| a median of
-# 0.6745 * 6 s.
+REASONS = ("blurred", "too_dark", "too_bright", "low_contrast", "noisy", "frozen", "blank")
+BLACK, WHITE = 16, 235  # video-range luma of black and white
+MIN_WORK_WIDTH = 640  # S is the frame reduced by the largest power of two that keeps this
+COARSE_FACTOR = 16  # E is the frame reduced about this much
+SHARP_BAND_ROWS = 6  # rows of S per sharpness band; the outer two only feed the 3x3 kernels
+SHARP_SHARE = 0.1875  # share of S's rows in the sharpness bands
+SAMPLE_POINTS = 16_000  # full-resolution point sample: clipping and change
+NOISE_BAND_ROWS = 4  # rows per noise band; the outer two only feed the 3x3 kernel
+NOISE_SAMPLE_PIXELS = 24_000  # enough for a median within ~1 % of the true noise sigma
+# Immerkaer's kernel [[1,-2,1],[-2,4,-2],[1,-2,1]] has squared coefficients summing to 36, so
+# on Gaussian noise of sigma s its response has sigma 6 s, and |response| a median of 0.6745 * 6 s.
 _MEDIAN_TO_SIGMA = 1.0 / (0.6745 * 6.0)
-
-Reason = str  # one of "blurred", "too_dark", "too_bright", "low_contrast", "noisy"
+_NOISE_SCALE = 0.55  # |response| is histogrammed at this scale, so that 255 stands for 464:
+# isolated impulses of +-116 or more reach it (4x their height), edges and corners (<= 2x their
+# contrast, however sharp) do not; pixel-thin diagonal lines (6x) would, but optics blur them
+_IMPULSE_RMS_SQ = 128.0**2  # each impulse counts as a +-128 deviation
+_DIRECTIONS = (  # second differences along x, y and the two diagonals, and their weight:
+    (np.array([[0, 0, 0], [1, -2, 1], [0, 0, 0]], np.float32), 1.0),
+    (np.array([[0, 1, 0], [0, -2, 0], [0, 1, 0]], np.float32), 1.0),
+    (np.array([[1, 0, 0], [0, -2, 0], [0, 0, 1]], np.float32), 0.25),  # steps sqrt(2) apart
+    (np.array([[0, 0, 1], [0, -2, 0], [1, 0, 0]], np.float32), 0.25),
+)
+_NOISE_ENERGY = 6.0  # squared coefficients of [1, -2, 1]: energy of white noise of sigma 1
 
 
 @dataclass(frozen=True, slots=True)
 class QualityMetrics:
-    """What `measure` reports for one frame.
-
-    sharpness   variance of cv2.Laplacian(ksize=3), kernel [[2,0,2],[0,-8,0],[2,0,2]], at
-                ~960 px width; ~10^4 for a crisp scene, ~10^2 once blurred by sigma 3 px
-    brightness  mean luma, 0..255
-    contrast    standard deviation of luma at ~960 px width (not a percentile spread:
-                cheaper, and a dark or washed-out frame is caught by brightness anyway)
-    noise       estimated sigma of additive Gaussian noise on the luma, in grey levels
-    """
+    """What one frame measured; see the module docstring for each value's meaning."""
 
     sharpness: float
     brightness: float
+    clipped_dark: float
+    clipped_bright: float
     contrast: float
     noise: float
+    change: float
+    frozen_s: float
+    uniformity: float
+    score: float
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
-def measure(luma: np.ndarray) -> QualityMetrics:
-    """All four metrics of a (h, w) uint8 luma array; the array is only read."""
-    if luma.ndim != 2 or luma.dtype != np.uint8 or luma.size == 0:
-        raise ValueError(f"expected a non-empty 2-D uint8 luma plane, got {luma.dtype} {luma.shape}")
-    small = _reduce(luma)
-    mean, std = cv2.meanStdDev(small)
-    return QualityMetrics(
-        sharpness=_laplacian_variance(small),
-        brightness=float(mean[0, 0]),
-        contrast=float(std[0, 0]),
-        noise=_noise_sigma(luma),
+class Thresholds(BaseModel):
+    """Limits a frame must respect to pass validation; see `judge`. Overridable per camera.
+
+    Each default sits between what the labelled set (tests/quality_set.py) measures on clean
+    day and night frames (incl. live sequences) and on the degradations it must detect; those
+    two ranges are quoted in the descriptions as "clean ... / must ...".
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_sharpness: float = Field(
+        25.0, ge=0, le=1e5, description="below: 'blurred' (clean >= 57 / must <= 15)"
+    )
+    min_brightness: float = Field(
+        30.0, ge=0, le=255, description="lowest mean luma (clean >= 42 / must <= 27)"
+    )
+    max_brightness: float = Field(
+        215.0, ge=0, le=255, description="highest mean luma (clean <= 136; snow ~200)"
+    )
+    max_clipped_dark: float = Field(
+        0.5, ge=0, le=1, description="highest share at or below video black, 16 (clean <= 0.06)"
+    )
+    max_clipped_bright: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="highest share at or above video white, 235 (clean <= 0.002 / must >= 0.39)",
+    )
+    min_contrast: float = Field(
+        0.14, ge=0, le=10, description="lowest RMS contrast, std / mean luma (clean >= 0.24 / must <= 0.085)"
+    )
+    max_noise: float = Field(
+        12.0, ge=0, le=255, description="highest noise sigma (clean <= 7.1 / must >= 17)"
+    )
+    frozen_after_s: float = Field(2.0, gt=0, le=3600, description="seconds unchanged after which: 'frozen'")
+    max_frozen_change: float = Field(
+        0.35,
+        ge=0,
+        le=255,
+        description="mean absolute change up to which a frame counts as unchanged (live sensor noise of "
+        "sigma 0.7 gives 0.78, sigma 1 1.1; a P-frame refreshing a stuck picture < 0.1)",
+    )
+    max_uniformity: float = Field(
+        0.5, ge=0, le=1, description="above: 'blank' (clean <= 0.28 / must >= 0.73)"
+    )
+    min_score: float = Field(
+        0.0, ge=0, le=1, description="below, a frame fails for its weakest aspect; 0: off"
     )
 
-
-def _reduce(luma: np.ndarray) -> np.ndarray:
-    """Shrink to about WORK_WIDTH: exact 2x area averaging (OpenCV's fast path), then linear.
-
-    Area resizes by other factors are several times slower than the 2x path, and the final
-    linear step shrinks by less than 2x, so it does not alias. A frame fresh from shared
-    memory is not in cache, and cv2's 2x resize reads it about twice as slowly as a
-    sequential copy does: copying first makes the whole reduction ~40 % faster at 1080p.
-    """
-    h, w = luma.shape
-    if w >= 2 * WORK_WIDTH and h >= 2:
-        luma = luma.copy()
-    while w >= 2 * WORK_WIDTH and h >= 2:
-        luma = cv2.resize(luma[: h - h % 2, : w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-        h, w = luma.shape
-    if w > WORK_WIDTH:
-        size = (WORK_WIDTH, max(1, round(h * WORK_WIDTH / w)))
-        luma = cv2.resize(luma, size, interpolation=cv2.INTER_LINEAR)
-    return luma
+    @model_validator(mode="after")
+    def _brightness_range(self) -> Thresholds:
+        if self.min_brightness >= self.max_brightness:
+            raise ValueError("min_brightness must be below max_brightness")
+        return self
 
 
-def _laplacian_variance(small: np.ndarray) -> float:
-    """Var of the Laplacian as E[L^2] - E[L]^2: cv2.norm is much faster than meanStdDev on int16.
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """A frame's metrics and the reasons it fails, in REASONS order (empty: it passes)."""
 
-    ksize=3 rather than the 4-neighbour kernel because OpenCV runs it ~3x faster.
-    """
-    lap = cv2.Laplacian(small, cv2.CV_16S, ksize=3)
-    mean = cv2.mean(lap)[0]
-    return max(0.0, cv2.norm(lap, cv2.NORM_L2SQR) / lap.size - mean * mean)
+    metrics: QualityMetrics
+    reasons: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
 
 
-def _noise_sigma(luma: np.ndarray) -> float:
-    """Immerkaer's noise estimate made robust to edges: median instead of mean of |response|.
+# --- measuring one frame ------------------------------------------------------------------------
 
-    The kernel (a separable second difference, i.e. Sobel dx=2 dy=2) cancels flat areas and
-    linear ramps; edges and texture still respond, but they cover a minority of pixels, so
-    the median of the absolute response tracks the noise rather than the scene.
-    """
-    h, w = luma.shape
-    if h < 3 or w < 3:
-        return 0.0
-    rows, mask = _noise_sample(h, w)
-    sample = luma if rows is None else luma[rows]
-    magnitude = cv2.convertScaleAbs(cv2.Sobel(sample, cv2.CV_16S, 2, 2, ksize=3))
-    hist = cv2.calcHist([magnitude], [0], mask, [256], [0, 256]).ravel()
-    return _histogram_median(hist) * _MEDIAN_TO_SIGMA
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How frames of one size are sampled; made once per size (all arrays read-only)."""
+
+    factor: int  # S = the frame reduced by this (a power of two)
+    coarse_steps: int  # 2x steps from S to E
+    sharp_rows: np.ndarray | None  # rows of S in the sharpness bands; None: all of S
+    sharp_edges: np.ndarray  # rows of the band stack whose 3x3 window straddles two bands
+    noise_rows: np.ndarray | None  # full-resolution rows of the noise bands; None: all
+    noise_valid: np.ndarray  # rows of the noise sample whose 3x3 window lies inside one band
+    step: int  # the point sample is luma[step // 2 :: step, step // 2 :: step]
 
 
 @functools.lru_cache(maxsize=16)
-def _noise_sample(h: int, w: int) -> tuple[np.ndarray | None, np.ndarray]:
-    """Rows to sample (None: all) and the mask of pixels whose 3x3 window is real image.
+def _plan(h: int, w: int) -> _Plan:
+    factor = 1
+    while w // (2 * factor) >= MIN_WORK_WIDTH and h // (2 * factor) >= 2:
+        factor *= 2
+    sh, coarse = h // factor, 0
+    while factor << coarse < COARSE_FACTOR and sh >> (coarse + 1) >= 3 and (w // factor) >> (coarse + 1) >= 3:
+        coarse += 1
+    sharp_rows, sharp_valid = _bands(sh, SHARP_BAND_ROWS, max(1, round(SHARP_SHARE * sh / SHARP_BAND_ROWS)))
+    stacked = sh if sharp_rows is None else sharp_rows.size
+    sharp_edges = np.setdiff1d(np.arange(stacked), sharp_valid)  # cheaper to take out than to keep
+    noise_bands = round(NOISE_SAMPLE_PIXELS / ((NOISE_BAND_ROWS - 2) * max(1, w - 2)))
+    noise_rows, noise_valid = _bands(h, NOISE_BAND_ROWS, max(1, noise_bands))
+    step = max(1, math.isqrt(h * w // SAMPLE_POINTS))
+    for array in (sharp_edges, noise_valid):
+        array.flags.writeable = False
+    return _Plan(factor, coarse, sharp_rows, sharp_edges, noise_rows, noise_valid, step)
 
-    Bands are spread evenly down the frame so sky, road and verge all contribute; their
-    first and last rows are masked out because the kernel there would straddle two bands.
+
+def _bands(h: int, rows: int, count: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """`count` bands of `rows` rows spread evenly down h rows (None: take all rows), and which
+    rows of their stack have both neighbours in the same band."""
+    if count * rows >= h // 2:
+        return None, np.arange(1, h - 1)
+    starts = np.linspace(0, h - rows, count).round().astype(np.intp)
+    taken = (starts[:, None] + np.arange(rows)).ravel()
+    taken.flags.writeable = False
+    valid = (np.arange(count)[:, None] * rows + np.arange(1, rows - 1)).ravel()
+    return taken, valid
+
+
+def _measure(luma: np.ndarray) -> tuple[QualityMetrics, np.ndarray]:
+    """The frame's own metrics (no change, frozen_s or score yet) and its point sample."""
+    if not isinstance(luma, np.ndarray) or luma.ndim != 2 or luma.dtype != np.uint8 or luma.size == 0:
+        raise ValueError(
+            f"expected a non-empty 2-D uint8 luma plane, got {getattr(luma, 'dtype', type(luma))} "
+            f"{getattr(luma, 'shape', '')}"
+        )
+    plan = _plan(*luma.shape)
+    small = _reduce(luma, plan.factor)
+    half = _reduce(small, 2 if plan.coarse_steps else 1, copy_first=False)
+    coarse = _reduce(half, 1 << max(0, plan.coarse_steps - 1), copy_first=False)
+    # S/2 keeps the mean and most of the spread; a tiny frame is used whole (the 2x steps drop
+    # an odd last row and column, which would bias the mean of a 17x9 frame)
+    mean, std = cv2.meanStdDev(half if half.size >= 4096 else luma)
+    sigma, impulses = _noise(luma, plan)
+    gradient = _mean_gradient(coarse)
+    step = plan.step
+    sample = np.ascontiguousarray(luma[step // 2 :: step, step // 2 :: step])
+    n = sample.size
+    brightness = float(mean[0, 0])
+    metrics = QualityMetrics(
+        sharpness=100.0 * _fine_energy(small, plan, sigma / plan.factor) / (gradient * gradient + 1.0),
+        brightness=brightness,
+        clipped_dark=int(np.count_nonzero(sample <= BLACK)) / n,
+        clipped_bright=int(np.count_nonzero(sample >= WHITE)) / n,
+        contrast=float(std[0, 0]) / max(brightness, 1.0),
+        noise=math.sqrt(sigma * sigma + _IMPULSE_RMS_SQ * impulses),
+        change=0.0,
+        frozen_s=0.0,
+        uniformity=1.0 / (1.0 + gradient),
+        score=0.0,
+    )
+    return metrics, sample
+
+
+def _reduce(luma: np.ndarray, factor: int, copy_first: bool = True) -> np.ndarray:
+    """Shrink by `factor` (a power of two) in exact 2x area steps, OpenCV's fast path.
+
+    A frame fresh from shared memory is not in cache, and cv2's 2x resize reads it about
+    twice as slowly as a sequential copy does: copying first makes the first step ~40 %
+    faster at 1080p. An odd last row or column is dropped at each step.
     """
-    inner = NOISE_BAND_ROWS - 2
-    bands = round(NOISE_SAMPLE_PIXELS / (inner * max(1, w - 2)))
-    if bands * NOISE_BAND_ROWS >= h // 2:
-        rows, band_rows = None, h
-    else:
-        starts = np.linspace(0, h - NOISE_BAND_ROWS, max(1, bands)).round().astype(np.intp)
-        rows, band_rows = (starts[:, None] + np.arange(NOISE_BAND_ROWS)).ravel(), NOISE_BAND_ROWS
-        rows.flags.writeable = False  # cached and shared between calls
-    mask = np.zeros((h if rows is None else rows.size, w), np.uint8)
-    mask.reshape(-1, band_rows, w)[:, 1:-1, 1:-1] = 1
-    mask.flags.writeable = False
-    return rows, mask
+    if factor > 1 and copy_first:
+        luma = luma.copy()
+    while factor > 1:
+        h, w = luma.shape
+        luma = cv2.resize(luma[: h - h % 2, : w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+        factor //= 2
+    return luma
+
+
+def _fine_energy(small: np.ndarray, plan: _Plan, sigma: float) -> float:
+    """Second-difference energy in the weakest of four directions, less sensor noise's share."""
+    if small.shape[0] < 3 or small.shape[1] < 3:
+        return 0.0
+    bands = small if plan.sharp_rows is None else small[plan.sharp_rows]
+    noise = _NOISE_ENERGY * sigma * sigma
+    valid = (bands.shape[0] - plan.sharp_edges.size) * bands.shape[1]
+    energies = []
+    for kernel, weight in _DIRECTIONS:
+        response = cv2.filter2D(bands, cv2.CV_16S, kernel)
+        total = cv2.norm(response, cv2.NORM_L2SQR) - cv2.norm(response[plan.sharp_edges], cv2.NORM_L2SQR)
+        energies.append(weight * (total / valid - noise))
+    return max(0.0, min(energies))
+
+
+def _mean_gradient(coarse: np.ndarray) -> float:
+    """Mean absolute difference between neighbours of E, across and down (grey levels)."""
+    h, w = coarse.shape
+    total, count = 0.0, 0
+    if w > 1:
+        total += cv2.norm(coarse[:, 1:], coarse[:, :-1], cv2.NORM_L1)
+        count += h * (w - 1)
+    if h > 1:
+        total += cv2.norm(coarse[1:], coarse[:-1], cv2.NORM_L1)
+        count += (h - 1) * w
+    return total / count if count else 0.0
+
+
+def _noise(luma: np.ndarray, plan: _Plan) -> tuple[float, float]:
+    """(sigma of Gaussian noise, share of impulses) from Immerkaer's operator on row bands.
+
+    The kernel (a separable second difference, i.e. Sobel dx=2 dy=2) cancels flat areas,
+    ramps and straight edges; texture and corners still respond, but they cover a minority of
+    pixels, so the median of |response| tracks the noise. Impulses are counted apart (see
+    _NOISE_SCALE).
+    """
+    h, w = luma.shape
+    if h < 3 or w < 3:
+        return 0.0, 0.0
+    sample = luma if plan.noise_rows is None else luma[plan.noise_rows]
+    response = cv2.Sobel(sample, cv2.CV_16S, 2, 2, ksize=3)
+    magnitude = cv2.convertScaleAbs(response, alpha=_NOISE_SCALE)[plan.noise_valid, 1:-1]
+    hist = cv2.calcHist([magnitude], [0], None, [256], [0, 256]).ravel()
+    sigma = _histogram_median(hist) * _MEDIAN_TO_SIGMA / _NOISE_SCALE
+    # Strong Gaussian noise saturates some responses too (1 % at sigma 35): only the excess
+    # over that share is impulses.
+    gaussian = math.erfc(255.0 / _NOISE_SCALE / (6.0 * sigma * math.sqrt(2.0))) if sigma > 0.0 else 0.0
+    return sigma, max(0.0, float(hist[255]) / float(hist.sum()) - gaussian)
 
 
 def _histogram_median(hist: np.ndarray) -> float:
@@ -140,44 +312,158 @@ def _histogram_median(hist: np.ndarray) -> float:
     return max(0.0, b - 0.5 + float(half - below) / float(hist[b]))
 
 
-class Thresholds(BaseModel):
-    """Limits a frame must respect to pass validation; see `judge`.
+# --- verdicts ----------------------------------------------------------------------------------
 
-    Defaults, against the synthetic scene (720p/1080p) and two real photos: crisp frames
-    score sharpness 4,000-15,000 and a sigma-3 px blur 20-400; mean luma 16 at 15 %
-    exposure and 38 at 35 % (a night scene, which passes), 243 when over-exposed 3x;
-    contrast ~40 normally, 6 when compressed to 15 %; noise 0.5-2 on clean frames, 5.5,
-    10.3 and 20 with added Gaussian noise of sigma 5, 10 and 20.
+_RAMP_LEVELS = 20.0  # grey levels of mean luma from a brightness limit to full marks
+
+
+def _ramp(margin: float) -> float:
+    """0.5 at the limit (margin 0), 1 at a margin of 1 inside it, 0 at 1 beyond it."""
+    return min(1.0, max(0.0, 0.5 + 0.5 * margin))
+
+
+def _ratio(value: float, limit: float) -> float:
+    """log2(value / limit): doublings above a lower limit, or, as _ratio(limit, value), below
+    an upper one; +inf when the divisor is 0."""
+    if limit <= 0.0:
+        return math.inf
+    return math.log2(value / limit) if value > 0.0 else -math.inf
+
+
+def _share(value: float, limit: float) -> float:
+    """(limit - value) / limit for an upper limit on a share: 1 at 0, 0 at the limit."""
+    return (limit - value) / limit if limit > 0.0 else (math.inf if value <= 0.0 else -math.inf)
+
+
+def aspects(m: QualityMetrics, t: Thresholds) -> tuple[tuple[str, float], ...]:
+    """Each reason's factor in the score: 1 comfortably inside its limits, 0.5 at a limit,
+    0 as far beyond it. The margins, in each metric's natural unit:
+
+        blurred       log2(sharpness / min_sharpness): full marks at twice the limit
+        too_dark      (brightness - min_brightness) / 20 levels, and the clipped-dark share
+                      against its limit ((max - share) / max: 1 with nothing clipped)
+        too_bright    the same against max_brightness and max_clipped_bright
+        low_contrast  log2(contrast / min_contrast)
+        noisy         log2(max_noise / noise): full marks at half the limit
+        frozen        (frozen_after_s - frozen_s) / frozen_after_s
+        blank         (max_uniformity - uniformity) / (max_uniformity / 2)
+    """
+    dark = min((m.brightness - t.min_brightness) / _RAMP_LEVELS, _share(m.clipped_dark, t.max_clipped_dark))
+    bright = min(
+        (t.max_brightness - m.brightness) / _RAMP_LEVELS, _share(m.clipped_bright, t.max_clipped_bright)
+    )
+    return (
+        ("blurred", _ramp(_ratio(m.sharpness, t.min_sharpness))),
+        ("too_dark", _ramp(dark)),
+        ("too_bright", _ramp(bright)),
+        ("low_contrast", _ramp(_ratio(m.contrast, t.min_contrast))),
+        ("noisy", _ramp(_ratio(t.max_noise, m.noise))),
+        ("frozen", _ramp(_share(m.frozen_s, t.frozen_after_s))),
+        ("blank", _ramp(2.0 * _share(m.uniformity, t.max_uniformity))),
+    )
+
+
+def score(m: QualityMetrics, t: Thresholds) -> float:
+    """Combined quality in [0, 1]: the product of the aspects' factors (see `aspects`).
+
+    1 for a frame comfortably inside every limit; every mild weakness lowers it a little, and
+    a frame that fails any limit scores at most 0.5.
+    """
+    return float(math.prod(factor for _, factor in aspects(m, t)))
+
+
+def judge(metrics: QualityMetrics, t: Thresholds) -> tuple[str, ...]:
+    """Reasons the frame fails, in REASONS order; empty when it passes. Limits are inclusive.
+
+    A frame within every limit but scoring below min_score fails for its weakest aspect.
+    """
+    m = metrics
+    failed = {
+        "blurred": m.sharpness < t.min_sharpness,
+        "too_dark": m.brightness < t.min_brightness or m.clipped_dark > t.max_clipped_dark,
+        "too_bright": m.brightness > t.max_brightness or m.clipped_bright > t.max_clipped_bright,
+        "low_contrast": m.contrast < t.min_contrast,
+        "noisy": m.noise > t.max_noise,
+        "frozen": m.frozen_s >= t.frozen_after_s,
+        "blank": m.uniformity > t.max_uniformity,
+    }
+    reasons = tuple(reason for reason in REASONS if failed[reason])
+    if not reasons and m.score < t.min_score:
+        reasons = (min(aspects(m, t), key=lambda aspect: aspect[1])[0],)
+    return reasons
+
+
+def measure(luma: np.ndarray, thresholds: Thresholds | None = None) -> QualityMetrics:
+    """The metrics of one frame on its own: change and frozen_s are 0 (they need the camera's
+    previous frames: use CameraQuality), the score is against `thresholds` (default limits).
+
+    luma is a (h, w) uint8 array, only read; anything else raises ValueError.
+    """
+    metrics, _ = _measure(luma)
+    return _scored(metrics, thresholds or _DEFAULTS)
+
+
+def _scored(metrics: QualityMetrics, t: Thresholds, **state: float) -> QualityMetrics:
+    metrics = replace(metrics, **state)
+    return replace(metrics, score=score(metrics, t))
+
+
+_DEFAULTS = Thresholds()
+
+
+# --- per camera ----------------------------------------------------------------------------------
+
+LIFE_WINDOW = 4  # a change counts as life when another came within this many frames before it
+
+
+class CameraQuality:
+    """Quality of one camera's frames, with the state frozen detection needs.
+
+    One instance per camera, kept by the one validation worker that camera is routed to, so
+    it sees every frame in order. `thresholds` may be replaced at any time.
+
+    Frozen: consecutive frames of a live camera always differ (sensor noise), while a stuck
+    encoder or decoder repeats one picture. A frame is unchanged when its change is at most
+    max_frozen_change. A change counts as life only when another came within LIFE_WINDOW
+    frames before it: a single changed frame between unchanged ones (an encoder's periodic
+    key frame re-encoding the stuck picture, a glitch) does not end a freeze, while a live
+    stream whose source repeats each picture up to four times still shows life. frozen_s is
+    the time since the last life; a camera's first frame, a new resolution or time going
+    backwards (a restarted stream) start afresh.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    def __init__(self, thresholds: Thresholds) -> None:
+        self.thresholds = thresholds
+        self._sample: np.ndarray | None = None
+        self._t = 0.0
+        self._alive_t = 0.0
+        self._recent = 0  # bit i: the frame i+1 frames ago had changed
 
-    min_sharpness: float = Field(
-        600.0, ge=0, le=1_000_000, description="lowest Laplacian variance at ~960 px width; below: 'blurred'"
-    )
-    min_brightness: float = Field(20.0, ge=0, le=255, description="lowest mean luma; below: 'too_dark'")
-    max_brightness: float = Field(225.0, ge=0, le=255, description="highest mean luma; above: 'too_bright'")
-    min_contrast: float = Field(
-        10.0, ge=0, le=128, description="lowest standard deviation of luma; below: 'low_contrast'"
-    )
-    max_noise: float = Field(
-        12.0, ge=0, le=128, description="highest estimated noise sigma in grey levels; above: 'noisy'"
-    )
+    def assess(self, luma: np.ndarray, t: float) -> Assessment:
+        """Measure and judge one frame; t is its time in seconds (stream pts, or capture time).
 
-    @model_validator(mode="after")
-    def _brightness_range(self) -> Thresholds:
-        if self.min_brightness >= self.max_brightness:
-            raise ValueError("min_brightness must be below max_brightness")
-        return self
+        Raises ValueError for an array that is not a non-empty 2-D uint8 plane, or a t that is
+        not finite; the camera's state is then left as it was.
+        """
+        t = float(t)
+        if not math.isfinite(t):
+            raise ValueError(f"frame time must be finite, got {t}")
+        metrics, sample = _measure(luma)
+        change, frozen_s = self._track(sample, t)
+        metrics = _scored(metrics, self.thresholds, change=change, frozen_s=frozen_s)
+        return Assessment(metrics, judge(metrics, self.thresholds))
 
-
-def judge(metrics: QualityMetrics, thresholds: Thresholds) -> tuple[Reason, ...]:
-    """Reasons the frame fails, in a fixed order; empty when it passes."""
-    checks = (
-        ("blurred", metrics.sharpness < thresholds.min_sharpness),
-        ("too_dark", metrics.brightness < thresholds.min_brightness),
-        ("too_bright", metrics.brightness > thresholds.max_brightness),
-        ("low_contrast", metrics.contrast < thresholds.min_contrast),
-        ("noisy", metrics.noise > thresholds.max_noise),
-    )
-    return tuple(reason for reason, failed in checks if failed)
+    def _track(self, sample: np.ndarray, t: float) -> tuple[float, float]:
+        """(change to the previous frame, seconds since the last life) after this frame."""
+        previous, self._sample = self._sample, sample
+        if previous is None or previous.shape != sample.shape or t < self._t:
+            self._t = self._alive_t = t
+            self._recent = 0
+            return 0.0, 0.0
+        change = cv2.norm(sample, previous, cv2.NORM_L1) / sample.size
+        changed = change > self.thresholds.max_frozen_change
+        if changed and self._recent:
+            self._alive_t = t
+        self._recent = ((self._recent << 1) | changed) & ((1 << LIFE_WINDOW) - 1)
+        self._t = t
+        return change, t - self._alive_t
