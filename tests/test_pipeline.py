@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -353,3 +354,28 @@ def test_a_frozen_camera_is_caught_with_several_validation_workers(
     stuck = [m for m, _ in read_frames(redis_client, streams[0]) if m.camera == "stuck"]
     assert stuck and max(m.metrics["frozen_s"] for m in stuck) < 1.0  # passed only before the second
     assert_clean_exit(running)
+
+
+def test_http_camera_hls_vod_frames_reach_redis_bit_identical(
+    pipeline,
+    run_dir: Path,
+    streams: tuple[str, str],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    web_root: tuple[Path, str],
+) -> None:
+    clip = make_h264_clip(tmp_path / "clip.mp4", width=320, height=240, fps=10, frames=30, gop=10)
+    reference = decode_i420_frames(clip)
+    root, base = web_root
+    hls = ["-c", "copy", "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod", str(root / "cam.m3u8")]
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-nostdin", "-i", str(clip), *hls], check=True, timeout=60
+    )
+    cameras = [{"id": "vms", "url": f"{base}/cam.m3u8", "ring_slots": 64}]
+    running = pipeline(topology_text(run_dir, streams, cameras, capture="[capture]\nqueue_depth = 32"))
+    wait_until(lambda: running.camera("vms")["state"] == "ended", 60, message="the recording ended")
+    wait_until(lambda: count_per_camera(redis_client, streams[0], 30, ["vms"]), 10, message="30 frames")
+    assert_clean_exit(running)
+    frames = read_frames(redis_client, streams[0])
+    assert [m.seq for m, _ in frames] == list(range(30))
+    assert all(data == reference[m.seq].tobytes() for m, data in frames)

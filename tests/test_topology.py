@@ -76,10 +76,17 @@ url = "synthetic://traffic?size=641x360"
 [[cameras]]
 id = "d"
 url = "rtsp:///stream"
+[[cameras]]
+id = "e"
+url = "https:///feed.m3u8"
+[[cameras]]
+id = "f"
+url = "https://user:pw@vms.example/feed.m3u8"
 """,
         tmp_path,
     )
-    assert len(problems) == 4
+    assert len(problems) == 5
+    assert problems[4].startswith("cameras[4].url: no host")
     assert problems[0].startswith("cameras[0].url: unsupported scheme 'gopher'")
     assert "hunter2" not in problems[0] and "****" in problems[0]
     assert problems[1] == "cameras[1].url: file not found: /no/such/file.mp4"

@@ -23,7 +23,7 @@ from zstream.sources.base import i420_size
 # sun_path of a Unix socket holds 107 bytes; our longest socket name is "validate-NN.sock".
 MAX_RUN_DIR_LENGTH = 80
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-SOURCE_SCHEMES = ("synthetic", "rtsp", "file")
+SOURCE_SCHEMES = ("synthetic", "rtsp", "http", "file")
 
 
 def _parse_size(value: Any) -> Any:
@@ -125,12 +125,12 @@ class SupervisorSettings(Strict):
 
 class Camera(Strict):
     id: str = Field(pattern=CAMERA_ID_PATTERN, description="unique; letters, digits, _ . -")
-    url: str = Field(min_length=1, description="synthetic://, rtsp://, file:// or a file path")
+    url: str = Field(min_length=1, description="synthetic://, rtsp(s)://, http(s)://, file:// or a file path")
     fps: float | None = Field(None, gt=0, le=240, description="cap on delivered frames per second")
     resize: Size | None = Field(None, description="scale every frame to WIDTHxHEIGHT at capture")
     max_size: Size | None = Field(None, description="overrides capture.max_size for this camera")
     loop: bool = Field(False, description="files: start again at the end")
-    realtime: bool = Field(True, description="files: pace to the stream's frame rate")
+    realtime: bool = Field(True, description="files and recordings over HTTP: pace to their timestamps")
     ring_slots: int | None = Field(None, ge=2, le=1024)
     drop_policy: DropPolicy | None = None
     decoder_threads: int | None = Field(None, ge=0, le=32)
@@ -233,8 +233,8 @@ def source_scheme(url: str) -> str:
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("", "file") or (len(scheme) == 1 and url[1:3] in (":\\", ":/")):
         return "file"
-    if scheme == "rtsps":
-        return "rtsp"
+    if scheme in ("rtsps", "https"):
+        return scheme[:-1]
     return scheme
 
 
@@ -354,7 +354,7 @@ def _camera_url_problem(url: str, camera_id: str, base_dir: Path) -> str | None:
         return f"unsupported scheme {scheme!r} in {mask_url(url)!r}; use one of {list(SOURCE_SCHEMES)}"
     if scheme == "file" and not (path := _absolute(file_path(url), base_dir)).is_file():
         return f"file not found: {path}"
-    if scheme == "rtsp" and not urlsplit(url).hostname:
+    if scheme in ("rtsp", "http") and not urlsplit(url).hostname:
         return f"no host in {mask_url(url)!r}"
     if scheme == "synthetic":
         from zstream.sources.synthetic import parse_synthetic_url

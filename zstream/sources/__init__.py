@@ -28,6 +28,16 @@ def open_source(camera: Camera, topology: Topology) -> FrameSource:
             read_timeout_s=topology.capture.read_timeout_s,
             decoder_threads=threads,
         )
+    if camera.scheme == "http":
+        from zstream.sources.http import HttpSource
+
+        return HttpSource(
+            camera.url,
+            realtime=camera.realtime,
+            decoder_threads=threads,
+            open_timeout_s=topology.capture.open_timeout_s,
+            read_timeout_s=topology.capture.read_timeout_s,
+        )
     from zstream.sources.file import FileSource
 
     return FileSource(camera.url, loop=camera.loop, realtime=camera.realtime, decoder_threads=threads)

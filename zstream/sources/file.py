@@ -7,13 +7,12 @@ camera in tests and benchmarks; pts stays monotonic across loops.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import av.error
 
 from zstream.sources.base import DecodedFrame
-from zstream.sources.pyav_decode import PyAVSource, to_decoded
+from zstream.sources.pyav_decode import PyAVSource, RealtimeClock, to_decoded
 
 
 class FileSource(PyAVSource):
@@ -26,7 +25,7 @@ class FileSource(PyAVSource):
 
     def frames(self, stop: threading.Event) -> Iterator[DecodedFrame]:
         offset = 0.0  # added to the file's pts on each further loop, so pts keeps increasing
-        clock: tuple[float, float] | None = None  # (monotonic time, pts) of the first frame shown
+        clock = RealtimeClock()
         while not stop.is_set():
             first = last = None
             for frame in self.decoded():
@@ -34,10 +33,8 @@ class FileSource(PyAVSource):
                 if pts is not None:
                     first = pts if first is None else first
                     last = pts
-                    if self.realtime:
-                        clock = clock or (time.monotonic(), pts)
-                        if stop.wait(max(0.0, clock[0] + (pts - clock[1]) - time.monotonic())):
-                            return
+                    if self.realtime and not clock.wait(pts, stop):
+                        return
                 if stop.is_set():
                     return
                 yield to_decoded(frame, pts)

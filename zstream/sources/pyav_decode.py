@@ -7,6 +7,8 @@ PyAV's buffers, so the only copy is the capture worker's copy into shared memory
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -114,3 +116,17 @@ class PyAVSource:
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+class RealtimeClock:
+    """Paces a recording to its own timestamps: frame at pts p is due at start + (p - p0).
+    The schedule is anchored once, so waits never accumulate drift."""
+
+    def __init__(self) -> None:
+        self._anchor: tuple[float, float] | None = None  # (monotonic time, pts) of the first frame
+
+    def wait(self, pts: float, stop: threading.Event) -> bool:
+        """Wait until `pts` is due; False when `stop` was set meanwhile."""
+        self._anchor = self._anchor or (time.monotonic(), pts)
+        start, first = self._anchor
+        return not stop.wait(max(0.0, start + (pts - first) - time.monotonic()))
