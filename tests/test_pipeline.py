@@ -7,22 +7,26 @@ fails the test; and every test checks that nothing was left behind.
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import av
+import cv2
 import numpy as np
 import pytest
 import redis
 
 from tests.conftest import Pipeline, shm_segments, topology_text, wait_until
 from tests.media import decode_i420_frames, make_h264_clip
-from tests.rtsp import rtsp_server
+from tests.rtsp import rtsp_server, with_credentials
 from zstream.ring import SHM_DIR
 from zstream.sources.synthetic import expected_frame
 from zstream.topology import load_topology
@@ -379,3 +383,81 @@ def test_http_camera_hls_vod_frames_reach_redis_bit_identical(
     frames = read_frames(redis_client, streams[0])
     assert [m.seq for m, _ in frames] == list(range(30))
     assert all(data == reference[m.seq].tobytes() for m, data in frames)
+
+
+def test_a_refused_password_fails_the_camera_without_hammering_and_others_stream(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    clip = make_h264_clip(tmp_path / "clip.mp4", width=320, height=240, frames=20)
+    with rtsp_server(file=clip, user="admin", password="right") as url:
+        cameras = [
+            {"id": "ok", "url": SYNTH},
+            {"id": "locked", "url": with_credentials(url, "admin", "wrong-pw")},
+        ]
+        capture = "[capture]\nworkers = 1\nreconnect_initial_s = 0.2\nreconnect_max_s = 30"
+        running = pipeline(topology_text(run_dir, streams, cameras, capture=capture))
+        state = wait_until(
+            lambda: running.camera("locked")["state"] == "failed" and running.camera("locked"),
+            30,
+            message="'locked' failed",
+        )
+        wait_until(lambda: count_per_camera(redis_client, streams[0], 30, ["ok"]), 60, message="'ok' streams")
+        assert "authentication refused" in state["detail"] and "attempt 1," in state["detail"]
+        assert running.camera("locked")["state"] == "failed"  # still waiting: retried slowly
+        assert_clean_exit(running)
+    assert "wrong-pw" not in running.log and running.log.count("locked (rtsp://admin:****@") == 2
+
+
+def test_a_silent_camera_is_stalled_then_reconnected(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    server = silent_mjpeg_server(frames=10)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/cam.mjpg"
+        cameras = [{"id": "quiet", "url": url}]
+        capture = "[capture]\nstall_timeout_s = 1\nread_timeout_s = 4\nreconnect_initial_s = 0.2"
+        running = pipeline(topology_text(run_dir, streams, cameras, capture=capture))
+        wait_until(lambda: running.camera("quiet")["state"] == "stalled", 30, message="stalled")
+        wait_until(
+            lambda: (
+                running.camera("quiet")["state"] in ("reconnecting", "connecting", "streaming")
+                and "reconnect" in running.log
+            ),
+            20,
+            message="reconnect after the read timeout",
+        )
+        assert_clean_exit(running)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert running.log.index("quiet") < running.log.index(": stalled: no frame for")
+    assert len(read_frames(redis_client, streams[0])) >= 10
+
+
+def silent_mjpeg_server(frames: int) -> Any:
+    """An MJPEG camera that sends `frames` pictures, then keeps the connection open in silence."""
+    scene = expected_frame(SYNTH, "quiet", 0)  # a traffic picture, so the frames pass QC
+    picture = cv2.imencode(".jpg", cv2.cvtColor(scene, cv2.COLOR_YUV2BGR_I420))[1].tobytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                for _ in range(frames):
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n")
+                    self.wfile.write(f"Content-Length: {len(picture)}\r\n\r\n".encode() + picture + b"\r\n")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+                time.sleep(8)  # connected, silent: bounded so the server thread ends
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server

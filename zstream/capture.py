@@ -7,7 +7,6 @@ validation is full, the frame is dropped by the camera's policy and counted with
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
 import threading
@@ -17,7 +16,8 @@ import cv2
 import numpy as np
 import zmq
 
-from zstream.errors import RingError, SourceError, ZStreamError, mask_url
+from zstream.camera import CameraLifecycle, CameraState
+from zstream.errors import RingError, SourceError, SourceRejected, ZStreamError, mask_url
 from zstream.ring import Ring, WriteSlot, ring_path
 from zstream.sources import DecodedFrame, open_source
 from zstream.stats import Counters, StatsReporter
@@ -27,14 +27,6 @@ from zstream.wire import FrameRef, encode
 log = logging.getLogger(__name__)
 STAGE = "capture"
 WAIT_POLL_S = 0.002  # how often a camera with the "wait" policy looks for room downstream
-
-
-class CameraState(enum.Enum):
-    CONNECTING = "connecting"
-    STREAMING = "streaming"
-    RECONNECTING = "reconnecting"
-    ENDED = "ended"  # a file without `loop` reached its end
-    STOPPED = "stopped"
 
 
 class FpsCap:
@@ -74,7 +66,7 @@ class CameraThread(threading.Thread):
         self.topology = topology
         self.counters = counters
         self.stop = stop
-        self.state = (CameraState.CONNECTING, "")
+        self.lifecycle = CameraLifecycle(camera.id, mask_url(camera.url))
         self._policy = topology.drop_policy_for(camera)
         self._cap = FpsCap(camera.fps)
         self._ring = Ring.attach(ring_path(topology.run_id, camera.id))
@@ -96,16 +88,20 @@ class CameraThread(threading.Thread):
         while not self.stop.is_set():
             source = open_source(self.camera, self.topology)
             try:
-                self._set_state(CameraState.CONNECTING)
+                self.lifecycle.change(CameraState.CONNECTING)
                 source.open()
-                self._set_state(CameraState.STREAMING)
+                self.lifecycle.change(CameraState.STREAMING)
                 self._cap = FpsCap(self.camera.fps)  # stream time starts afresh with each session
                 for frame in source.frames(self.stop):
                     failures = 0
+                    self.lifecycle.frame_arrived()
                     self._deliver(frame)
                 if not self.stop.is_set():  # a finite source (file, synthetic count) is done
-                    self._set_state(CameraState.ENDED, "end of stream")
+                    self.lifecycle.change(CameraState.ENDED, "end of stream")
                     return
+            except SourceRejected as exc:
+                failures += 1
+                self._retry_slowly(failures, str(exc))
             except (SourceError, RingError) as exc:
                 failures += 1
                 self._backoff(failures, str(exc))
@@ -117,7 +113,7 @@ class CameraThread(threading.Thread):
                 source.close()
                 if source.corrupt_packets:
                     self.counters.add("corrupt_packets", self.camera.id, n=source.corrupt_packets)
-        self._set_state(CameraState.STOPPED)
+        self.lifecycle.change(CameraState.STOPPED)
 
     def _deliver(self, frame: DecodedFrame) -> None:
         camera = self.camera.id
@@ -130,7 +126,7 @@ class CameraThread(threading.Thread):
             claimed = self._claim(width, height)
         except RingError as exc:
             self.counters.drop(STAGE, "too_large", camera)
-            self._set_state(CameraState.STREAMING, str(exc))
+            self.lifecycle.change(CameraState.STREAMING, str(exc))
             return
         if claimed is None:
             self.counters.drop(STAGE, "ring_full" if not self.stop.is_set() else "stopping", camera)
@@ -169,26 +165,21 @@ class CameraThread(threading.Thread):
                     return False
 
     def _backoff(self, failures: int, reason: str) -> None:
-        self.counters.add("source_errors", self.camera.id)
+        """Network trouble: retry after an exponential, jittered back-off."""
         capture = self.topology.capture
         delay = min(capture.reconnect_max_s, capture.reconnect_initial_s * 2 ** (failures - 1))
-        delay *= random.uniform(0.5, 1.0)  # jitter: cameras behind one outage do not retry in step
-        self.counters.add("reconnects", self.camera.id)
-        self._set_state(CameraState.RECONNECTING, f"{reason}; attempt {failures}, retry in {delay:.1f}s")
-        self.stop.wait(delay)
+        self._wait_to_retry(CameraState.RECONNECTING, failures, reason, delay)
 
-    def _set_state(self, state: CameraState, detail: str = "") -> None:
-        if (state, detail) != self.state:
-            self.state = (state, detail)
-            level = logging.WARNING if state is CameraState.RECONNECTING else logging.INFO
-            log.log(
-                level,
-                "camera %s (%s): %s%s",
-                self.camera.id,
-                mask_url(self.camera.url),
-                state.value,
-                f": {detail}" if detail else "",
-            )
+    def _retry_slowly(self, failures: int, reason: str) -> None:
+        """The camera refused: it will not change its mind in a second, so do not hammer it."""
+        self._wait_to_retry(CameraState.FAILED, failures, reason, self.topology.capture.reconnect_max_s)
+
+    def _wait_to_retry(self, state: CameraState, failures: int, reason: str, delay: float) -> None:
+        delay *= random.uniform(0.5, 1.0)  # jitter: cameras behind one outage do not retry in step
+        self.counters.add("source_errors", self.camera.id)
+        self.counters.add("reconnects", self.camera.id)
+        self.lifecycle.change(state, f"{reason}; attempt {failures}, retry in {delay:.1f}s")
+        self.stop.wait(delay)
 
 
 def _fill(destination: np.ndarray, source: np.ndarray) -> None:
@@ -222,9 +213,12 @@ def run(topology: Topology, index: int, stop: threading.Event) -> None:
         threads.append(thread)
 
     def states() -> dict[str, tuple[str, str]]:
-        return {t.camera.id: (t.state[0].value, t.state[1]) for t in threads}
+        return {t.camera.id: t.lifecycle.snapshot() for t in threads}
 
     while not stop.wait(0.2):
+        for thread in threads:  # the stall watchdog: a blocked read cannot notice its own silence
+            if thread.lifecycle.check_stall(topology.capture.stall_timeout_s):
+                counters.add("stalls", thread.camera.id)
         reporter.maybe_send(states())
     deadline = time.monotonic() + 3.0
     for thread in threads:

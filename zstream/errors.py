@@ -4,6 +4,7 @@
     ├── TopologyError      the topology file is malformed (carries every error with its key path)
     ├── PreflightError     the machine cannot run this topology (shared memory, Redis, run dir)
     ├── SourceError        a camera cannot be opened or read (message has the URL, password masked)
+    │   └── SourceRejected   it answered but refuses: credentials, not found, unsupported codec
     ├── RingError          a shared-memory ring is missing, too small, or was handed a bad reference
     └── WireError          a message is malformed or of another protocol version
 
@@ -34,6 +35,11 @@ class PreflightError(ZStreamError):
 
 class SourceError(ZStreamError):
     """A camera stream could not be opened or read."""
+
+
+class SourceRejected(SourceError):
+    """The camera answered and refused (wrong password, no such stream, a codec we cannot decode):
+    retrying at once would only hammer it, so the camera fails and retries slowly."""
 
 
 class RingError(ZStreamError):

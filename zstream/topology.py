@@ -85,6 +85,9 @@ class CaptureSettings(Strict):
     max_size: Size = Field((1920, 1080), description="largest frame a ring slot holds when not resizing")
     open_timeout_s: float = Field(10.0, gt=0, le=300)
     read_timeout_s: float = Field(10.0, gt=0, le=300)
+    stall_timeout_s: float = Field(
+        5.0, gt=0, le=600, description="streaming with no frame this long: stalled"
+    )
     reconnect_initial_s: float = Field(1.0, gt=0, le=600)
     reconnect_max_s: float = Field(30.0, gt=0, le=3600)
 

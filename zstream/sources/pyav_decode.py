@@ -16,7 +16,7 @@ import av
 import av.error
 import numpy as np
 
-from zstream.errors import SourceError, mask_url
+from zstream.errors import SourceError, SourceRejected, mask_url
 from zstream.sources.base import DecodedFrame
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,15 @@ def open_container(url: str, options: dict[str, str], open_timeout_s: float, rea
     """av.open with timeouts, converting FFmpeg's errors into SourceError with the URL masked."""
     try:
         return av.open(url, options=options, timeout=(open_timeout_s, read_timeout_s))
+    except REJECTIONS as exc:
+        raise SourceRejected(f"cannot open {mask_url(url)}: {_describe(exc)}{_hint(exc)}") from exc
     except (av.error.FFmpegError, OSError) as exc:
         raise SourceError(f"cannot open {mask_url(url)}: {_describe(exc)}") from exc
 
 
 def video_stream(container: Any, url: str, decoder_threads: int) -> Any:
     if not container.streams.video:
-        raise SourceError(f"{mask_url(url)} has no video stream")
+        raise SourceRejected(f"{mask_url(url)} has no video stream")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     stream.codec_context.thread_count = decoder_threads
@@ -66,6 +68,23 @@ def to_decoded(frame: Any, pts: float | None) -> DecodedFrame:
 def _plane_view(plane: Any) -> np.ndarray:
     rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
     return rows[:, : plane.width]
+
+
+# The camera answered and said no: a fast retry cannot help (4xx, a codec or format we lack).
+REJECTIONS = (
+    av.error.HTTPClientError,
+    av.error.DecoderNotFoundError,
+    av.error.DemuxerNotFoundError,
+    av.error.ProtocolNotFoundError,
+)
+
+
+def _hint(exc: BaseException) -> str:
+    if isinstance(exc, av.error.HTTPUnauthorizedError | av.error.HTTPForbiddenError):
+        return " (authentication refused: check the user and password in the URL)"
+    if isinstance(exc, av.error.HTTPNotFoundError):
+        return " (no such stream: check the path)"
+    return ""
 
 
 def _describe(exc: BaseException) -> str:
