@@ -295,7 +295,7 @@ def test_killing_the_supervisor_leaves_no_orphans_and_the_next_up_cleans_up(
     assert len(workers) == 5
     first.process.kill()
     first.process.wait(10)
-    wait_until(lambda: all(map(process_gone, workers.values())), 15, message="workers to exit")
+    wait_until(lambda: all(map(process_gone, workers.values())), 30, message="workers to exit")
     run_id = load_topology(first.topology_file).run_id
     assert shm_segments(run_id) == [], "the orphaned workers remove the rings"
     assert not list(run_dir.glob("*.sock")) if run_dir.exists() else True
