@@ -78,6 +78,13 @@ def test_synthetic_frames_arrive_bit_identical_in_order_and_drain_on_sigint(
 ) -> None:
     cameras = [{"id": f"cam-{i}", "url": SYNTH} for i in range(3)]
     running = pipeline(topology_text(run_dir, streams, cameras))
+    # A 25 fps camera: once the 5 s rate window has filled, the status says so.
+    rates = wait_until(
+        lambda: 20 <= (running.camera("cam-0").get("fps_in") or 0) <= 30 and running.camera("cam-0"),
+        30,
+        message="fps_in of a 25 fps camera",
+    )
+    assert 0 <= rates["last_frame_age_s"] < 2.5 and rates["fps_out"] > 0
     wait_until(
         lambda: count_per_camera(redis_client, streams[0], 30, ["cam-0", "cam-1", "cam-2"]),
         60,

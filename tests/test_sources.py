@@ -112,3 +112,10 @@ def test_rtsp_end_of_stream_is_an_error_so_the_camera_reconnects(clip: Path) -> 
             for _ in source.frames(stop):
                 pass
         source.close()
+
+
+def test_keyframes_only_decodes_just_the_key_frames(clip: Path) -> None:
+    reference = decode_i420_frames(clip)  # 20 frames, a key frame every 10
+    frames = take(FileSource(str(clip), realtime=False, keyframes_only=True), 100)
+    assert [data for _, data in frames] == [reference[0].tobytes(), reference[10].tobytes()]
+    assert [pts for pts, _ in frames] == pytest.approx([0.0, 10 / 25])

@@ -12,7 +12,7 @@ import contextlib
 import os
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -177,3 +177,38 @@ def quality_view(counts: dict[CounterKey, int], camera: str, top: int = 3) -> di
         "pass_rate": None if not validated else round((validated - rejected) / validated, 4),
         "top_failures": dict(reasons[:top]),
     }
+
+
+class CameraRates:
+    """Per-camera frame rates and last-frame age, from the counter totals the supervisor
+    already has (so no worker reports anything more): rates over a sliding window, the age
+    to within one stats interval."""
+
+    def __init__(self, window_s: float = 5.0) -> None:
+        self.window_s = window_s
+        self._history: dict[str, deque[tuple[float, int, int]]] = {}
+        self._last_frame: dict[str, float] = {}
+
+    def update(self, counts: dict[CounterKey, int], cameras: list[str], now: float) -> None:
+        for camera in cameras:
+            sample = (now, total(counts, "decoded", camera), total(counts, "written", camera))
+            history = self._history.setdefault(camera, deque())
+            if not history or sample[1] > history[-1][1]:
+                self._last_frame[camera] = now if sample[1] else self._last_frame.get(camera, 0.0)
+            history.append(sample)
+            while len(history) > 2 and now - history[1][0] >= self.window_s:
+                history.popleft()
+
+    def view(self, camera: str, now: float) -> dict[str, float | None]:
+        history = self._history.get(camera)
+        last = self._last_frame.get(camera)
+        view: dict[str, float | None] = {
+            "fps_in": None,
+            "fps_out": None,
+            "last_frame_age_s": None if not last else round(now - last, 1),
+        }
+        if history and len(history) >= 2 and history[-1][0] > history[0][0]:
+            (t0, decoded0, written0), (t1, decoded1, written1) = history[0], history[-1]
+            view["fps_in"] = round((decoded1 - decoded0) / (t1 - t0), 2)
+            view["fps_out"] = round((written1 - written0) / (t1 - t0), 2)
+        return view

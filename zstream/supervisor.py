@@ -29,7 +29,15 @@ from zstream.errors import PreflightError, RingError, WireError
 from zstream.ring import Ring, ring_path
 from zstream.rundir import STATUS_FILE, TOPOLOGY_FILE, RunDir
 from zstream.sources.base import i420_size
-from zstream.stats import StatsBoard, by_reason, latency_quantile, quality_view, total, unaccounted
+from zstream.stats import (
+    CameraRates,
+    StatsBoard,
+    by_reason,
+    latency_quantile,
+    quality_view,
+    total,
+    unaccounted,
+)
 from zstream.topology import Topology
 from zstream.wire import WorkerStats, decode
 
@@ -84,6 +92,7 @@ class Supervisor:
         settings = topology.supervisor
         self.policy = RestartPolicy(settings.restart_initial_s, settings.restart_max_s)
         self.board = StatsBoard()
+        self.rates = CameraRates()
         self.workers = [Worker("batch", 0)]
         self.workers += [Worker("validate", i) for i in range(topology.validation.workers)]
         self.workers += [Worker("capture", i) for i in range(topology.capture.workers)]
@@ -290,6 +299,7 @@ class Supervisor:
                 **{m: total(counts, m, camera.id) for m in ("decoded", "captured", "validated", "written")},
                 "failed": by_reason(counts, "failed", camera.id),
                 "quality": quality_view(counts, camera.id),
+                **self.rates.view(camera.id, time.monotonic()),
                 "dropped": by_reason(counts, "dropped", camera.id),
                 "committed": self._committed(camera.id),
                 "unaccounted": unaccounted(counts, self._committed(camera.id), camera.id),
@@ -316,6 +326,8 @@ class Supervisor:
         return ring.next_seq if ring is not None else 0
 
     def _write_status(self) -> None:
+        cameras = [camera.id for camera in self.topology.cameras]
+        self.rates.update(self.board.totals(), cameras, time.monotonic())
         path = self.run_dir.path / STATUS_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.status(), indent=1))

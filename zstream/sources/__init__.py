@@ -27,6 +27,7 @@ def open_source(camera: Camera, topology: Topology) -> FrameSource:
             open_timeout_s=topology.capture.open_timeout_s,
             read_timeout_s=topology.capture.read_timeout_s,
             decoder_threads=threads,
+            keyframes_only=camera.keyframes_only,
         )
     if camera.scheme == "http":
         from zstream.sources.http import HttpSource
@@ -35,9 +36,16 @@ def open_source(camera: Camera, topology: Topology) -> FrameSource:
             camera.url,
             realtime=camera.realtime,
             decoder_threads=threads,
+            keyframes_only=camera.keyframes_only,
             open_timeout_s=topology.capture.open_timeout_s,
             read_timeout_s=topology.capture.read_timeout_s,
         )
     from zstream.sources.file import FileSource
 
-    return FileSource(camera.url, loop=camera.loop, realtime=camera.realtime, decoder_threads=threads)
+    return FileSource(
+        camera.url,
+        loop=camera.loop,
+        realtime=camera.realtime,
+        decoder_threads=threads,
+        keyframes_only=camera.keyframes_only,
+    )

@@ -17,9 +17,15 @@ from zstream.sources.pyav_decode import PyAVSource, RealtimeClock, to_decoded
 
 class FileSource(PyAVSource):
     def __init__(
-        self, path: str, *, loop: bool = False, realtime: bool = True, decoder_threads: int = 1
+        self,
+        path: str,
+        *,
+        loop: bool = False,
+        realtime: bool = True,
+        decoder_threads: int = 1,
+        keyframes_only: bool = False,
     ) -> None:
-        super().__init__(path, decoder_threads=decoder_threads)
+        super().__init__(path, decoder_threads=decoder_threads, keyframes_only=keyframes_only)
         self.loop = loop
         self.realtime = realtime
 

@@ -30,9 +30,14 @@ class HttpSource(PyAVSource):
         decoder_threads: int = 1,
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 10.0,
+        keyframes_only: bool = False,
     ) -> None:
         super().__init__(
-            url, decoder_threads=decoder_threads, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s
+            url,
+            decoder_threads=decoder_threads,
+            open_timeout_s=open_timeout_s,
+            read_timeout_s=read_timeout_s,
+            keyframes_only=keyframes_only,
         )
         self.realtime = realtime
 

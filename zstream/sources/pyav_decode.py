@@ -35,12 +35,14 @@ def open_container(url: str, options: dict[str, str], open_timeout_s: float, rea
         raise SourceError(f"cannot open {mask_url(url)}: {_describe(exc)}") from exc
 
 
-def video_stream(container: Any, url: str, decoder_threads: int) -> Any:
+def video_stream(container: Any, url: str, decoder_threads: int, keyframes_only: bool = False) -> Any:
     if not container.streams.video:
         raise SourceRejected(f"{mask_url(url)} has no video stream")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     stream.codec_context.thread_count = decoder_threads
+    if keyframes_only:  # the decoder skips the other frames without decoding them
+        stream.codec_context.skip_frame = "NONKEY"
     return stream
 
 
@@ -105,9 +107,11 @@ class PyAVSource:
         decoder_threads: int = 1,
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 10.0,
+        keyframes_only: bool = False,
     ) -> None:
         self.url = url
         self.decoder_threads = decoder_threads
+        self.keyframes_only = keyframes_only
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self.corrupt_packets = 0  # packets skipped because they did not decode
@@ -120,7 +124,7 @@ class PyAVSource:
     def open(self) -> None:
         self.close()
         self._container = open_container(self.url, self.options(), self.open_timeout_s, self.read_timeout_s)
-        self._stream = video_stream(self._container, self.url, self.decoder_threads)
+        self._stream = video_stream(self._container, self.url, self.decoder_threads, self.keyframes_only)
 
     def decoded(self) -> Iterator[Any]:
         """av.VideoFrame objects until the end of the stream."""

@@ -24,9 +24,14 @@ class RtspSource(PyAVSource):
         read_timeout_s: float = 10.0,
         decoder_threads: int = 1,
         transport: str = "tcp",
+        keyframes_only: bool = False,
     ) -> None:
         super().__init__(
-            url, decoder_threads=decoder_threads, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s
+            url,
+            decoder_threads=decoder_threads,
+            open_timeout_s=open_timeout_s,
+            read_timeout_s=read_timeout_s,
+            keyframes_only=keyframes_only,
         )
         self.transport = transport
 
