@@ -68,3 +68,19 @@ def test_quick_run_delivers_every_frame_through_all_three_transports(tmp_path: P
     # Its ring segments (named after its pid) and ipc socket directory are gone.
     assert not list(SHM_DIR.glob(f"zstream-bench{pid}-*"))
     assert not list(tmp_path.iterdir())
+
+
+def test_capture_benchmark_quick_run_compares_with_ffmpeg() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_capture.py", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("  ")[0] for line in result.stdout.splitlines()}
+    assert any(r.startswith("ffmpeg -threads 1") for r in rows) and any(
+        r.startswith("zstream capture") for r in rows
+    )
+    assert re.search(r"zstream / ffmpeg: \d+\.\d\d", result.stdout)

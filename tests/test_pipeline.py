@@ -468,3 +468,17 @@ def silent_mjpeg_server(frames: int) -> Any:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def test_a_keyframes_only_camera_delivers_its_key_frames(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    clip = make_h264_clip(tmp_path / "clip.mp4", width=320, height=240, frames=40, gop=10)
+    reference = decode_i420_frames(clip)
+    cameras = [{"id": "keys", "url": str(clip), "realtime": False, "keyframes_only": True}]
+    running = pipeline(topology_text(run_dir, streams, cameras))
+    wait_until(lambda: running.camera("keys")["state"] == "ended", 60, message="end of clip")
+    wait_until(lambda: count_per_camera(redis_client, streams[0], 4, ["keys"]), 10, message="4 key frames")
+    assert_clean_exit(running)
+    frames = read_frames(redis_client, streams[0])
+    assert [data for _, data in frames] == [reference[i].tobytes() for i in (0, 10, 20, 30)]

@@ -145,6 +145,7 @@ def test_per_camera_settings_override_stage_defaults() -> None:
                     "drop_policy": "drop_oldest",
                     "resize": "320x180",
                     "thresholds": {"min_brightness": 5.0},
+                    "keyframes_only": True,
                 },
             ],
         },
@@ -156,6 +157,7 @@ def test_per_camera_settings_override_stage_defaults() -> None:
     assert topology.thresholds_for(a).min_brightness == 20.0
     assert topology.thresholds_for(b).min_brightness == 5.0
     assert topology.frame_capacity(a) == (640, 360) and topology.frame_capacity(b) == (320, 180)
+    assert (a.keyframes_only, b.keyframes_only) == (False, True)
 
 
 def test_long_run_dir_is_refused_because_of_socket_path_limits() -> None:

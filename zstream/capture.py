@@ -19,7 +19,7 @@ import zmq
 from zstream.camera import CameraLifecycle, CameraState
 from zstream.errors import RingError, SourceError, SourceRejected, ZStreamError, mask_url
 from zstream.ring import Ring, WriteSlot, ring_path
-from zstream.sources import DecodedFrame, open_source
+from zstream.sources import DecodedFrame, FrameSource, open_source
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Camera, Topology
 from zstream.wire import FrameRef, encode
@@ -86,9 +86,10 @@ class CameraThread(threading.Thread):
         """Stream until stopped or the source ends; every failure is retried after a back-off."""
         failures = 0
         while not self.stop.is_set():
-            source = open_source(self.camera, self.topology)
+            source: FrameSource | None = None
             try:
                 self.lifecycle.change(CameraState.CONNECTING)
+                source = open_source(self.camera, self.topology)
                 source.open()
                 self.lifecycle.change(CameraState.STREAMING)
                 self._cap = FpsCap(self.camera.fps)  # stream time starts afresh with each session
@@ -110,9 +111,10 @@ class CameraThread(threading.Thread):
                 failures += 1
                 self._backoff(failures, f"unexpected error: {exc!r}")
             finally:
-                source.close()
-                if source.corrupt_packets:
-                    self.counters.add("corrupt_packets", self.camera.id, n=source.corrupt_packets)
+                if source is not None:
+                    source.close()
+                    if source.corrupt_packets:
+                        self.counters.add("corrupt_packets", self.camera.id, n=source.corrupt_packets)
         self.lifecycle.change(CameraState.STOPPED)
 
     def _deliver(self, frame: DecodedFrame) -> None:
