@@ -11,6 +11,7 @@ import http.server
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -482,3 +483,44 @@ def test_a_keyframes_only_camera_delivers_its_key_frames(
     assert_clean_exit(running)
     frames = read_frames(redis_client, streams[0])
     assert [data for _, data in frames] == [reference[i].tobytes() for i in (0, 10, 20, 30)]
+
+
+def test_an_rtsp_camera_streams_again_within_5_s_of_its_server_returning(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    clip = make_h264_clip(tmp_path / "clip.mp4", width=320, height=240, fps=10, frames=50, gop=10)
+    index_of = {frame.tobytes(): i for i, frame in enumerate(decode_i420_frames(clip))}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    capture = (
+        "[capture]\nreconnect_initial_s = 0.2\nreconnect_max_s = 1\nopen_timeout_s = 2\nread_timeout_s = 2"
+    )
+    with rtsp_server(file=clip, loop=True, port=port) as url:
+        running = pipeline(topology_text(run_dir, streams, [{"id": "ip", "url": url}], capture=capture))
+        wait_until(
+            lambda: count_per_camera(redis_client, streams[0], 10, ["ip"]), 60, message="first session"
+        )
+    wait_until(
+        lambda: running.camera("ip")["state"] in ("reconnecting", "stalled", "connecting"),
+        15,
+        message="the camera notices the server is gone",
+    )
+    before = len(read_frames(redis_client, streams[0]))
+    with rtsp_server(file=clip, loop=True, port=port):
+        returned = time.monotonic()
+        wait_until(
+            lambda: (
+                running.camera("ip")["state"] == "streaming"
+                and len(read_frames(redis_client, streams[0])) > before
+            ),
+            30,
+            message="streaming again",
+        )
+        back_after = time.monotonic() - returned
+        assert running.camera("ip")["reconnects"] >= 1
+        assert_clean_exit(running)
+    assert back_after <= 5.0, f"streaming again {back_after:.1f}s after the server returned"
+    frames = read_frames(redis_client, streams[0])
+    assert_in_order(frames)
+    assert None not in [index_of.get(data) for _, data in frames]  # whole frames of the clip, both sides

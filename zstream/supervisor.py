@@ -298,6 +298,8 @@ class Supervisor:
                 "detail": detail,
                 **{m: total(counts, m, camera.id) for m in ("decoded", "captured", "validated", "written")},
                 "failed": by_reason(counts, "failed", camera.id),
+                "reconnects": total(counts, "reconnects", camera.id),
+                "stalls": total(counts, "stalls", camera.id),
                 "quality": quality_view(counts, camera.id),
                 **self.rates.view(camera.id, time.monotonic()),
                 "dropped": by_reason(counts, "dropped", camera.id),
