@@ -24,3 +24,22 @@ def test_latency_quantiles_come_from_the_bucket_counts() -> None:
     assert latency_quantile(counts, 0.95) == "<= 500 ms"
     assert latency_quantile(counts, 1.0) == "> 10000 ms"
     assert latency_quantile({}, 0.5) == "n/a"
+
+
+def test_counters_split_by_camera_lose_nothing_and_mix_nothing() -> None:
+    from zstream.stats import by_camera, by_reason, total
+
+    counts = {
+        ("written", "a", ""): 5,
+        ("dropped", "a", "batch:overwritten"): 2,
+        ("written", "b", ""): 7,
+        ("batches_written", "", ""): 3,
+    }
+    split = by_camera(counts)
+    assert set(split) == {"a", "b", ""}
+    assert sum(len(part) for part in split.values()) == len(counts)
+    assert total(split["a"], "written", "a") == 5 and total(split["b"], "written", "b") == 7
+    assert (
+        by_reason(split["a"], "dropped", "a") == {"batch:overwritten": 2}
+        and split["b"].get(("dropped", "a", "")) is None
+    )

@@ -138,6 +138,15 @@ def latency_quantile(counts: dict[CounterKey, int], q: float) -> str:
     return "n/a"
 
 
+def by_camera(counts: dict[CounterKey, int]) -> dict[str, dict[CounterKey, int]]:
+    """The counters split by camera in one pass, so that per-camera views scan only their own
+    entries (scanning all of them for every camera grows with the square of the fleet)."""
+    split: dict[str, dict[CounterKey, int]] = defaultdict(dict)
+    for key, value in counts.items():
+        split[key[1]][key] = value
+    return split
+
+
 def total(counts: dict[CounterKey, int], metric: str, camera: str | None = None) -> int:
     """Sum of a metric over reasons (and cameras, unless one is named)."""
     return sum(n for (m, c, _), n in counts.items() if m == metric and (camera is None or c == camera))
@@ -189,8 +198,10 @@ class CameraRates:
         self._history: dict[str, deque[tuple[float, int, int]]] = {}
         self._last_frame: dict[str, float] = {}
 
-    def update(self, counts: dict[CounterKey, int], cameras: list[str], now: float) -> None:
+    def update(self, per_camera: dict[str, dict[CounterKey, int]], cameras: list[str], now: float) -> None:
+        """`per_camera`: the counter totals split by camera (see by_camera)."""
         for camera in cameras:
+            counts = per_camera.get(camera, {})
             sample = (now, total(counts, "decoded", camera), total(counts, "written", camera))
             history = self._history.setdefault(camera, deque())
             if not history or sample[1] > history[-1][1]:

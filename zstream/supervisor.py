@@ -31,7 +31,9 @@ from zstream.rundir import STATUS_FILE, TOPOLOGY_FILE, RunDir
 from zstream.sources.base import i420_size
 from zstream.stats import (
     CameraRates,
+    CounterKey,
     StatsBoard,
+    by_camera,
     by_reason,
     latency_quantile,
     quality_view,
@@ -288,23 +290,26 @@ class Supervisor:
 
     # ---- what operators see ------------------------------------------------------------
 
-    def status(self) -> dict[str, object]:
-        counts = self.board.totals()
+    def status(self, counts: dict[CounterKey, int] | None = None) -> dict[str, Any]:
+        """What status.json holds; `counts` are the board's totals when the caller has them."""
+        counts = self.board.totals() if counts is None else counts
+        per_camera = by_camera(counts)
         cameras = {}
         for camera in self.topology.cameras:
             state, detail = self.board.states.get(camera.id, ("starting", ""))
+            own = per_camera.get(camera.id, {})
             cameras[camera.id] = {
                 "state": state,
                 "detail": detail,
-                **{m: total(counts, m, camera.id) for m in ("decoded", "captured", "validated", "written")},
-                "failed": by_reason(counts, "failed", camera.id),
-                "reconnects": total(counts, "reconnects", camera.id),
-                "stalls": total(counts, "stalls", camera.id),
-                "quality": quality_view(counts, camera.id),
+                **{m: total(own, m, camera.id) for m in ("decoded", "captured", "validated", "written")},
+                "failed": by_reason(own, "failed", camera.id),
+                "reconnects": total(own, "reconnects", camera.id),
+                "stalls": total(own, "stalls", camera.id),
+                "quality": quality_view(own, camera.id),
                 **self.rates.view(camera.id, time.monotonic()),
-                "dropped": by_reason(counts, "dropped", camera.id),
+                "dropped": by_reason(own, "dropped", camera.id),
                 "committed": self._committed(camera.id),
-                "unaccounted": unaccounted(counts, self._committed(camera.id), camera.id),
+                "unaccounted": unaccounted(own, self._committed(camera.id), camera.id),
             }
         workers = {
             w.name: {
@@ -328,11 +333,12 @@ class Supervisor:
         return ring.next_seq if ring is not None else 0
 
     def _write_status(self) -> None:
+        counts = self.board.totals()
         cameras = [camera.id for camera in self.topology.cameras]
-        self.rates.update(self.board.totals(), cameras, time.monotonic())
+        self.rates.update(by_camera(counts), cameras, time.monotonic())
         path = self.run_dir.path / STATUS_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(), indent=1))
+        tmp.write_text(json.dumps(self.status(counts), indent=1))
         tmp.replace(path)
 
     def _log_summary(self, final: bool = False) -> None:
@@ -357,11 +363,12 @@ class Supervisor:
             sum(w.restarts for w in self.workers),
         )
         if final:
-            lost = sum(row["unaccounted"] for row in self.status()["cameras"].values())
+            rows = self.status(counts)["cameras"]
+            lost = sum(row["unaccounted"] for row in rows.values())
             (log.warning if lost else log.info)(
                 "final: unaccounted %d (frames lost in a crash or cut off at the drain deadline)", lost
             )
-            for camera, row in self.status()["cameras"].items():
+            for camera, row in rows.items():
                 log.info(
                     "  %-24s %-12s captured %7d  written %7d  dropped %d  lost %d  passed QC %s",
                     camera,
