@@ -8,9 +8,10 @@ typelibs from Debian's packages, which the project's venv does not have.
     /usr/bin/python3 scripts/rtsp_server.py --port 0 --pattern --size 640x360 --fps 10
 
 Once it listens it prints exactly one line to stdout, `READY rtsp://127.0.0.1:PORT/MOUNT`,
-and it exits with code 0 on SIGTERM or SIGINT. It listens on 127.0.0.1 only, and serves
-RTP over the RTSP connection (TCP interleaved) only, so it opens no UDP port on any
-interface. FFmpeg clients that ask for UDP first are refused with 461 and retry on TCP.
+and it exits with code 0 on SIGTERM or SIGINT. It listens on 127.0.0.1 only. By default
+it serves RTP over the RTSP connection (TCP interleaved) only, so it opens no UDP port;
+clients that ask for UDP are refused with 461. With `--transport udp` it serves RTP over
+UDP only, from ports it binds on 127.0.0.1 (an address pool), never on other interfaces.
 
 Every client gets its own pipeline, from the start of the file: tests that compare
 pixels need to know which frame comes first.
@@ -123,7 +124,13 @@ class _LoopFeeder:
 def make_factory(args: argparse.Namespace) -> GstRtspServer.RTSPMediaFactory:
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_shared(False)  # one pipeline per client, each from the first frame
-    factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)  # no UDP sockets: loopback TCP only
+    if args.transport == "udp":
+        factory.set_protocols(GstRtsp.RTSPLowerTrans.UDP)
+        pool = GstRtspServer.RTSPAddressPool()
+        pool.add_range(HOST, HOST, 40000, 49999, 0)  # ttl 0: unicast, bound on loopback
+        factory.set_address_pool(pool)
+    else:
+        factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)  # no UDP sockets at all
     if args.pattern:
         width, height = args.size
         factory.set_launch(
@@ -202,6 +209,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loop", action="store_true", help="with --file: start over at the end")
     parser.add_argument("--size", type=parse_size, default=(640, 360), help="with --pattern: WxH")
     parser.add_argument("--fps", type=int, default=10, help="with --pattern: frames per second")
+    parser.add_argument(
+        "--transport", choices=("tcp", "udp"), default="tcp", help="how RTP reaches clients (one only)"
+    )
     parser.add_argument("--user", help="require this user (with --password)")
     parser.add_argument("--password", help="require this password (with --user)")
     parser.add_argument(

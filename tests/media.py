@@ -8,6 +8,7 @@ decode to the very same bytes: any lost or reordered packet shows up as a mismat
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -113,3 +114,63 @@ def decode_i420_frames(path: str | Path) -> list[np.ndarray]:
     """Decode every video frame of a file, in presentation order, as I420 arrays."""
     with av.open(str(path)) as container:
         return [frame_to_i420(frame) for frame in container.decode(video=0)]
+
+
+def make_mjpeg_clip(path: str | Path, *, frames: int = 12, garbage_at: int | None = None) -> Path:
+    """An MJPEG (intra-only) mkv at 10 fps whose frame i is flat grey of level 20*i, 320x240.
+
+    Packet `garbage_at`, if given, is junk instead of a JPEG: a decoder that tries it
+    fails, so a test can tell whether that packet was decoded at all.
+    """
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mjpeg", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuvj420p"
+        for index in range(frames):
+            picture = av.VideoFrame.from_ndarray(np.full((240, 320, 3), 20 * index, np.uint8), format="rgb24")
+            for packet in stream.encode(picture):
+                out.mux(_junk_like(packet, stream) if index == garbage_at else packet)
+        out.mux(stream.encode())
+    return Path(path)
+
+
+def _junk_like(packet: av.Packet, stream: av.VideoStream) -> av.Packet:
+    junk = av.Packet(b"\x00not a jpeg" * 40)
+    junk.pts, junk.dts, junk.time_base, junk.stream = packet.pts, packet.dts, packet.time_base, stream
+    return junk
+
+
+def make_resolution_switch_clip(
+    path: str | Path, sizes: tuple[tuple[int, int], ...], *, frames_each: int = 10, fps: int = 10
+) -> Path:
+    """An MPEG-TS H.264 stream that changes resolution mid-way, as a camera does when its
+    profile is edited: `frames_each` frames at each size, new SPS/PPS in band, pts running on."""
+    rng = np.random.default_rng(7)
+    index = 0
+    with av.open(str(path), "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = *sizes[0], "yuv420p"
+        for width, height in sizes:
+            encoder = av.CodecContext.create("libx264", "w")
+            encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+            encoder.time_base, encoder.framerate = Fraction(1, fps), fps
+            encoder.options = {
+                "preset": "veryfast",
+                "x264-params": f"keyint={frames_each}:scenecut=0:bframes=0",
+            }
+            first = index
+            for local in range(frames_each):
+                picture = av.VideoFrame.from_ndarray(_picture(index, width, height, rng), format="rgb24")
+                frame = picture.reformat(format="yuv420p")
+                frame.pts, frame.time_base = local, Fraction(1, fps)
+                _mux_shifted(out, stream, encoder.encode(frame), first)
+                index += 1
+            _mux_shifted(out, stream, encoder.encode(None), first)
+    return Path(path)
+
+
+def _mux_shifted(out: av.container.OutputContainer, stream: av.VideoStream, packets: list, by: int) -> None:
+    for packet in packets:
+        packet.stream = stream
+        packet.pts += by
+        packet.dts += by
+        out.mux(packet)

@@ -58,6 +58,7 @@ def rtsp_server(
     auth: str = "digest",
     mount: str = "/stream",
     port: int = 0,
+    transport: str = "tcp",
 ) -> Iterator[str]:
     """Serve `file` (or a live test pattern) over RTSP on 127.0.0.1; yield its URL.
 
@@ -67,7 +68,8 @@ def rtsp_server(
     if (file is None) == (not pattern):
         raise ValueError("give either file=... or pattern=True")
     check_gstreamer()
-    cmd = [SYSTEM_PYTHON, str(SERVER), "--port", str(port), "--mount", mount, "--exit-on-stdin-eof"]
+    cmd = [SYSTEM_PYTHON, str(SERVER), "--port", str(port), "--mount", mount, "--transport", transport]
+    cmd.append("--exit-on-stdin-eof")
     if file is not None:
         cmd += ["--file", str(file)] + (["--loop"] if loop else [])
     else:

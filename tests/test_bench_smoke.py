@@ -79,8 +79,9 @@ def test_capture_benchmark_quick_run_compares_with_ffmpeg() -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert result.returncode == 0, result.stderr
-    rows = {line.split("  ")[0] for line in result.stdout.splitlines()}
-    assert any(r.startswith("ffmpeg -threads 1") for r in rows) and any(
-        r.startswith("zstream capture") for r in rows
-    )
-    assert re.search(r"zstream / ffmpeg: \d+\.\d\d", result.stdout)
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith("320x240")]
+    assert [row[1] for row in rows] == ["1", "2"]  # one row per decoder thread count
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows)  # ffmpeg fps, zstream fps
+    assert re.search(r"worst zstream / ffmpeg: \d+\.\d\d", result.stdout)
+    capped = re.search(r"uncapped 30 frames .* capped at 5 fps (\d+) frames", result.stdout)
+    assert capped and capped.group(1) == "5"

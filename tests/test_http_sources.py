@@ -17,6 +17,7 @@ from tests.conftest import wait_until
 from tests.media import decode_i420_frames, make_h264_clip
 from tests.test_sources import take
 from zstream.errors import SourceError
+from zstream.sources.base import AdmitAll
 from zstream.sources.http import HttpSource
 
 FFMPEG = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin"]
@@ -58,7 +59,7 @@ def test_mjpeg_camera_frames_are_the_served_pictures_without_made_up_timestamps(
         source.open()
         frames, stop = [], threading.Event()
         with pytest.raises(SourceError):  # live: its end is an error, so the camera reconnects
-            for frame in source.frames(stop):
+            for frame in source.frames(stop, AdmitAll()):
                 frames.append(
                     (
                         frame.pts,
@@ -131,7 +132,7 @@ def test_transport_stream_over_http_decodes_and_its_end_means_reconnect(
     source.open()
     frames: list[bytes] = []
     with pytest.raises(SourceError, match="ended the stream"):
-        for frame in source.frames(threading.Event()):
+        for frame in source.frames(threading.Event(), AdmitAll()):
             frames.append(b"".join(np.ascontiguousarray(p).tobytes() for p in (frame.y, frame.u, frame.v)))
     source.close()
     assert frames == reference

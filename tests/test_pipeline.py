@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from tests.conftest import Pipeline, shm_segments, topology_text, wait_until
-from tests.media import decode_i420_frames, make_h264_clip
+from tests.media import decode_i420_frames, make_h264_clip, make_resolution_switch_clip
 from tests.rtsp import rtsp_server, with_credentials
 from zstream.ring import SHM_DIR
 from zstream.sources.synthetic import expected_frame
@@ -130,6 +130,40 @@ def test_file_camera_frames_match_an_independent_decode(
     assert [meta.seq for meta, _ in frames] == list(range(40))
     for meta, data in frames:
         assert data == reference[meta.seq].tobytes(), f"frame {meta.seq} differs from the reference decode"
+
+
+def test_a_stream_that_switches_resolution_is_delivered_whole_or_dropped_with_a_reason(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    clip = make_resolution_switch_clip(tmp_path / "switch.ts", ((320, 240), (640, 360)), frames_each=10)
+    reference = decode_i420_frames(clip)
+    assert [r.shape for r in reference] == [(360, 320)] * 10 + [(540, 640)] * 10
+    cameras = [
+        {"id": "native", "url": str(clip), "realtime": False},  # default max_size holds both
+        {"id": "small", "url": str(clip), "realtime": False, "max_size": "320x240"},  # the new size won't fit
+        {"id": "scaled", "url": str(clip), "realtime": False, "resize": "160x120"},
+    ]
+    running = pipeline(topology_text(run_dir, streams, cameras))
+    wait_until(
+        lambda: all(running.camera(c["id"])["state"] == "ended" for c in cameras), 60, message="all ended"
+    )
+    small = running.camera("small")
+    wait_until(
+        lambda: count_per_camera(redis_client, streams[0], 20, ["native", "scaled"]), 10, message="frames"
+    )
+    assert_clean_exit(running)
+    found = frames_by_camera(redis_client, streams[0])
+    assert [meta.seq for meta, _ in found["native"]] == list(range(20))
+    for meta, data in found["native"]:
+        assert (meta.height * 3 // 2, meta.width) == reference[meta.seq].shape
+        assert data == reference[meta.seq].tobytes(), f"frame {meta.seq} differs from the reference decode"
+    assert [(meta.width, meta.height) for meta, _ in found["scaled"]] == [(160, 120)] * 20
+    # The frames that no longer fit are counted with why, and the camera says what to change.
+    assert [meta.seq for meta, _ in found["small"]] == list(range(10))
+    assert all(data == reference[meta.seq].tobytes() for meta, data in found["small"])
+    assert small["dropped"] == {"capture:too_large": 10}
+    said = [line for line in running.log.splitlines() if "camera small" in line and "640x360" in line]
+    assert said and "max_size" in said[0], running.log
 
 
 def test_fps_cap_and_resize_apply_at_capture(

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.media import decode_i420_frames, make_h264_clip
+from tests.media import decode_i420_frames, make_h264_clip, make_mjpeg_clip
 from tests.rtsp import rtsp_server, with_credentials
 from zstream.errors import SourceError
-from zstream.sources.base import DecodedFrame
+from zstream.sources.base import AdmitAll, DecodedFrame
 from zstream.sources.file import FileSource
 from zstream.sources.rtsp import RtspSource
 
@@ -32,7 +32,7 @@ def take(
     frames = []
     try:
         source.open()
-        for frame in source.frames(stop):
+        for frame in source.frames(stop, AdmitAll()):
             frames.append((frame.pts, i420(frame)))
             if len(frames) == count:
                 break
@@ -86,6 +86,16 @@ def test_rtsp_source_decodes_the_served_stream_bit_identically(clip: Path) -> No
     assert [data for _, data in frames] == reference
 
 
+def test_rtsp_over_udp_decodes_bit_identically_and_a_tcp_only_server_refuses_it(clip: Path) -> None:
+    reference = [r.tobytes() for r in decode_i420_frames(clip)]
+    with rtsp_server(file=clip, transport="udp", loop=True) as url:  # looped: no end-of-stream cut
+        frames = take(RtspSource(url, transport="udp"), 20)
+    assert [data for _, data in frames] == reference
+    with rtsp_server(file=clip, transport="tcp") as url, pytest.raises(SourceError) as caught:
+        RtspSource(url, transport="udp", open_timeout_s=5).open()
+    assert url in str(caught.value)
+
+
 def test_rtsp_wrong_password_is_refused_and_masked(clip: Path) -> None:
     with rtsp_server(file=clip, user="admin", password="right") as url:
         bad = with_credentials(url, "admin", "wrong-pw")
@@ -109,7 +119,7 @@ def test_rtsp_end_of_stream_is_an_error_so_the_camera_reconnects(clip: Path) -> 
         source.open()
         stop = threading.Event()
         with pytest.raises(SourceError, match="ended the stream"):
-            for _ in source.frames(stop):
+            for _ in source.frames(stop, AdmitAll()):
                 pass
         source.close()
 
@@ -119,3 +129,38 @@ def test_keyframes_only_decodes_just_the_key_frames(clip: Path) -> None:
     frames = take(FileSource(str(clip), realtime=False, keyframes_only=True), 100)
     assert [data for _, data in frames] == [reference[0].tobytes(), reference[10].tobytes()]
     assert [pts for pts, _ in frames] == pytest.approx([0.0, 10 / 25])
+
+
+class EveryNth(AdmitAll):
+    """A gate admitting frames 0, n, 2n... of what it is asked about."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def admit(self, pts: float | None) -> bool:
+        self.seen += 1
+        return (self.seen - 1) % self.n == 0
+
+
+@pytest.mark.parametrize(("n", "decoded_the_junk"), [(3, False), (2, True)])
+def test_an_intra_only_stream_skips_decoding_what_the_fps_cap_refuses(
+    tmp_path: Path, n: int, decoded_the_junk: bool
+) -> None:
+    # Packet 4 is junk: decoding it is the only way to count a corrupt packet. Admitting every
+    # 3rd frame refuses packet 4, so it must never reach the decoder; every 2nd admits it.
+    clip = make_mjpeg_clip(tmp_path / "cam.mkv", frames=12, garbage_at=4)
+    gate = EveryNth(n)
+    source = FileSource(str(clip), realtime=False)
+    source.open()
+    try:
+        delivered = [(frame.pts, int(frame.y[0, 0])) for frame in source.frames(threading.Event(), gate)]
+    finally:
+        source.close()
+    expected = [i for i in range(0, 12, n) if i != 4]
+    assert gate.seen == 12  # the source still reports every frame it had (fps in)
+    assert [round(pts * 10) for pts, _ in delivered] == expected
+    assert [level for _, level in delivered] == sorted(
+        {level for _, level in delivered}
+    )  # distinct, in order
+    assert gate.corrupt_packets == (1 if decoded_the_junk else 0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from zstream.errors import SourceError
-from zstream.sources.base import DecodedFrame, chroma_size
+from zstream.sources.base import AdmitAll, DecodedFrame, chroma_size
 from zstream.sources.synthetic import (
     SyntheticSource,
     SyntheticSpec,
@@ -109,7 +109,7 @@ def test_planes_of_any_valid_size(size: tuple[int, int]) -> None:
     assert frame.shape == (h * 3 // 2, w)
     src = SyntheticSource(url, "cam-01")
     src.open()
-    (decoded,) = src.frames(threading.Event())
+    (decoded,) = src.frames(threading.Event(), AdmitAll())
     cw, ch = chroma_size(w, h)
     assert decoded.u.shape == decoded.v.shape == (ch, cw)
     assert np.array_equal(decoded.v.reshape(-1), frame.reshape(-1)[w * h + cw * ch :])
@@ -185,7 +185,7 @@ def test_frames_match_expected_frame() -> None:
     url = f"synthetic://traffic?size={W}x{H}&fps=200&count=4&seed=3"
     src = SyntheticSource(url, "cam-07")
     src.open()
-    frames = list(src.frames(threading.Event()))
+    frames = list(src.frames(threading.Event(), AdmitAll()))
     src.close()
     assert len(frames) == 4
     cw, ch = chroma_size(W, H)
@@ -201,7 +201,7 @@ def test_pacing_follows_fps() -> None:
     n, fps = 20, 40.0
     src = source(f"fps={fps}&count={n}")
     start = time.monotonic()
-    assert sum(1 for _ in src.frames(threading.Event())) == n
+    assert sum(1 for _ in src.frames(threading.Event(), AdmitAll())) == n
     elapsed = time.monotonic() - start
     ideal = (n - 1) / fps  # the first frame is due at once
     assert 0.8 * ideal <= elapsed <= 4 * ideal  # loose above: CI machines are noisy
@@ -209,7 +209,7 @@ def test_pacing_follows_fps() -> None:
 
 def test_stop_ends_a_long_wait_promptly() -> None:
     stop = threading.Event()
-    frames = source("fps=0.5").frames(stop)
+    frames = source("fps=0.5").frames(stop, AdmitAll())
     next(frames)
     threading.Timer(0.1, stop.set).start()
     start = time.monotonic()
@@ -220,12 +220,12 @@ def test_stop_ends_a_long_wait_promptly() -> None:
 def test_stop_before_first_frame() -> None:
     stop = threading.Event()
     stop.set()
-    assert list(source("fps=10").frames(stop)) == []
+    assert list(source("fps=10").frames(stop, AdmitAll())) == []
 
 
 def test_resynchronises_after_a_stall_instead_of_bursting() -> None:
     fps = 20.0
-    frames = source(f"fps={fps}").frames(threading.Event())
+    frames = source(f"fps={fps}").frames(threading.Event(), AdmitAll())
     next(frames)
     time.sleep(1.3)  # the consumer stalls for 26 frame periods
     next(frames)  # late frame: delivered at once, and the schedule restarts from it
@@ -239,7 +239,7 @@ def test_frames_before_open_and_double_close() -> None:
     src = SyntheticSource("synthetic://traffic", "cam-01")
     src.close()  # before open: harmless
     with pytest.raises(SourceError, match="before open"):
-        next(src.frames(threading.Event()))
+        next(src.frames(threading.Event(), AdmitAll()))
     src.open()
     src.close()
     src.close()

@@ -214,3 +214,41 @@ def test_url_problems_are_reported_together_with_schema_problems(tmp_path: Path)
     assert len(problems) == 2
     assert any(p.startswith("cameras[0].url: unsupported scheme") for p in problems)
     assert any(p.startswith("capture.workers:") for p in problems)
+
+
+def test_every_protocol_is_recognised_and_transport_only_goes_with_rtp(tmp_path: Path) -> None:
+    cameras = {
+        "ip": ("rtsps://user:pw@127.0.0.1:322/s", "rtsp"),
+        "mjpeg": ("https://127.0.0.1/video.mjpg", "http"),
+        "vms": ("onvif://admin:pw@127.0.0.1:8080/sub", "onvif"),
+        "gateway": ("whep+https://127.0.0.1:8443/whep/cam", "whep"),
+        "usb": ("/dev/video0", "v4l2"),  # need not exist yet: a USB camera may be plugged in later
+    }
+    text = "".join(f'[[cameras]]\nid = "{cid}"\nurl = "{url}"\n' for cid, (url, _) in cameras.items())
+    path = tmp_path / "topology.toml"
+    path.write_text(text + '[[cameras]]\nid = "udp"\nurl = "rtsp://127.0.0.1/s"\ntransport = "udp"\n')
+    topology = load_topology(path)
+    assert {c.id: c.scheme for c in topology.cameras} == {
+        **{cid: scheme for cid, (_, scheme) in cameras.items()},
+        "udp": "rtsp",
+    }
+    assert topology.camera("udp").transport == "udp"
+
+    problems = problems_of(
+        f"""
+[[cameras]]
+{GOOD_CAMERA}
+transport = "udp"
+[[cameras]]
+id = "nohost"
+url = "onvif:///profile"
+[[cameras]]
+id = "sctp"
+url = "rtsp://127.0.0.1/s"
+transport = "sctp"
+""",
+        tmp_path,
+    )
+    assert any(p.startswith("cameras[0].transport: only rtsp:// and onvif://") for p in problems)
+    assert any(p.startswith("cameras[1].url: no host") for p in problems)
+    assert any(p.startswith("cameras[2].transport:") and "sctp" in p for p in problems)

@@ -49,6 +49,25 @@ class FpsCap:
         return True
 
 
+class CameraGate:
+    """The FrameGate of one camera: its fps cap, and the counters of what its source had."""
+
+    def __init__(self, camera_id: str, fps: float | None, counters: Counters) -> None:
+        self.camera_id = camera_id
+        self.counters = counters
+        self._cap = FpsCap(fps)
+
+    def admit(self, pts: float | None) -> bool:
+        self.counters.add("received", self.camera_id)
+        if self._cap.admit(pts):
+            return True
+        self.counters.add("skipped", self.camera_id, "fps_cap")
+        return False
+
+    def corrupt(self) -> None:
+        self.counters.add("corrupt_packets", self.camera_id)
+
+
 class CameraThread(threading.Thread):
     """Runs one camera: open, decode into the ring, announce; reconnect with back-off on errors."""
 
@@ -68,7 +87,6 @@ class CameraThread(threading.Thread):
         self.stop = stop
         self.lifecycle = CameraLifecycle(camera.id, mask_url(camera.url))
         self._policy = topology.drop_policy_for(camera)
-        self._cap = FpsCap(camera.fps)
         self._ring = Ring.attach(ring_path(topology.run_id, camera.id))
         self._push = context.socket(zmq.PUSH)
         self._push.setsockopt(zmq.SNDHWM, topology.capture.queue_depth)
@@ -92,8 +110,8 @@ class CameraThread(threading.Thread):
                 source = open_source(self.camera, self.topology)
                 source.open()
                 self.lifecycle.change(CameraState.STREAMING)
-                self._cap = FpsCap(self.camera.fps)  # stream time starts afresh with each session
-                for frame in source.frames(self.stop):
+                gate = CameraGate(self.camera.id, self.camera.fps, self.counters)  # stream time restarts
+                for frame in source.frames(self.stop, gate):
                     failures = 0
                     self.lifecycle.frame_arrived()
                     self._deliver(frame)
@@ -113,22 +131,16 @@ class CameraThread(threading.Thread):
             finally:
                 if source is not None:
                     source.close()
-                    if source.corrupt_packets:
-                        self.counters.add("corrupt_packets", self.camera.id, n=source.corrupt_packets)
         self.lifecycle.change(CameraState.STOPPED)
 
     def _deliver(self, frame: DecodedFrame) -> None:
         camera = self.camera.id
-        self.counters.add("decoded", camera)
-        if not self._cap.admit(frame.pts):
-            self.counters.add("skipped", camera, "fps_cap")
-            return
         width, height = self.camera.resize or (frame.width, frame.height)
         try:
             claimed = self._claim(width, height)
         except RingError as exc:
             self.counters.drop(STAGE, "too_large", camera)
-            self.lifecycle.change(CameraState.STREAMING, str(exc))
+            self.lifecycle.change(CameraState.STREAMING, f"{exc}: raise the camera's max_size or set resize")
             return
         if claimed is None:
             self.counters.drop(STAGE, "ring_full" if not self.stop.is_set() else "stopping", camera)

@@ -58,10 +58,7 @@ def mask_url(url: str) -> str:
         return "<unparseable URL>"
     if parts.password is None:
         return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    # The host and port as written: parsing the port would raise on a bad one (":99999").
+    host = parts.netloc.rpartition("@")[2]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))

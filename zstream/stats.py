@@ -202,7 +202,7 @@ class CameraRates:
         """`per_camera`: the counter totals split by camera (see by_camera)."""
         for camera in cameras:
             counts = per_camera.get(camera, {})
-            sample = (now, total(counts, "decoded", camera), total(counts, "written", camera))
+            sample = (now, total(counts, "received", camera), total(counts, "written", camera))
             history = self._history.setdefault(camera, deque())
             if not history or sample[1] > history[-1][1]:
                 self._last_frame[camera] = now if sample[1] else self._last_frame.get(camera, 0.0)
@@ -219,7 +219,7 @@ class CameraRates:
             "last_frame_age_s": None if not last else round(now - last, 1),
         }
         if history and len(history) >= 2 and history[-1][0] > history[0][0]:
-            (t0, decoded0, written0), (t1, decoded1, written1) = history[0], history[-1]
-            view["fps_in"] = round((decoded1 - decoded0) / (t1 - t0), 2)
+            (t0, received0, written0), (t1, received1, written1) = history[0], history[-1]
+            view["fps_in"] = round((received1 - received0) / (t1 - t0), 2)
             view["fps_out"] = round((written1 - written0) / (t1 - t0), 2)
         return view

@@ -301,8 +301,10 @@ class Supervisor:
             cameras[camera.id] = {
                 "state": state,
                 "detail": detail,
-                **{m: total(own, m, camera.id) for m in ("decoded", "captured", "validated", "written")},
+                **{m: total(own, m, camera.id) for m in ("received", "captured", "validated", "written")},
                 "failed": by_reason(own, "failed", camera.id),
+                "skipped": by_reason(own, "skipped", camera.id),
+                "corrupt_packets": total(own, "corrupt_packets", camera.id),
                 "reconnects": total(own, "reconnects", camera.id),
                 "stalls": total(own, "stalls", camera.id),
                 "quality": quality_view(own, camera.id),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,7 +24,11 @@ from zstream.sources.base import i420_size
 # sun_path of a Unix socket holds 107 bytes; our longest socket name is "validate-NN.sock".
 MAX_RUN_DIR_LENGTH = 80
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-SOURCE_SCHEMES = ("synthetic", "rtsp", "http", "file")
+# A V4L2 device node; whether it exists is checked when the camera opens (USB cameras come and go).
+V4L2_DEVICE = re.compile(r"^/dev/video\d+$")
+SOURCE_SCHEMES = ("synthetic", "rtsp", "http", "onvif", "whep", "v4l2", "file")
+NETWORK_SCHEMES = ("rtsp", "http", "onvif", "whep")  # need a host
+RTP_SCHEMES = ("rtsp", "onvif")  # have a choice of RTP transport
 
 
 def _parse_size(value: Any) -> Any:
@@ -128,7 +133,13 @@ class SupervisorSettings(Strict):
 
 class Camera(Strict):
     id: str = Field(pattern=CAMERA_ID_PATTERN, description="unique; letters, digits, _ . -")
-    url: str = Field(min_length=1, description="synthetic://, rtsp(s)://, http(s)://, file:// or a file path")
+    url: str = Field(
+        min_length=1,
+        description="synthetic://, rtsp(s)://, http(s)://, onvif://, whep(+https)://, /dev/videoN, or a file",
+    )
+    transport: Literal["tcp", "udp"] | None = Field(
+        None, description="rtsp:// and onvif:// cameras: RTP over the RTSP connection (tcp, default) or udp"
+    )
     fps: float | None = Field(None, gt=0, le=240, description="cap on delivered frames per second")
     resize: Size | None = Field(None, description="scale every frame to WIDTHxHEIGHT at capture")
     max_size: Size | None = Field(None, description="overrides capture.max_size for this camera")
@@ -233,12 +244,16 @@ class Topology(Strict):
 
 
 def source_scheme(url: str) -> str:
-    """'synthetic', 'rtsp', 'file', or the unknown scheme as written."""
+    """The source protocol of a camera URL ('rtsp' for rtsps:// too), or the unknown scheme as written."""
+    if V4L2_DEVICE.match(url):
+        return "v4l2"
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("", "file") or (len(scheme) == 1 and url[1:3] in (":\\", ":/")):
         return "file"
     if scheme in ("rtsps", "https"):
         return scheme[:-1]
+    if scheme == "whep+https":
+        return "whep"
     return scheme
 
 
@@ -344,6 +359,11 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
             problem = _camera_url_problem(camera["url"], str(camera.get("id", "")), base_dir)
             if problem:
                 problems.append(f"cameras[{index}].url: {problem}")
+            elif "transport" in camera and source_scheme(camera["url"]) not in RTP_SCHEMES:
+                problems.append(
+                    f"cameras[{index}].transport: only rtsp:// and onvif:// cameras have one, "
+                    f"not {source_scheme(camera['url'])}"
+                )
     return problems
 
 
@@ -358,7 +378,7 @@ def _camera_url_problem(url: str, camera_id: str, base_dir: Path) -> str | None:
         return f"unsupported scheme {scheme!r} in {mask_url(url)!r}; use one of {list(SOURCE_SCHEMES)}"
     if scheme == "file" and not (path := _absolute(file_path(url), base_dir)).is_file():
         return f"file not found: {path}"
-    if scheme in ("rtsp", "http") and not urlsplit(url).hostname:
+    if scheme in NETWORK_SCHEMES and not urlsplit(url).hostname:
         return f"no host in {mask_url(url)!r}"
     if scheme == "synthetic":
         from zstream.sources.synthetic import parse_synthetic_url

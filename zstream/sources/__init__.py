@@ -4,48 +4,51 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zstream.sources.base import DecodedFrame, FrameSource
+from zstream.sources.base import AdmitAll, DecodedFrame, FrameGate, FrameSource
 
 if TYPE_CHECKING:
     from zstream.topology import Camera, Topology
 
-__all__ = ["DecodedFrame", "FrameSource", "open_source"]
+__all__ = ["AdmitAll", "DecodedFrame", "FrameGate", "FrameSource", "open_source"]
 
 
 def open_source(camera: Camera, topology: Topology) -> FrameSource:
-    """The source for a camera's URL scheme (the topology has already checked the scheme)."""
-    threads = topology.decoder_threads_for(camera)
-    if camera.scheme == "synthetic":
+    """The source for a camera's URL scheme (the topology has already checked the scheme).
+
+    Modules are imported here, on first use, so a pipeline of RTSP cameras never loads
+    the WebRTC stack.
+    """
+    capture = topology.capture
+    timeouts = {"open_timeout_s": capture.open_timeout_s, "read_timeout_s": capture.read_timeout_s}
+    decoding = {
+        "decoder_threads": topology.decoder_threads_for(camera),
+        "keyframes_only": camera.keyframes_only,
+    }
+    scheme = camera.scheme
+    if scheme == "synthetic":
         from zstream.sources.synthetic import SyntheticSource
 
         return SyntheticSource(camera.url, camera.id)
-    if camera.scheme == "rtsp":
+    if scheme == "rtsp":
         from zstream.sources.rtsp import RtspSource
 
-        return RtspSource(
-            camera.url,
-            open_timeout_s=topology.capture.open_timeout_s,
-            read_timeout_s=topology.capture.read_timeout_s,
-            decoder_threads=threads,
-            keyframes_only=camera.keyframes_only,
-        )
-    if camera.scheme == "http":
+        return RtspSource(camera.url, transport=camera.transport or "tcp", **timeouts, **decoding)
+    if scheme == "onvif":
+        from zstream.sources.onvif import OnvifSource
+
+        return OnvifSource(camera.url, transport=camera.transport or "tcp", **timeouts, **decoding)
+    if scheme == "http":
         from zstream.sources.http import HttpSource
 
-        return HttpSource(
-            camera.url,
-            realtime=camera.realtime,
-            decoder_threads=threads,
-            keyframes_only=camera.keyframes_only,
-            open_timeout_s=topology.capture.open_timeout_s,
-            read_timeout_s=topology.capture.read_timeout_s,
-        )
+        return HttpSource(camera.url, realtime=camera.realtime, **timeouts, **decoding)
+    if scheme == "whep":
+        from zstream.sources.whep import WhepSource
+
+        return WhepSource(camera.url, **timeouts)
+    if scheme == "v4l2":
+        from zstream.sources.v4l2 import V4l2Source
+
+        return V4l2Source(camera.url, **timeouts, **decoding)
     from zstream.sources.file import FileSource
 
-    return FileSource(
-        camera.url,
-        loop=camera.loop,
-        realtime=camera.realtime,
-        decoder_threads=threads,
-        keyframes_only=camera.keyframes_only,
-    )
+    return FileSource(camera.url, loop=camera.loop, realtime=camera.realtime, **decoding)

@@ -32,16 +32,29 @@ class DecodedFrame:
     pts: float | None  # presentation time in seconds, None when the stream has none
 
 
+class FrameGate(Protocol):
+    """What a source tells the capture worker about every frame, as early as it can.
+
+    The gate applies the camera's fps cap. A source asks it before spending work on a
+    frame: before decoding where packets decode independently (MJPEG, the synthetic
+    scene), before converting otherwise, so a capped camera costs less than an uncapped one.
+    """
+
+    def admit(self, pts: float | None) -> bool:
+        """A frame the stream has; True to deliver it. Counted either way (source fps)."""
+
+    def corrupt(self) -> None:
+        """A packet that did not decode was skipped (counted, never fatal)."""
+
+
 class FrameSource(Protocol):
     """A camera stream. One instance per camera, used from one thread."""
-
-    corrupt_packets: int  # packets skipped because they did not decode, since creation
 
     def open(self) -> None:
         """Connect or open the stream; raises SourceError with a masked URL on failure."""
 
-    def frames(self, stop: threading.Event) -> Iterator[DecodedFrame]:
-        """Yield frames until end of stream, an error (SourceError), or `stop` is set.
+    def frames(self, stop: threading.Event, gate: FrameGate) -> Iterator[DecodedFrame]:
+        """Yield the frames `gate` admits until end of stream, an error (SourceError), or `stop`.
 
         Pacing (real-time playback of files, the synthetic frame rate) happens here, and
         any wait must return promptly once `stop` is set.
@@ -49,6 +62,21 @@ class FrameSource(Protocol):
 
     def close(self) -> None:
         """Release the stream; safe to call twice and after a failed open."""
+
+
+class AdmitAll:
+    """A gate that lets every frame through and counts: for tools, benchmarks and tests."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.corrupt_packets = 0
+
+    def admit(self, pts: float | None) -> bool:
+        self.seen += 1
+        return True
+
+    def corrupt(self) -> None:
+        self.corrupt_packets += 1
 
 
 def chroma_size(width: int, height: int) -> tuple[int, int]:

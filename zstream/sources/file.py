@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import av.error
 
-from zstream.sources.base import DecodedFrame
+from zstream.sources.base import DecodedFrame, FrameGate
 from zstream.sources.pyav_decode import PyAVSource, RealtimeClock, to_decoded
 
 
@@ -28,25 +28,33 @@ class FileSource(PyAVSource):
         super().__init__(path, decoder_threads=decoder_threads, keyframes_only=keyframes_only)
         self.loop = loop
         self.realtime = realtime
+        self._offset = 0.0
+        self._first: float | None = None
+        self._last: float | None = None
 
-    def frames(self, stop: threading.Event) -> Iterator[DecodedFrame]:
-        offset = 0.0  # added to the file's pts on each further loop, so pts keeps increasing
+    def frame_pts(self, seconds: float | None) -> float | None:
+        """The file's time plus the loops already played; notes the pass's first and last."""
+        if seconds is None:
+            return None
+        if self._first is None:
+            self._first = seconds
+        self._last = seconds
+        return seconds + self._offset
+
+    def frames(self, stop: threading.Event, gate: FrameGate) -> Iterator[DecodedFrame]:
+        self._offset = 0.0  # added to the file's pts on each further loop, so pts keeps increasing
         clock = RealtimeClock()
         while not stop.is_set():
-            first = last = None
-            for frame in self.decoded():
-                pts = None if frame.time is None else frame.time + offset
-                if pts is not None:
-                    first = pts if first is None else first
-                    last = pts
-                    if self.realtime and not clock.wait(pts, stop):
-                        return
+            self._first = self._last = None
+            for frame, pts in self.admitted(gate):
+                if pts is not None and self.realtime and not clock.wait(pts, stop):
+                    return
                 if stop.is_set():
                     return
                 yield to_decoded(frame, pts)
-            if not self.loop or first is None or last is None:
+            if not self.loop or self._first is None or self._last is None:
                 return
-            offset += last - first + self._frame_duration()
+            self._offset += self._last - self._first + self._frame_duration()
             self._rewind()
 
     def _frame_duration(self) -> float:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 
 from zstream.errors import SourceError, mask_url
-from zstream.sources.base import DecodedFrame
+from zstream.sources.base import DecodedFrame, FrameGate
 from zstream.sources.pyav_decode import PyAVSource, RealtimeClock, to_decoded
 
 # Formats whose timestamps FFmpeg makes up (MJPEG has none): their frames carry pts None, so
@@ -41,12 +41,13 @@ class HttpSource(PyAVSource):
         )
         self.realtime = realtime
 
-    def frames(self, stop: threading.Event) -> Iterator[DecodedFrame]:
+    def frame_pts(self, seconds: float | None) -> float | None:
+        return seconds if self._container.format.name not in UNTIMED_FORMATS else None
+
+    def frames(self, stop: threading.Event, gate: FrameGate) -> Iterator[DecodedFrame]:
         recording = self._container.duration is not None
-        timed = self._container.format.name not in UNTIMED_FORMATS
         clock = RealtimeClock()
-        for frame in self.decoded():
-            pts = frame.time if timed else None
+        for frame, pts in self.admitted(gate):
             if recording and self.realtime and pts is not None and not clock.wait(pts, stop):
                 return
             if stop.is_set():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import av
@@ -17,7 +17,7 @@ import av.error
 import numpy as np
 
 from zstream.errors import SourceError, SourceRejected, mask_url
-from zstream.sources.base import DecodedFrame
+from zstream.sources.base import DecodedFrame, FrameGate
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,18 @@ log = logging.getLogger(__name__)
 I420_FORMATS = frozenset({"yuv420p", "yuvj420p"})
 
 
-def open_container(url: str, options: dict[str, str], open_timeout_s: float, read_timeout_s: float) -> Any:
+def open_container(
+    url: str,
+    options: dict[str, str],
+    open_timeout_s: float,
+    read_timeout_s: float,
+    container_format: str | None = None,
+) -> Any:
     """av.open with timeouts, converting FFmpeg's errors into SourceError with the URL masked."""
     try:
-        return av.open(url, options=options, timeout=(open_timeout_s, read_timeout_s))
+        return av.open(
+            url, format=container_format, options=options, timeout=(open_timeout_s, read_timeout_s)
+        )
     except REJECTIONS as exc:
         raise SourceRejected(f"cannot open {mask_url(url)}: {_describe(exc)}{_hint(exc)}") from exc
     except (av.error.FFmpegError, OSError) as exc:
@@ -44,19 +52,6 @@ def video_stream(container: Any, url: str, decoder_threads: int, keyframes_only:
     if keyframes_only:  # the decoder skips the other frames without decoding them
         stream.codec_context.skip_frame = "NONKEY"
     return stream
-
-
-def decode_packets(container: Any, stream: Any, url: str, on_corrupt: Callable[[], None]) -> Iterator[Any]:
-    """Yield av.VideoFrame until end of stream; a packet that fails to decode is skipped
-    (and reported through `on_corrupt`) instead of ending the stream."""
-    try:
-        for packet in container.demux(stream):
-            try:
-                yield from packet.decode()
-            except av.error.InvalidDataError:
-                on_corrupt()
-    except (av.error.FFmpegError, OSError) as exc:
-        raise SourceError(f"reading {mask_url(url)} failed: {_describe(exc)}") from exc
 
 
 def to_decoded(frame: Any, pts: float | None) -> DecodedFrame:
@@ -98,7 +93,8 @@ def _describe(exc: BaseException) -> str:
 
 class PyAVSource:
     """What every source FFmpeg opens for us shares: opening with timeouts, the decode loop
-    that skips corrupt packets, closing. Subclasses add their options and their frames()."""
+    that asks the gate first and skips corrupt packets, closing. Subclasses add their
+    options, their notion of a frame's time, and their frames()."""
 
     def __init__(
         self,
@@ -114,31 +110,71 @@ class PyAVSource:
         self.keyframes_only = keyframes_only
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
-        self.corrupt_packets = 0  # packets skipped because they did not decode
         self._container: Any = None
+
+    container_format: str | None = None  # FFmpeg's demuxer, when it cannot be guessed from the URL
+    ended = "the server ended the stream"  # why a live stream stopped, when it stops by itself
 
     def options(self) -> dict[str, str]:
         """FFmpeg options for av.open."""
         return {}
 
+    def frame_pts(self, seconds: float | None) -> float | None:
+        """A frame's pts as delivered, from its time in the stream (None when unknown)."""
+        return seconds
+
     def open(self) -> None:
         self.close()
-        self._container = open_container(self.url, self.options(), self.open_timeout_s, self.read_timeout_s)
+        self._container = open_container(
+            self.url, self.options(), self.open_timeout_s, self.read_timeout_s, self.container_format
+        )
         self._stream = video_stream(self._container, self.url, self.decoder_threads, self.keyframes_only)
 
-    def decoded(self) -> Iterator[Any]:
-        """av.VideoFrame objects until the end of the stream."""
+    def admitted(self, gate: FrameGate) -> Iterator[tuple[Any, float | None]]:
+        """(av.VideoFrame, pts) of the frames `gate` admits, until the end of the stream.
+
+        Where every packet is a whole picture (MJPEG), the gate is asked before decoding,
+        so frames over a camera's fps cap cost no decoding at all. A packet that fails to
+        decode is skipped and reported instead of ending the stream.
+        """
         if self._container is None:
             raise SourceError(f"{mask_url(self.url)}: read before open()")
-        return decode_packets(self._container, self._stream, self.url, self._count_corrupt)
+        intra_only = bool(self._stream.codec_context.codec.intra_only)
+        try:
+            for packet in self._container.demux(self._stream):
+                if intra_only and packet.size and not gate.admit(self.frame_pts(_packet_time(packet))):
+                    continue
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    gate.corrupt()
+                    continue
+                for frame in frames:
+                    pts = self.frame_pts(frame.time)
+                    if intra_only or gate.admit(pts):
+                        yield frame, pts
+        except (av.error.FFmpegError, OSError) as exc:
+            raise SourceError(f"reading {mask_url(self.url)} failed: {_describe(exc)}") from exc
 
-    def _count_corrupt(self) -> None:
-        self.corrupt_packets += 1
+    def frames(self, stop: threading.Event, gate: FrameGate) -> Iterator[DecodedFrame]:
+        """A live stream's frames. It has no end of its own: when it stops, the camera went
+        away, and the error makes the capture loop reconnect."""
+        for frame, pts in self.admitted(gate):
+            if stop.is_set():
+                return
+            yield to_decoded(frame, pts)
+        raise SourceError(f"{mask_url(self.url)}: {self.ended}")
 
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+def _packet_time(packet: Any) -> float | None:
+    if packet.pts is None or packet.time_base is None:
+        return None
+    return float(packet.pts * packet.time_base)
 
 
 class RealtimeClock:

@@ -1,18 +1,15 @@
-"""RTSP cameras (rtsp://, rtsps://) through PyAV/FFmpeg, over TCP with open and read timeouts.
+"""RTSP cameras (rtsp://, rtsps://) through PyAV/FFmpeg, with open and read timeouts.
 
 TCP interleaving is the default because UDP loses packets (and so corrupts frames) on
-busy networks; a read timeout turns a silent camera into an error the capture loop
-reconnects from, instead of a thread blocked forever.
+busy networks; UDP is there, per camera, for cameras and networks that need it (lower
+latency, multicast-capable gear, servers without TCP interleaving). A read timeout turns
+a silent camera into an error the capture loop reconnects from, instead of a thread
+blocked forever.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-
-from zstream.errors import SourceError, mask_url
-from zstream.sources.base import DecodedFrame
-from zstream.sources.pyav_decode import PyAVSource, to_decoded
+from zstream.sources.pyav_decode import PyAVSource
 
 
 class RtspSource(PyAVSource):
@@ -41,10 +38,3 @@ class RtspSource(PyAVSource):
         # The decoder takes parameter sets in-band and sizes come from decoded frames, so a
         # short probe loses nothing (measured: open 1.13 s -> 0.17 s on the test server).
         return {"rtsp_transport": self.transport, "analyzeduration": "0", "probesize": "32768"}
-
-    def frames(self, stop: threading.Event) -> Iterator[DecodedFrame]:
-        for frame in self.decoded():
-            if stop.is_set():
-                return
-            yield to_decoded(frame, frame.time)
-        raise SourceError(f"{mask_url(self.url)}: the server ended the stream")

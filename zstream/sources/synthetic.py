@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from zstream.errors import SourceError, mask_url
-from zstream.sources.base import DecodedFrame
+from zstream.sources.base import DecodedFrame, FrameGate
 
 MIN_SIDE, MAX_SIDE = 64, 7680
 MAX_FPS = 240.0
@@ -403,7 +403,6 @@ class SyntheticSource:
     def __init__(self, url: str, camera_id: str) -> None:
         self.url = url
         self.spec = parse_synthetic_url(url, camera_id)
-        self.corrupt_packets = 0  # rendered frames are never corrupt
         self._scene: TrafficScene | None = None
 
     def open(self) -> None:
@@ -411,18 +410,23 @@ class SyntheticSource:
         if self._scene is None:
             self._scene = TrafficScene.from_spec(self.spec)
 
-    def frames(self, stop: threading.Event) -> Iterator[DecodedFrame]:
-        """Yield frames 0, 1, 2... each at its due time, until `count` frames or `stop`."""
+    def frames(self, stop: threading.Event, gate: FrameGate) -> Iterator[DecodedFrame]:
+        """Yield frames 0, 1, 2... each at its due time, until `count` frames or `stop`.
+        A frame the gate refuses is never rendered."""
         scene = self._scene
         if scene is None:
             raise SourceError(f"{mask_url(self.url)}: frames() called before open()")
         spec, pacer, index = self.spec, _Pacer(self.spec.fps), 0
         while spec.count == 0 or index < spec.count:
-            frame = scene.render(index)
-            if not pacer.wait(index, stop):
+            pts = index / spec.fps
+            if gate.admit(pts):
+                frame = scene.render(index)
+                if not pacer.wait(index, stop):
+                    return
+                y, u, v = _planes(frame, spec.width, spec.height)
+                yield DecodedFrame(spec.width, spec.height, y, u, v, pts)
+            elif not pacer.wait(index, stop):
                 return
-            y, u, v = _planes(frame, spec.width, spec.height)
-            yield DecodedFrame(spec.width, spec.height, y, u, v, index / spec.fps)
             index += 1
 
     def close(self) -> None:
