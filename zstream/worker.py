@@ -80,6 +80,9 @@ def configure_logging(name: str, level: str | None = None) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    # Libraries that narrate every ICE check and HTTP request at INFO: their warnings suffice.
+    for chatty in ("aioice", "aiortc", "httpx", "httpcore", "zeep"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def main(argv: list[str]) -> NoReturn:
