@@ -82,6 +82,11 @@ def topology_text(
         sections.get(
             "supervisor", "[supervisor]\nstats_interval_s = 0.2\nrestart_initial_s = 0.2\nlog_interval_s = 2"
         ),
+        # Ports the pipeline picks itself (it publishes them in RUN_DIR/endpoints.json): tests
+        # never collide with each other or with a pipeline running on the machine.
+        sections.get("control", '[control]\nendpoint = "tcp://127.0.0.1:*"'),
+        sections.get("tap", '[tap]\nendpoint = "tcp://127.0.0.1:*"'),
+        sections.get("metrics", '[metrics]\naddress = "127.0.0.1:0"'),
     ]
     for camera in cameras:
         lines = ["[[cameras]]"] + [f"{key} = {_toml(value)}" for key, value in camera.items()]

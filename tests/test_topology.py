@@ -252,3 +252,31 @@ transport = "sctp"
     assert any(p.startswith("cameras[0].transport: only rtsp:// and onvif://") for p in problems)
     assert any(p.startswith("cameras[1].url: no host") for p in problems)
     assert any(p.startswith("cameras[2].transport:") and "sctp" in p for p in problems)
+
+
+def test_control_tap_and_metrics_addresses_are_checked_with_their_key_paths(tmp_path: Path) -> None:
+    problems = problems_of(
+        f"""
+[control]
+endpoint = "tcp://127.0.0.1"
+[tap]
+endpoint = "udp://127.0.0.1:5591"
+[metrics]
+address = "9108"
+[[cameras]]
+{GOOD_CAMERA}
+""",
+        tmp_path,
+    )
+    assert [p.split(":")[0] for p in problems] == ["control.endpoint", "tap.endpoint", "metrics.address"]
+    path = tmp_path / "ok.toml"
+    path.write_text(
+        f'[control]\nendpoint = "tcp://127.0.0.1:*"\n[tap]\nendpoint = ""\n[metrics]\naddress = ""\n'
+        f"[[cameras]]\n{GOOD_CAMERA}\n"
+    )
+    topology = load_topology(path)
+    assert (topology.control.endpoint, topology.tap.endpoint, topology.metrics.address) == (
+        "tcp://127.0.0.1:*",
+        "",
+        "",
+    )

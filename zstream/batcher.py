@@ -27,7 +27,9 @@ from redis.exceptions import RedisError, ResponseError
 from zstream.errors import RingError, mask_url
 from zstream.pixels import i420_shape, i420_to_color, jpeg_encode
 from zstream.ring import RingCache
+from zstream.rundir import PipelineWatcher
 from zstream.stats import Counters, StatsReporter, latency_bucket
+from zstream.tap import TapPublisher
 from zstream.topology import Topology
 from zstream.wire import MAX_MESSAGE_BYTES, FrameMeta, Verdict, encode_batch_entry, encode_qc_entry
 from zstream.worker import DRAIN_IDLE_S, MessageIntake
@@ -104,6 +106,7 @@ class Batcher(MessageIntake):
         self.wake = asyncio.Event()
         self._last_seq: dict[str, int] = {}
         self._batches = 0
+        self.tap: TapPublisher | None = None  # validated frames also go to the tap's subscribers
 
     # ---- intake -------------------------------------------------------------------------
 
@@ -175,6 +178,8 @@ class Batcher(MessageIntake):
             tuple(shape),
             verdict.metrics,
         )
+        if self.tap is not None:
+            self.tap.publish(meta, data, ring, ref.slot, ref.generation)
         return meta, data
 
     def seal(self) -> None:
@@ -251,10 +256,12 @@ class Batcher(MessageIntake):
             await self._write_batch(self.sealed[0])
             batch = self.sealed.popleft()
             self.counters.add("batches_written")
+            self.counters.add("batch_frames", reason=str(len(batch.frames)))  # histogram
             written = time.time()
             for meta, _ in batch.frames:
                 self.counters.add("written", meta.camera)
                 self.counters.add("latency_ms", reason=latency_bucket(written - meta.capture_ts))
+                self.counters.add("latency_ms_sum", n=max(0, round((written - meta.capture_ts) * 1000)))
 
     async def _write_batch(self, batch: Batch) -> None:
         settings = self.topology.redis
@@ -318,7 +325,8 @@ class Batcher(MessageIntake):
         self.open = Batch()
 
 
-async def _serve(topology: Topology, index: int, stop: threading.Event) -> None:
+async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
+    topology, _ = watcher.read()
     context = zmq.asyncio.Context()
     counters = Counters()
     reporter = StatsReporter.for_worker(zmq.Context.instance(), topology, f"batch-{index}", counters)
@@ -326,6 +334,7 @@ async def _serve(topology: Topology, index: int, stop: threading.Event) -> None:
         topology.redis.url, socket_connect_timeout=topology.redis.connect_timeout_s, socket_timeout=10
     )
     batcher = Batcher(topology, counters, client)
+    batcher.tap = TapPublisher.open(topology, counters)
     pull = context.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, 10000)
     pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
@@ -352,6 +361,8 @@ async def _serve(topology: Topology, index: int, stop: threading.Event) -> None:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if watcher.changed() is not None:  # cameras removed or resized live: let go of old rings
+                batcher.rings.refresh()
             reporter.maybe_send()
         batcher.seal()
         finish.set()
@@ -366,12 +377,14 @@ async def _serve(topology: Topology, index: int, stop: threading.Event) -> None:
         reporter.send()
         reporter.close()
         pull.close(linger=0)
+        if batcher.tap is not None:
+            batcher.tap.close()
         batcher.rings.close()
         await client.aclose()
         context.term()
         zmq.Context.instance().term()
 
 
-def run(topology: Topology, index: int, stop: threading.Event) -> None:
+def run(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
     """Body of the batcher worker."""
-    uvloop.run(_serve(topology, index, stop))
+    uvloop.run(_serve(watcher, index, stop))

@@ -19,9 +19,10 @@ import zmq
 from zstream.camera import CameraLifecycle, CameraState
 from zstream.errors import RingError, SourceError, SourceRejected, ZStreamError, mask_url
 from zstream.ring import Ring, WriteSlot, ring_path
+from zstream.rundir import PipelineWatcher
 from zstream.sources import DecodedFrame, FrameSource, open_source
 from zstream.stats import Counters, StatsReporter
-from zstream.topology import Camera, Topology
+from zstream.topology import Camera, Placement, Topology
 from zstream.wire import FrameRef, encode
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class CameraThread(threading.Thread):
     def __init__(
         self,
         camera: Camera,
-        camera_index: int,
+        validator: int,
         topology: Topology,
         context: zmq.Context,
         counters: Counters,
@@ -91,7 +92,7 @@ class CameraThread(threading.Thread):
         self._push = context.socket(zmq.PUSH)
         self._push.setsockopt(zmq.SNDHWM, topology.capture.queue_depth)
         self._push.setsockopt(zmq.LINGER, 2000)  # on shutdown, hand queued refs to validation
-        self._push.connect(topology.endpoint(f"validate-{topology.validator_of(camera_index)}"))
+        self._push.connect(topology.endpoint(f"validate-{validator}"))
 
     def run(self) -> None:
         try:
@@ -209,36 +210,80 @@ def _fill(destination: np.ndarray, source: np.ndarray) -> None:
         )
 
 
-def run(topology: Topology, index: int, stop: threading.Event) -> None:
+class CaptureWorker:
+    """The cameras placed on one capture process, kept in step with the published topology:
+    a camera added live starts, one removed stops, one changed restarts, the others carry on."""
+
+    JOIN_S = 3.0  # a camera thread blocked in a network read is given up on after this
+
+    def __init__(self, index: int, context: zmq.Context, counters: Counters, stop: threading.Event) -> None:
+        self.index = index
+        self.context = context
+        self.counters = counters
+        self.stop = stop
+        self.threads: dict[str, CameraThread] = {}
+
+    def apply(self, topology: Topology, placement: Placement) -> None:
+        wanted = {
+            camera.id: camera for camera in topology.cameras if placement.capture.get(camera.id) == self.index
+        }
+        for camera_id, thread in list(self.threads.items()):
+            camera = wanted.get(camera_id)
+            if camera is None or camera != thread.camera:
+                self._stop(camera_id, "removed" if camera is None else "changed")
+        for camera_id, camera in wanted.items():
+            if camera_id not in self.threads:
+                self._start(camera, placement.validate[camera_id], topology)
+
+    def _start(self, camera: Camera, validator: int, topology: Topology) -> None:
+        try:
+            thread = CameraThread(camera, validator, topology, self.context, self.counters, threading.Event())
+        except ZStreamError as exc:
+            log.error("camera %s: cannot start: %s", camera.id, exc)
+            return
+        thread.start()
+        self.threads[camera.id] = thread
+
+    def _stop(self, camera_id: str, why: str) -> None:
+        thread = self.threads.pop(camera_id)
+        log.info("camera %s: %s live; stopping it", camera_id, why)
+        thread.stop.set()
+        thread.join(self.JOIN_S)
+
+    def check_stalls(self, stall_timeout_s: float) -> None:
+        for thread in self.threads.values():  # a blocked read cannot notice its own silence
+            if thread.lifecycle.check_stall(stall_timeout_s):
+                self.counters.add("stalls", thread.camera.id)
+
+    def states(self) -> dict[str, tuple[str, str]]:
+        return {camera_id: t.lifecycle.snapshot() for camera_id, t in self.threads.items()}
+
+    def stop_all(self) -> list[str]:
+        """Stop every camera; the ids of those that did not stop in time."""
+        for thread in self.threads.values():
+            thread.stop.set()
+        deadline = time.monotonic() + self.JOIN_S
+        for thread in self.threads.values():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [camera_id for camera_id, t in self.threads.items() if t.is_alive()]
+
+
+def run(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
     """Body of capture worker `index`: its cameras until `stop`, then a final report."""
+    topology, placement = watcher.read()
     context = zmq.Context.instance()
     counters = Counters()
     reporter = StatsReporter.for_worker(context, topology, f"capture-{index}", counters)
-    threads = []
-    for camera_index, camera in enumerate(topology.cameras):
-        if topology.capture_worker_of(camera_index) != index:
-            continue
-        try:
-            thread = CameraThread(camera, camera_index, topology, context, counters, stop)
-        except ZStreamError as exc:
-            log.error("camera %s: cannot start: %s", camera.id, exc)
-            continue
-        thread.start()
-        threads.append(thread)
-
-    def states() -> dict[str, tuple[str, str]]:
-        return {t.camera.id: t.lifecycle.snapshot() for t in threads}
-
+    worker = CaptureWorker(index, context, counters, stop)
+    worker.apply(topology, placement)
     while not stop.wait(0.2):
-        for thread in threads:  # the stall watchdog: a blocked read cannot notice its own silence
-            if thread.lifecycle.check_stall(topology.capture.stall_timeout_s):
-                counters.add("stalls", thread.camera.id)
-        reporter.maybe_send(states())
-    deadline = time.monotonic() + 3.0
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    stuck = [t.camera.id for t in threads if t.is_alive()]
-    reporter.send(states())
+        if (published := watcher.changed()) is not None:
+            topology, placement = published
+            worker.apply(topology, placement)
+        worker.check_stalls(topology.capture.stall_timeout_s)
+        reporter.maybe_send(worker.states())
+    stuck = worker.stop_all()
+    reporter.send(worker.states())
     reporter.close()
     if stuck:  # e.g. blocked in a network read: its socket cannot be closed from here
         log.warning("cameras %s did not stop within 3s; exiting without them", ", ".join(stuck))

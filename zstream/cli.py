@@ -6,13 +6,21 @@ traceback: 2 for an invalid topology, 1 when this machine cannot run it.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
+from rich.table import Table
 
 from zstream import __version__
+from zstream.control import ControlClient, ControlError, published_endpoints
 from zstream.errors import PreflightError, TopologyError
 from zstream.topology import Topology, load_topology
 from zstream.worker import configure_logging
@@ -62,19 +70,332 @@ def validate(topology_file: str) -> None:
 )
 def up(topology_file: str, log_level: str) -> None:
     """Run the pipeline described by TOPOLOGY_FILE until Ctrl-C (which drains it first)."""
+    from zstream.live import LiveCameras, overlay_path
     from zstream.supervisor import Supervisor
 
     topology = _load(topology_file)
     os.environ["ZSTREAM_LOG_LEVEL"] = log_level.upper()  # inherited by every worker
     configure_logging("supervisor", log_level.upper())
+    live = LiveCameras(overlay_path(topology_file), Path(topology_file).resolve().parent)
     try:
-        code = Supervisor(topology).run()
+        code = Supervisor(topology, live).run()
     except PreflightError as exc:
         logging.getLogger("zstream").error("cannot start: %s", exc)
         sys.exit(EXIT_ENVIRONMENT)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)
+
+
+# ---- commands that talk to a running pipeline ----------------------------------------------
+
+EXIT_DEGRADED = 1
+
+
+def _endpoint_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """-t/--topology and --endpoint: where the running pipeline's control endpoint is."""
+    command = click.option(
+        "--endpoint", help="control endpoint (default: the one the pipeline of --topology bound)"
+    )(command)
+    return click.option(
+        "-t",
+        "--topology",
+        "topology_file",
+        default="topology.toml",
+        show_default=True,
+        type=click.Path(dir_okay=False, path_type=str),
+        help="topology file of the running pipeline",
+    )(command)
+
+
+def _client(topology_file: str, endpoint: str | None) -> ControlClient:
+    if endpoint is None:
+        topology = _load(topology_file)
+        endpoint = published_endpoints(topology.run_dir).get("control", topology.control.endpoint)
+    return ControlClient(endpoint)
+
+
+def _call(topology_file: str, endpoint: str | None, command: str, **args: Any) -> Any:
+    """The command's result; a refusal or an absent pipeline is one line and exit 1."""
+    try:
+        return _client(topology_file, endpoint).call(command, **args)
+    except ControlError as exc:
+        click.echo(f"zstream: {exc}", err=True)
+        sys.exit(EXIT_ENVIRONMENT)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=1, sort_keys=True))
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title, title_justify="left", box=None, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("-" if cell is None else str(cell) for cell in row))
+    _console().print(table)
+
+
+def _console() -> Console:
+    """The terminal's width on a terminal; wide enough for whole rows when piped."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _mib(value: float) -> str:
+    return f"{value / 2**20:.0f} MiB"
+
+
+@main.command()
+@_endpoint_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
+def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
+    """Every camera's state, rates and drops; every worker's state and cost."""
+    result = _call(topology_file, endpoint, "status")
+    if as_json:
+        _print_json(result)
+        return
+    cameras = result["cameras"]
+    _table(
+        f"cameras (up {result['uptime_s']:.0f} s)",
+        ["camera", "state", "fps in", "fps out", "age s", "dropped", "reconnects", "QC pass", "detail"],
+        [
+            [
+                camera_id,
+                row["state"],
+                row.get("fps_in"),
+                row.get("fps_out"),
+                row.get("last_frame_age_s"),
+                ", ".join(f"{reason} {n}" for reason, n in sorted(row["dropped"].items())) or 0,
+                row["reconnects"],
+                "-" if row["quality"]["pass_rate"] is None else f"{row['quality']['pass_rate']:.1%}",
+                row["detail"],
+            ]
+            for camera_id, row in cameras.items()
+        ],
+    )
+    processes = {p["name"]: p for p in result["system"]["processes"]}
+    _table(
+        "workers",
+        ["worker", "state", "pid", "restarts", "cameras", "queued", "CPU %", "RSS"],
+        [
+            [
+                name,
+                w["state"],
+                w["pid"],
+                w["restarts"],
+                w["cameras"],
+                w.get("queued_frames"),
+                *_cost(processes.get(name)),
+            ]
+            for name, w in result["workers"].items()
+        ]
+        + [
+            ["supervisor", "running", p["pid"], 0, None, None, *_cost(p)]
+            for p in [processes.get("supervisor")]
+            if p
+        ],
+    )
+    shm = result["system"]["shared_memory"]
+    click.echo(
+        f"shared memory: rings {_mib(shm['rings_bytes'])}, /dev/shm {_mib(shm['shm_free_bytes'])} free "
+        f"of {_mib(shm['shm_total_bytes'])}"
+    )
+
+
+def _cost(process: dict[str, Any] | None) -> list[Any]:
+    return [None, None] if process is None else [process["cpu_percent"], _mib(process["rss_bytes"])]
+
+
+@main.command()
+@_endpoint_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a line")
+def health(topology_file: str, endpoint: str | None, as_json: bool) -> None:
+    """Exit 0 when healthy, 1 when degraded (with why) or unreachable: a liveness probe."""
+    result = _call(topology_file, endpoint, "health")
+    if as_json:
+        _print_json(result)
+    elif result["healthy"]:
+        click.echo("healthy")
+    else:
+        click.echo("degraded:\n" + "\n".join(f"  {problem}" for problem in result["problems"]))
+    sys.exit(0 if result["healthy"] else EXIT_DEGRADED)
+
+
+@main.command()
+@_endpoint_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def queues(topology_file: str, endpoint: str | None, as_json: bool) -> None:
+    """The pipeline's Redis streams: length, consumer groups, pending entries, oldest pending age."""
+    result = _call(topology_file, endpoint, "queues")
+    if as_json:
+        _print_json(result)
+        return
+    rows = []
+    for stream in result:
+        groups = stream["groups"] or [{"group": None}]
+        for group in groups:
+            rows.append(
+                [
+                    stream["stream"],
+                    stream["length"],
+                    group["group"],
+                    group.get("consumers"),
+                    group.get("pending"),
+                    group.get("lag"),
+                    group.get("oldest_pending_s"),
+                ]
+            )
+    _table(
+        "Redis streams",
+        ["stream", "length", "group", "consumers", "pending", "lag", "oldest pending s"],
+        rows,
+    )
+
+
+@main.command()
+@_endpoint_options
+@click.argument("stream")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+def purge(topology_file: str, endpoint: str | None, stream: str, yes: bool) -> None:
+    """Delete every entry of STREAM (one of the pipeline's streams); consumer groups stay."""
+    if not yes:
+        if not sys.stdin.isatty():
+            click.echo("zstream: purge needs confirmation: run it in a terminal or pass --yes", err=True)
+            sys.exit(EXIT_INVALID)
+        click.confirm(f"Delete every entry of the Redis stream {stream!r}?", abort=True)
+    result = _call(topology_file, endpoint, "purge", stream=stream)
+    click.echo(f"purged {result['deleted']} entries from {result['stream']}")
+
+
+@main.command()
+@_endpoint_options
+@click.option("--refresh", default=1.0, show_default=True, help="seconds between redraws")
+def top(topology_file: str, endpoint: str | None, refresh: float) -> None:
+    """A live view of cameras and stages, troubled cameras first (Ctrl-C to leave)."""
+    from zstream.top import run_top
+
+    client = _client(topology_file, endpoint)
+    sys.exit(run_top(lambda: client.call("status"), Console(), refresh_s=refresh))
+
+
+@main.command()
+@click.argument("endpoint")
+@click.option("--camera", "camera_ids", multiple=True, metavar="ID", help="only this camera (repeatable)")
+@click.option("--save", "save_dir", type=click.Path(file_okay=False, path_type=Path), help="save frames here")
+@click.option("--count", type=click.IntRange(min=1), help="stop after this many frames")
+def tap(endpoint: str, camera_ids: tuple[str, ...], save_dir: Path | None, count: int | None) -> None:
+    """Watch the validated frames published on the tap ENDPOINT: fps per camera, frames saved."""
+    from zstream.tap import run_tap
+
+    sys.exit(run_tap(endpoint, list(camera_ids), save_dir, count, sys.stdout))
+
+
+@main.group()
+def cameras() -> None:
+    """List, add, update and remove cameras of a running pipeline, live."""
+
+
+@cameras.command("ls")
+@_endpoint_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of a table")
+def cameras_ls(topology_file: str, endpoint: str | None, as_json: bool) -> None:
+    """The running pipeline's cameras (with live changes)."""
+    result = _call(topology_file, endpoint, "cameras")
+    if as_json:
+        _print_json(result)
+        return
+    columns = ["id", "url", "state", "fps_in", "fps_out", "fps_cap", "resize", "capture_worker"]
+    _table("cameras", columns, [[row[c] for c in columns] for row in result])
+
+
+def _camera_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "--set",
+        "settings",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="any camera key, VALUE in TOML (e.g. loop=true, thresholds.min_brightness=20)",
+    )(command)
+    command = click.option("--resize", help="WIDTHxHEIGHT at capture")(command)
+    return click.option("--fps", type=float, help="cap on delivered frames per second")(command)
+
+
+def _changes(fps: float | None, resize: str | None, settings: tuple[str, ...]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if fps is not None:
+        changes["fps"] = fps
+    if resize is not None:
+        changes["resize"] = resize
+    for setting in settings:
+        key, sep, text = setting.partition("=")
+        if not sep or not key:
+            click.echo(f"zstream: --set {setting!r}: expected KEY=VALUE", err=True)
+            sys.exit(EXIT_INVALID)
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word: a string
+        section, dot, name = key.partition(".")
+        if dot:
+            changes.setdefault(section, {})[name] = value
+        else:
+            changes[key] = value
+    return changes
+
+
+@cameras.command("add")
+@_endpoint_options
+@click.argument("camera_id")
+@click.argument("url")
+@_camera_options
+def cameras_add(
+    topology_file: str,
+    endpoint: str | None,
+    camera_id: str,
+    url: str,
+    fps: float | None,
+    resize: str | None,
+    settings: tuple[str, ...],
+) -> None:
+    """Start streaming camera CAMERA_ID from URL; the other cameras are not touched."""
+    camera = {"id": camera_id, "url": url, **_changes(fps, resize, settings)}
+    result = _call(topology_file, endpoint, "camera_add", camera=camera)
+    click.echo(f"added {result['id']} (capture worker {result['capture_worker']})")
+
+
+@cameras.command("update")
+@_endpoint_options
+@click.argument("camera_id")
+@click.option("--url", help="a new URL")
+@_camera_options
+def cameras_update(
+    topology_file: str,
+    endpoint: str | None,
+    camera_id: str,
+    url: str | None,
+    fps: float | None,
+    resize: str | None,
+    settings: tuple[str, ...],
+) -> None:
+    """Change a camera's settings; it restarts with them, the others are not touched."""
+    changes = _changes(fps, resize, settings)
+    if url is not None:
+        changes["url"] = url
+    if not changes:
+        click.echo("zstream: nothing to change (give --url, --fps, --resize or --set)", err=True)
+        sys.exit(EXIT_INVALID)
+    result = _call(topology_file, endpoint, "camera_update", id=camera_id, changes=changes)
+    click.echo(f"updated {result['id']}: {', '.join(result['changed'])}")
+
+
+@cameras.command("rm")
+@_endpoint_options
+@click.argument("camera_id")
+def cameras_rm(topology_file: str, endpoint: str | None, camera_id: str) -> None:
+    """Stop camera CAMERA_ID and release its ring; the other cameras are not touched."""
+    result = _call(topology_file, endpoint, "camera_rm", id=camera_id)
+    click.echo(f"removed {result['id']}")
 
 
 if __name__ == "__main__":

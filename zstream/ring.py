@@ -132,9 +132,10 @@ class Ring:
     # ---- lifecycle ----------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: Path, slots: int, capacity: int) -> Ring:
+    def create(cls, path: Path, slots: int, capacity: int, first_seq: int = 0) -> Ring:
         """Create the segment, reserving every page now: a full /dev/shm fails here, cleanly,
-        instead of killing a writer with SIGBUS later."""
+        instead of killing a writer with SIGBUS later. `first_seq` continues the sequence of
+        a camera whose ring is replaced (a live change of its size), so its seq never goes back."""
         size = ring_segment_size(slots, capacity)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
@@ -151,6 +152,7 @@ class Ring:
         header = np.ndarray((), RING_HEADER, buffer=mapping, offset=0)
         header["magic"], header["version"] = MAGIC, LAYOUT_VERSION
         header["slots"], header["capacity"] = slots, capacity
+        header["next_seq"] = first_seq
         return cls(path, mapping)
 
     @classmethod
@@ -180,6 +182,11 @@ class Ring:
         del self._header, self._slot_headers, self._data
         with contextlib.suppress(BufferError):  # a caller still holds a view: unmapped when it goes
             self._map.close()
+
+    @property
+    def size(self) -> int:
+        """Bytes of shared memory the ring occupies."""
+        return len(self._map)
 
     def unlink(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -223,6 +230,11 @@ class Ring:
         self._header["next_seq"] = seq + 1
         self._header["writes"] = int(self._header["writes"]) + 1
         return seq, generation
+
+    def frames_in_flight(self, reclaim_after_s: float = 5.0) -> int:
+        """Frames written and not yet released by the batcher: this camera's queue through
+        validation and batching (what a lagging stage lets pile up)."""
+        return sum(self._in_flight(header, reclaim_after_s) for header in self._slot_headers)
 
     @staticmethod
     def _in_flight(header: np.void, reclaim_after_s: float) -> bool:
@@ -301,15 +313,33 @@ class RingCache:
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
-        self._rings: dict[str, Ring] = {}
+        self._rings: dict[str, tuple[Ring, int]] = {}  # camera -> (ring, inode of its file)
 
     def get(self, camera: str) -> Ring:
-        ring = self._rings.get(camera)
-        if ring is None:
-            ring = self._rings[camera] = Ring.attach(ring_path(self.run_id, camera))
-        return ring
+        cached = self._rings.get(camera)
+        if cached is None:
+            path = ring_path(self.run_id, camera)
+            ring = Ring.attach(path)
+            try:
+                inode = os.stat(path).st_ino
+            except FileNotFoundError:  # removed right after we attached: keep it for now
+                inode = -1
+            cached = self._rings[camera] = (ring, inode)
+        return cached[0]
+
+    def refresh(self) -> None:
+        """Let go of rings the supervisor removed or replaced (cameras removed or resized live);
+        the next frame of such a camera attaches its current ring."""
+        for camera, (ring, inode) in list(self._rings.items()):
+            try:
+                current = os.stat(ring_path(self.run_id, camera)).st_ino
+            except FileNotFoundError:
+                current = None
+            if current != inode:
+                ring.close()
+                del self._rings[camera]
 
     def close(self) -> None:
-        for ring in self._rings.values():
+        for ring, _ in self._rings.values():
             ring.close()
         self._rings.clear()

@@ -12,17 +12,73 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from pathlib import Path
 from typing import IO
 
 from zstream.errors import PreflightError
 from zstream.ring import ring_paths_of_run
-from zstream.topology import Topology
+from zstream.topology import Placement, Topology
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "supervisor.lock"
 TOPOLOGY_FILE = "topology.json"
+PLACEMENT_FILE = "placement.json"
 STATUS_FILE = "status.json"
+ENDPOINTS_FILE = "endpoints.json"  # the control, tap and metrics addresses actually bound
+TAP_ENDPOINT_FILE = "tap.endpoint"  # written by the batcher, which binds the tap
+
+
+def write_pipeline(run_dir: Path, topology: Topology, placement: Placement) -> None:
+    """Publish the pipeline's current topology and placement to its workers.
+
+    Placement first, then the topology, each replaced atomically: a worker that sees the
+    new topology (what it watches) always finds the placement that goes with it.
+    """
+    _replace(run_dir / PLACEMENT_FILE, placement.to_json())
+    _replace(run_dir / TOPOLOGY_FILE, topology.model_dump_json())
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+class PipelineWatcher:
+    """A worker's view of the topology and placement the supervisor publishes; cameras added,
+    changed or removed live show up as a new version."""
+
+    CHECK_EVERY_S = 0.2  # a stat() per call would cost a busy stage more than it is worth
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self._seen: tuple[int, int] | None = None
+        self._next_check = 0.0
+
+    def read(self) -> tuple[Topology, Placement]:
+        self._seen = self._stamp()
+        topology = Topology.model_validate_json((self.run_dir / TOPOLOGY_FILE).read_text())
+        placement = Placement.from_json((self.run_dir / PLACEMENT_FILE).read_text())
+        return topology, placement
+
+    def changed(self) -> tuple[Topology, Placement] | None:
+        """The new version if the supervisor published one since the last read, else None."""
+        now = time.monotonic()
+        if now < self._next_check:
+            return None
+        self._next_check = now + self.CHECK_EVERY_S
+        try:
+            if self._stamp() == self._seen:
+                return None
+            return self.read()
+        except (OSError, ValueError) as exc:  # mid-cleanup, or a torn read: try again next time
+            log.debug("cannot read the published topology: %s", exc)
+            return None
+
+    def _stamp(self) -> tuple[int, int]:
+        info = os.stat(self.run_dir / TOPOLOGY_FILE)
+        return info.st_ino, info.st_mtime_ns
 
 
 class RunDir:
@@ -76,7 +132,8 @@ class RunDir:
     def remove_leftovers(self) -> None:
         """Only what zstream itself creates: its socket names, its two JSON files, its rings."""
         ours = [*self.path.glob("validate-*.sock"), self.path / "batch.sock", self.path / "stats.sock"]
-        for path in [*ours, self.path / TOPOLOGY_FILE, self.path / STATUS_FILE]:
+        files = [TOPOLOGY_FILE, PLACEMENT_FILE, STATUS_FILE, ENDPOINTS_FILE, TAP_ENDPOINT_FILE]
+        for path in [*ours, *(self.path / name for name in files)]:
             path.unlink(missing_ok=True)
         for path in ring_paths_of_run(self.topology.run_id):
             log.warning("removing shared memory left by an earlier run: %s", path)

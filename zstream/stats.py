@@ -173,6 +173,7 @@ def unaccounted(counts: dict[CounterKey, int], committed: int, camera: str) -> i
         n
         for reason, n in by_reason(counts, "dropped", camera).items()
         if reason not in ("capture:too_large", "capture:ring_full", "capture:stopping")
+        and not reason.startswith("tap:")  # the tap's subscribers missed it; Redis did not
     )
     return committed - settled
 

@@ -25,9 +25,13 @@ from typing import Any
 import zmq
 
 from zstream import preflight
-from zstream.errors import PreflightError, RingError, WireError
+from zstream.control import ControlServer
+from zstream.errors import PreflightError, RingError, WireError, ZStreamError
+from zstream.live import LiveCameras
+from zstream.metrics import MetricsExporter
+from zstream.operations import Operations
 from zstream.ring import Ring, ring_path
-from zstream.rundir import STATUS_FILE, TOPOLOGY_FILE, RunDir
+from zstream.rundir import ENDPOINTS_FILE, STATUS_FILE, TAP_ENDPOINT_FILE, RunDir, write_pipeline
 from zstream.sources.base import i420_size
 from zstream.stats import (
     CameraRates,
@@ -40,6 +44,7 @@ from zstream.stats import (
     total,
     unaccounted,
 )
+from zstream.system import ProcessSampler
 from zstream.topology import Topology
 from zstream.wire import WorkerStats, decode
 
@@ -89,8 +94,9 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, topology: Topology) -> None:
+    def __init__(self, topology: Topology, live: LiveCameras | None = None) -> None:
         self.topology = topology
+        self.live = live  # None: started without a topology file, so no live camera changes
         settings = topology.supervisor
         self.policy = RestartPolicy(settings.restart_initial_s, settings.restart_max_s)
         self.board = StatsBoard()
@@ -100,6 +106,14 @@ class Supervisor:
         self.workers += [Worker("capture", i) for i in range(topology.capture.workers)]
         self.run_dir = RunDir(topology)
         self.rings: dict[str, Ring] = {}
+        self.placement = topology.initial_placement()
+        self.retired_seq: dict[str, int] = {}  # next seq of cameras removed live, should they return
+        self.control: ControlServer | None = None
+        self.metrics = MetricsExporter(topology.metrics.address)  # serves nothing before run()
+        self.endpoints: dict[str, str] = {}
+        self.operations = Operations(self)
+        self.processes = ProcessSampler()
+        self.process_costs: list[dict[str, Any]] = []
         self.signals = 0
         self._next_log = 0.0
         self._next_status = 0.0
@@ -116,9 +130,11 @@ class Supervisor:
             preflight.check_platform()
             preflight.check_shared_memory(self.topology)
             preflight.check_redis(self.topology)
+            self.metrics.start()  # PreflightError when the address is taken
             self._create_rings()
-            (self.run_dir.path / TOPOLOGY_FILE).write_text(self.topology.model_dump_json())
-            stats = context.socket(zmq.PULL)
+            write_pipeline(self.run_dir.path, self.topology, self.placement)
+            self._bind_control(context)
+            stats = self._stats = context.socket(zmq.PULL)
             stats.bind(self.topology.endpoint("stats"))
             self._install_signal_handlers()
             self._start_in_order(stats)
@@ -133,7 +149,10 @@ class Supervisor:
             self._drain(stats)
             return 0
         finally:
+            self.metrics.stop()
             self._kill_all()
+            if self.control is not None:
+                self.control.close()
             if stats is not None:
                 stats.close(linger=0)
                 self._log_summary(final=True)  # before the rings go: they hold the committed counts
@@ -155,6 +174,42 @@ class Supervisor:
             except RingError as exc:
                 raise PreflightError(f"camera {camera.id}: {exc}") from exc
             self.rings[camera.id] = ring
+
+    def _bind_control(self, context: zmq.Context) -> None:
+        try:
+            self.control = ControlServer(context, self.topology.control.endpoint)
+        except ZStreamError as exc:
+            raise PreflightError(f"{exc} (control.endpoint; is another pipeline using it?)") from exc
+        self.endpoints = {"control": self.control.endpoint}
+        if self.metrics.address:
+            self.endpoints["metrics"] = self.metrics.address
+        (self.run_dir.path / ENDPOINTS_FILE).write_text(json.dumps(self.endpoints))
+        log.info("control endpoint %s", self.control.endpoint)
+
+    def publish(self, topology: Topology) -> None:
+        """Make `topology` the pipeline's: the workers pick it up within a fraction of a second."""
+        self.topology = topology
+        write_pipeline(self.run_dir.path, topology, self.placement)
+        self._next_status = 0.0
+
+    def receive_stats(self, timeout_ms: int) -> None:
+        """Keep taking reports while a command waits for the workers."""
+        self._receive_stats(self._stats, timeout_ms)
+
+    def capture_reports(self, camera_id: str) -> bool:
+        """Whether a running capture worker's latest report still lists the camera."""
+        for worker in self.workers:
+            if worker.stage == "capture" and worker.process is not None:
+                report = self.board.reports.get((worker.name, worker.process.pid))
+                if report is not None and camera_id in report.states:
+                    return True
+        return False
+
+    def sample_processes(self) -> None:
+        """CPU and memory of every process, averaged since the previous status write."""
+        pids = {"supervisor": os.getpid()}
+        pids.update({w.name: w.process.pid for w in self.workers if w.process is not None})
+        self.process_costs = self.processes.sample(pids)
 
     def _install_signal_handlers(self) -> None:
         def on_signal(signum: int, _frame: object) -> None:
@@ -225,6 +280,8 @@ class Supervisor:
 
     def _tick(self, stats: zmq.Socket) -> None:
         self._receive_stats(stats, timeout_ms=100)
+        if self.control is not None:
+            self.control.serve_pending(self.operations.run)
         now = time.monotonic()
         for worker in self.workers:
             if worker.process is not None and worker.process.poll() is not None:
@@ -240,6 +297,7 @@ class Supervisor:
             self._next_log = now + self.topology.supervisor.log_interval_s
 
     def _receive_stats(self, stats: zmq.Socket, timeout_ms: int) -> None:
+        """Take in the workers' reports that are waiting (up to `timeout_ms` for the first)."""
         if not stats.poll(timeout_ms):
             return
         while True:
@@ -311,6 +369,7 @@ class Supervisor:
                 **self.rates.view(camera.id, time.monotonic()),
                 "dropped": by_reason(own, "dropped", camera.id),
                 "committed": self._committed(camera.id),
+                "in_flight": self.rings[camera.id].frames_in_flight() if camera.id in self.rings else 0,
                 "unaccounted": unaccounted(own, self._committed(camera.id), camera.id),
             }
         workers = {
@@ -318,6 +377,7 @@ class Supervisor:
                 "state": w.state.value,
                 "pid": w.process.pid if w.process else None,
                 "restarts": w.restarts,
+                **self._load_of(w, cameras),
             }
             for w in self.workers
         }
@@ -327,7 +387,25 @@ class Supervisor:
             "workers": workers,
             "dropped": by_reason(counts, "dropped"),
             "batches_written": total(counts, "batches_written"),
+            "endpoints": self.endpoints,
         }
+
+    def _load_of(self, worker: Worker, cameras: dict[str, dict[str, Any]]) -> dict[str, int]:
+        """The worker's cameras, and the frames queued for it: in flight in those cameras' rings
+        (validation), or in every ring (the batcher releases each frame last)."""
+        placed = {"capture": self.placement.capture, "validate": self.placement.validate}.get(worker.stage)
+        mine = [c for c in cameras if placed is None or placed.get(c) == worker.index]
+        load = {"cameras": len(mine)}
+        if worker.stage != "capture":
+            load["queued_frames"] = sum(cameras[c]["in_flight"] for c in mine)
+        return load
+
+    def _note_tap_endpoint(self) -> None:
+        """The batcher binds the tap: publish the address it got next to the supervisor's own."""
+        path = self.run_dir.path / TAP_ENDPOINT_FILE
+        if "tap" not in self.endpoints and path.exists():
+            self.endpoints["tap"] = path.read_text().strip()
+            (self.run_dir.path / ENDPOINTS_FILE).write_text(json.dumps(self.endpoints))
 
     def _committed(self, camera_id: str) -> int:
         """Frames the camera's capture wrote into its ring, ever (from the ring's header)."""
@@ -340,7 +418,11 @@ class Supervisor:
         self.rates.update(by_camera(counts), cameras, time.monotonic())
         path = self.run_dir.path / STATUS_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.status(counts), indent=1))
+        self.sample_processes()
+        self._note_tap_endpoint()
+        status = self.status(counts)
+        self.metrics.update(counts, status)  # a fresh snapshot, never modified afterwards
+        tmp.write_text(json.dumps(status, indent=1))
         tmp.replace(path)
 
     def _log_summary(self, final: bool = False) -> None:

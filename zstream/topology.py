@@ -8,9 +8,11 @@ operator fixes a file in one pass instead of one error per restart.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -131,6 +133,69 @@ class SupervisorSettings(Strict):
         return self.shutdown_timeout_s * {"capture": 0.25, "validate": 0.25, "batch": 0.5}[stage]
 
 
+def _zmq_endpoint(value: str, *, optional: bool = False) -> str:
+    """tcp://HOST:PORT (PORT may be *) or ipc://PATH; "" too where the endpoint is optional."""
+    if optional and value == "":
+        return value
+    scheme, sep, rest = value.partition("://")
+    host, colon, port = rest.rpartition(":")
+    if scheme == "ipc" and sep and rest:
+        return value
+    if scheme == "tcp" and sep and host and colon and (port == "*" or (port.isdigit() and int(port) < 65536)):
+        return value
+    wanted = "tcp://HOST:PORT (PORT may be *), ipc://PATH" + (' or ""' if optional else "")
+    raise ValueError(f"expected {wanted}, got {value!r}")
+
+
+def _host_port(value: str) -> str:
+    if value == "":
+        return value
+    host, colon, port = value.rpartition(":")
+    if not (host and colon and port.isdigit() and int(port) < 65536):
+        raise ValueError(f'expected HOST:PORT (PORT 0 picks a free one) or "", got {value!r}')
+    return value
+
+
+class ControlSettings(Strict):
+    endpoint: str = Field(
+        "tcp://127.0.0.1:5590",
+        description="ZeroMQ endpoint of the control plane of `zstream up`; port * picks a free one",
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _zmq_endpoint(value)
+
+
+class TapSettings(Strict):
+    endpoint: str = Field(
+        "tcp://127.0.0.1:5591",
+        description="ZeroMQ PUB endpoint publishing every validated frame; empty string: no tap",
+    )
+    payload: Literal["meta", "jpeg", "raw"] = Field("jpeg", description="what each tap message carries")
+    jpeg_quality: int = Field(80, ge=1, le=100)
+    hwm: int = Field(
+        100, ge=1, le=100000, description="frames queued per subscriber; beyond it the tap sheds (counted)"
+    )
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _zmq_endpoint(value, optional=True)
+
+
+class MetricsSettings(Strict):
+    address: str = Field(
+        "127.0.0.1:9108", description="host:port of the Prometheus /metrics endpoint; port 0 picks a free one"
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        return _host_port(value)
+
+
 class Camera(Strict):
     id: str = Field(pattern=CAMERA_ID_PATTERN, description="unique; letters, digits, _ . -")
     url: str = Field(
@@ -177,6 +242,9 @@ class Topology(Strict):
     validation: ValidationSettings = Field(default_factory=ValidationSettings)
     batcher: BatcherSettings = Field(default_factory=BatcherSettings)
     supervisor: SupervisorSettings = Field(default_factory=SupervisorSettings)
+    control: ControlSettings = Field(default_factory=ControlSettings)
+    tap: TapSettings = Field(default_factory=TapSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     cameras: list[Camera] = Field(min_length=1)
 
     # What the workers derive from the topology lives here, so every process agrees.
@@ -235,12 +303,53 @@ class Topology(Strict):
     def socket_path(self, name: str) -> Path:
         return Path(self.run_dir) / f"{name}.sock"
 
-    def capture_worker_of(self, camera_index: int) -> int:
-        return camera_index % self.capture.workers
+    def initial_placement(self) -> Placement:
+        """Cameras spread round-robin over the capture and validation workers, in file order."""
+        return Placement(
+            capture={c.id: i % self.capture.workers for i, c in enumerate(self.cameras)},
+            validate={c.id: i % self.validation.workers for i, c in enumerate(self.cameras)},
+        )
 
-    def validator_of(self, camera_index: int) -> int:
-        """Each camera sticks to one validation worker: keeps its order and its per-camera state."""
-        return camera_index % self.validation.workers
+
+@dataclass(frozen=True)
+class Placement:
+    """Which capture worker runs each camera, and which validation worker checks it.
+
+    Each camera sticks to one validation worker: that keeps its order and its per-camera
+    state. The supervisor owns the placement and keeps it stable while cameras are added
+    and removed live: a camera never moves because another one came or went.
+    """
+
+    capture: dict[str, int]
+    validate: dict[str, int]
+
+    def with_camera(self, camera_id: str, topology: Topology) -> Placement:
+        """Place a new camera on the least loaded worker of each stage."""
+        return Placement(
+            {**self.capture, camera_id: _least_loaded(self.capture, topology.capture.workers)},
+            {**self.validate, camera_id: _least_loaded(self.validate, topology.validation.workers)},
+        )
+
+    def without(self, camera_id: str) -> Placement:
+        return Placement(
+            {c: w for c, w in self.capture.items() if c != camera_id},
+            {c: w for c, w in self.validate.items() if c != camera_id},
+        )
+
+    def to_json(self) -> str:
+        return json.dumps({"capture": self.capture, "validate": self.validate})
+
+    @classmethod
+    def from_json(cls, text: str) -> Placement:
+        data = json.loads(text)
+        return cls(dict(data["capture"]), dict(data["validate"]))
+
+
+def _least_loaded(assigned: dict[str, int], workers: int) -> int:
+    load = [0] * workers
+    for worker in assigned.values():
+        load[worker] += 1
+    return load.index(min(load))
 
 
 def source_scheme(url: str) -> str:
@@ -261,8 +370,9 @@ def file_path(url: str) -> str:
     return urlsplit(url).path if url.lower().startswith("file://") else url
 
 
-def load_topology(path: str | os.PathLike[str]) -> Topology:
-    """Read and validate a topology file; raises TopologyError listing every problem."""
+def load_topology(path: str | os.PathLike[str], with_live_changes: bool = True) -> Topology:
+    """Read and validate a topology file, with the cameras changed live since (see `live`);
+    raises TopologyError listing every problem."""
     source = Path(path)
     try:
         raw = tomllib.loads(source.read_text(encoding="utf-8"))
@@ -272,6 +382,10 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
         raise TopologyError([f"{source}: cannot read: {exc}"]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError([f"{source}: not valid TOML: {exc}"]) from exc
+    if with_live_changes:
+        from zstream.live import merge_overlay, overlay_path, read_overlay
+
+        raw = merge_overlay(raw, read_overlay(overlay_path(source)))
     return parse_topology(raw, base_dir=source.resolve().parent)
 
 

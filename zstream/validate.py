@@ -1,6 +1,6 @@
 """Validation stage: measure each frame's quality on its luma plane, in place in shared memory.
 
-Every camera is routed to one validation worker (see Topology.validator_of), so its frames
+Every camera is routed to one validation worker (see topology.Placement), so its frames
 stay in order and its per-camera state lives in one process. Passing and failing frames
 both go on to the batcher, which writes them to the batch or the QC stream.
 """
@@ -16,6 +16,7 @@ import zmq
 from zstream.errors import RingError
 from zstream.quality import CameraQuality
 from zstream.ring import RingCache
+from zstream.rundir import PipelineWatcher
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Topology
 from zstream.wire import MAX_MESSAGE_BYTES, FrameRef, Verdict, encode
@@ -35,7 +36,8 @@ class Validator(MessageIntake):
         self.rings = RingCache(topology.run_id)
         # Per-camera state (frozen detection) is correct here because each camera is routed to
         # exactly one validation worker, which sees its frames in order.
-        self._quality = {c.id: CameraQuality(topology.thresholds_for(c)) for c in topology.cameras}
+        self._quality: dict[str, CameraQuality] = {}
+        self.apply(topology)
         self.pull = context.socket(zmq.PULL)
         # Per camera (each has its own pipe): with the sender's HWM, what may wait for us.
         self.pull.setsockopt(zmq.RCVHWM, topology.capture.queue_depth)
@@ -45,6 +47,18 @@ class Validator(MessageIntake):
         self.push.setsockopt(zmq.SNDHWM, 10000)
         self.push.setsockopt(zmq.LINGER, 2000)
         self.push.connect(topology.endpoint("batch"))
+
+    def apply(self, topology: Topology) -> None:
+        """Follow live camera changes: new cameras get their state, changed thresholds apply
+        from the next frame (a camera's frozen-detection state survives a threshold change)."""
+        self.topology = topology
+        quality = {}
+        for camera in topology.cameras:
+            thresholds = topology.thresholds_for(camera)
+            kept = self._quality.get(camera.id)
+            quality[camera.id] = kept if kept and kept.thresholds == thresholds else CameraQuality(thresholds)
+        self._quality = quality
+        self.rings.refresh()
 
     def accept(self, ref: FrameRef) -> None:
         """Measure one frame in place and pass the verdict on; stale references are counted."""
@@ -91,8 +105,9 @@ class Validator(MessageIntake):
         self.rings.close()
 
 
-def run(topology: Topology, index: int, stop: threading.Event) -> None:
+def run(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
     """Body of validation worker `index`: validate until stopped, then drain what is queued."""
+    topology, _ = watcher.read()
     context = zmq.Context.instance()
     counters = Counters()
     reporter = StatsReporter.for_worker(context, topology, f"validate-{index}", counters)
@@ -105,6 +120,8 @@ def run(topology: Topology, index: int, stop: threading.Event) -> None:
                 last_input = time.monotonic()
             elif stop.is_set() and time.monotonic() - last_input >= DRAIN_IDLE_S:
                 break
+            if (published := watcher.changed()) is not None:
+                validator.apply(published[0])
             reporter.maybe_send()
     finally:
         reporter.send()

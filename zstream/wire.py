@@ -139,10 +139,50 @@ class WorkerStats:
         )
 
 
-MESSAGE_TYPES: dict[int, type[FrameRef] | type[Verdict] | type[WorkerStats]] = {
-    cls.TYPE: cls for cls in (FrameRef, Verdict, WorkerStats)
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    """CLI → supervisor (control endpoint): run `command` with `args` (plain msgpack values)."""
+
+    TYPE: ClassVar[int] = 4
+    command: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+    def _fields(self) -> list[Any]:
+        return [self.command, self.args]
+
+    @classmethod
+    def _from(cls, values: list[Any]) -> ControlRequest:
+        command, args = values
+        _expect(command, str, "command")
+        _expect(args, dict, "args")
+        return cls(command, args)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlReply:
+    """supervisor → CLI: the command's result, or why it was refused (nothing changed then)."""
+
+    TYPE: ClassVar[int] = 5
+    ok: bool
+    result: Any = None
+    error: str = ""
+
+    def _fields(self) -> list[Any]:
+        return [self.ok, self.result, self.error]
+
+    @classmethod
+    def _from(cls, values: list[Any]) -> ControlReply:
+        ok, result, error = values
+        if not isinstance(ok, bool):
+            raise WireError(f"field 'ok' has type {type(ok).__name__}")
+        _expect(error, str, "error")
+        return cls(ok, result, error)
+
+
+Message = FrameRef | Verdict | WorkerStats | ControlRequest | ControlReply
+MESSAGE_TYPES: dict[int, type[Message]] = {
+    cls.TYPE: cls for cls in (FrameRef, Verdict, WorkerStats, ControlRequest, ControlReply)
 }
-Message = FrameRef | Verdict | WorkerStats
 
 
 def encode(message: Message) -> bytes:
@@ -276,3 +316,85 @@ def encode_qc_entry(verdict: Verdict) -> dict[str, Any]:
     for name, value in verdict.metrics.items():
         fields[f"metric.{name}"] = repr(float(value))
     return fields
+
+
+# ---- Tap messages ---------------------------------------------------------------------------
+
+TAP_FORMAT_VERSION = 1
+TAP_PAYLOADS = ("meta", "jpeg", "raw")
+
+
+@dataclass(frozen=True, slots=True)
+class TapFrame:
+    """Header of one tap message: [camera id, header (msgpack map), payload].
+
+    A map rather than an array so that plain subscribers read it by name; `v` is the format
+    version. Keys may be added within a version; removing or changing one bumps `v`.
+    """
+
+    camera: str
+    seq: int
+    pts: float | None
+    capture_ts: float
+    validated_ts: float
+    width: int
+    height: int
+    payload: str  # "meta" (no pixels), "jpeg" (a JPEG file) or "raw" (I420 bytes)
+    pixel_format: str | None  # what the payload decodes to: raw "yuv420p", jpeg "bgr24", meta None
+    shape: tuple[int, ...] | None  # numpy shape of the decoded payload; None for meta
+    metrics: dict[str, float]
+
+    def encode(self) -> bytes:
+        return msgpack.packb(
+            {
+                "v": TAP_FORMAT_VERSION,
+                "camera": self.camera,
+                "seq": self.seq,
+                "pts": self.pts,
+                "capture_ts": self.capture_ts,
+                "validated_ts": self.validated_ts,
+                "width": self.width,
+                "height": self.height,
+                "payload": self.payload,
+                "pixel_format": self.pixel_format,
+                "shape": None if self.shape is None else list(self.shape),
+                "metrics": self.metrics,
+            },
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> TapFrame:
+        """WireError on anything malformed or of another format version; unknown keys are ignored."""
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise WireError(f"tap header of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        try:
+            values = msgpack.unpackb(data, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise WireError(f"not msgpack: {exc}") from exc
+        if not isinstance(values, dict):
+            raise WireError("not a tap header")
+        if values.get("v") != TAP_FORMAT_VERSION:
+            raise WireError(f"tap format {values.get('v')!r}, this zstream reads {TAP_FORMAT_VERSION}")
+        try:
+            frame = cls(
+                camera=values["camera"],
+                seq=values["seq"],
+                pts=values["pts"],
+                capture_ts=float(values["capture_ts"]),
+                validated_ts=float(values["validated_ts"]),
+                width=values["width"],
+                height=values["height"],
+                payload=values["payload"],
+                pixel_format=values["pixel_format"],
+                shape=None if values["shape"] is None else tuple(values["shape"]),
+                metrics=dict(values["metrics"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WireError(f"malformed tap header: {exc}") from exc
+        _expect(frame.camera, str, "camera")
+        for name in ("seq", "width", "height"):
+            _expect(getattr(frame, name), int, name)
+        if frame.payload not in TAP_PAYLOADS:
+            raise WireError(f"unknown tap payload {frame.payload!r}")
+        return frame

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
 from zstream.errors import WireError
-from zstream.rundir import TOPOLOGY_FILE, RunDir
+from zstream.rundir import PipelineWatcher, RunDir
 from zstream.stats import Counters
-from zstream.topology import Topology
 from zstream.wire import Message, decode
 
 PR_SET_PDEATHSIG = 1
@@ -92,7 +91,8 @@ def main(argv: list[str]) -> NoReturn:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle, in order
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     _die_with_parent(parent_pid, stop)
-    topology = Topology.model_validate_json((run_dir / TOPOLOGY_FILE).read_text())
+    watcher = PipelineWatcher(run_dir)
+    topology, _ = watcher.read()
     if stage == "capture":
         from zstream import capture as module
     elif stage == "validate":
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> NoReturn:
         from zstream import batcher as module
     else:
         raise SystemExit(f"unknown stage {stage!r}")
-    module.run(topology, index, stop)
+    module.run(watcher, index, stop)
     if os.getppid() != parent_pid:  # orphaned: the first worker out removes what the supervisor owned
         RunDir(topology).clean_up_after_supervisor()
     logging.shutdown()

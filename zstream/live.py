@@ -1,0 +1,148 @@
+"""Cameras added, changed and removed while the pipeline runs, and how they outlive a restart.
+
+Live changes are kept in an overlay beside the topology file, `<name>.live.json` (for
+`topology.toml`: `topology.live.json`). It maps camera ids to their whole configuration,
+or to null for a camera removed. `zstream up` merges it over the file: an entry replaces
+the file's camera of that id, null removes it, other entries are appended. The file stays
+as the operator wrote it; deleting the overlay goes back to it.
+
+Every change is validated as a whole topology, by the same rules as the file, before
+anything is touched: a bad value is refused with its key, and nothing changes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from zstream.errors import TopologyError
+from zstream.topology import Camera, Topology, parse_topology
+
+log = logging.getLogger(__name__)
+OVERLAY_VERSION = 1
+
+
+def overlay_path(topology_file: str | Path) -> Path:
+    path = Path(topology_file)
+    return path.with_name(f"{path.stem}.live.json")
+
+
+def read_overlay(path: Path) -> dict[str, dict[str, Any] | None]:
+    """The overlay's cameras (id -> config or None); empty when there is no overlay."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise TopologyError(
+            [f"{path}: cannot read the live changes: {exc} (delete it to drop them)"]
+        ) from exc
+    if not isinstance(data, dict) or data.get("version") != OVERLAY_VERSION:
+        raise TopologyError([f"{path}: not a zstream live-changes file of version {OVERLAY_VERSION}"])
+    cameras = data.get("cameras")
+    if not isinstance(cameras, dict):
+        raise TopologyError([f"{path}: 'cameras' must be a table of camera ids"])
+    return cameras
+
+
+def merge_overlay(raw: dict[str, Any], overlay: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """The raw topology with the live changes applied (see the module docstring)."""
+    if not overlay or not isinstance(raw.get("cameras"), list):
+        return raw
+    merged = []
+    for camera in raw["cameras"]:
+        camera_id = camera.get("id") if isinstance(camera, dict) else None
+        if camera_id in overlay:
+            if overlay[camera_id] is not None:
+                merged.append(overlay[camera_id])
+        else:
+            merged.append(camera)
+    listed = {c.get("id") for c in raw["cameras"] if isinstance(c, dict)}
+    merged += [config for camera_id, config in overlay.items() if camera_id not in listed and config]
+    return {**raw, "cameras": merged}
+
+
+class LiveCameras:
+    """Validates live camera changes into new topologies and records them in the overlay."""
+
+    def __init__(self, path: Path, base_dir: Path) -> None:
+        self.path = path
+        self.base_dir = base_dir
+        self.overlay = read_overlay(path)
+
+    def add(self, topology: Topology, config: dict[str, Any]) -> Topology:
+        camera_id = config.get("id")
+        if not isinstance(camera_id, str):
+            raise TopologyError(["id: required, a string"])
+        if any(camera.id == camera_id for camera in topology.cameras):
+            raise TopologyError([f"id: camera {camera_id!r} already exists (use update)"])
+        return self._validated(topology, [*_raw_cameras(topology), config], camera_id)
+
+    def update(self, topology: Topology, camera_id: str, changes: dict[str, Any]) -> Topology:
+        cameras = _raw_cameras(topology)
+        index = _index_of(cameras, camera_id)
+        if "id" in changes and changes["id"] != camera_id:
+            raise TopologyError(["id: a camera's id cannot change (remove it and add it again)"])
+        config = {**cameras[index], **changes}
+        if isinstance(changes.get("thresholds"), dict):  # thresholds merge key by key
+            config["thresholds"] = {**cameras[index].get("thresholds", {}), **changes["thresholds"]}
+        cameras[index] = {key: value for key, value in config.items() if value is not None}
+        return self._validated(topology, cameras, camera_id)
+
+    def remove(self, topology: Topology, camera_id: str) -> Topology:
+        cameras = _raw_cameras(topology)
+        del cameras[_index_of(cameras, camera_id)]
+        if not cameras:
+            raise TopologyError([f"camera {camera_id!r} is the last one: a pipeline needs at least one"])
+        return self._validated(topology, cameras, None)
+
+    def record(self, camera_id: str, topology: Topology | None) -> None:
+        """Persist the camera's configuration in `topology` (None: removed)."""
+        camera = next((c for c in topology.cameras if c.id == camera_id), None) if topology else None
+        self.overlay[camera_id] = (
+            None if camera is None else camera.model_dump(mode="json", exclude_defaults=True)
+        )
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": OVERLAY_VERSION, "cameras": self.overlay}, indent=1) + "\n")
+        tmp.replace(self.path)
+        log.info("camera %s: live change saved in %s", camera_id, self.path)
+
+    def _validated(
+        self, topology: Topology, cameras: list[dict[str, Any]], camera_id: str | None
+    ) -> Topology:
+        raw = topology.model_dump(mode="json", exclude_defaults=True)
+        raw["run_dir"] = topology.run_dir
+        raw["cameras"] = cameras
+        try:
+            return parse_topology(raw, self.base_dir)
+        except TopologyError as exc:
+            raise TopologyError([_about(problem, cameras, camera_id) for problem in exc.problems]) from exc
+
+
+def _raw_cameras(topology: Topology) -> list[dict[str, Any]]:
+    return [_raw(camera) for camera in topology.cameras]
+
+
+def _raw(camera: Camera) -> dict[str, Any]:
+    return camera.model_dump(mode="json", exclude_defaults=True)
+
+
+def _index_of(cameras: list[dict[str, Any]], camera_id: str) -> int:
+    for index, camera in enumerate(cameras):
+        if camera.get("id") == camera_id:
+            return index
+    known = ", ".join(sorted(str(c.get("id")) for c in cameras))
+    raise TopologyError([f"no camera {camera_id!r} (cameras: {known})"])
+
+
+def _about(problem: str, cameras: list[dict[str, Any]], camera_id: str | None) -> str:
+    """'cameras[7].fps: ...' -> 'fps: ...' for the camera being changed."""
+    if camera_id is not None:
+        prefix = f"cameras[{_index_of(cameras, camera_id)}]"
+        if problem.startswith(prefix + "."):
+            return problem[len(prefix) + 1 :]
+        if problem.startswith(prefix + ":"):
+            return problem[len(prefix) + 2 :]
+    return problem

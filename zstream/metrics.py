@@ -1,0 +1,349 @@
+"""Prometheus metrics: `/metrics` over HTTP, for the whole pipeline, from the supervisor.
+
+Workers never serve metrics themselves. They already report cumulative counters to the
+supervisor, whose StatsBoard adds them up across processes and restarts; this module turns
+those totals (and the status the supervisor builds from them) into Prometheus metric
+families on each scrape, so what Prometheus sees is exactly what `status.json` and the log
+lines say, and a restarted worker never makes a counter go back.
+
+    counters (metric, camera, reason)            Prometheus
+    ---------------------------------            ----------
+    received / captured / validated / written    zstream_frames_{...}_total{camera}
+    dropped, reason "stage:why"                  zstream_frames_dropped_total{camera,stage,reason}
+    failed (one per QC reason of a frame)        zstream_qc_failures_total{camera,reason}
+    latency_ms (bucket), latency_ms_sum          zstream_capture_to_redis_latency_seconds (histogram)
+    batch_frames (batch size)                    zstream_batch_frames (histogram)
+    status: camera state, fps, last frame age    zstream_camera_state / _fps / _last_frame_age_seconds
+    status: workers                              zstream_worker_up / zstream_worker_restarts_total
+
+See METRICS below for every name. The address is the topology's `metrics.address`
+("host:port"; port 0 picks a free one, an empty string disables the endpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+from zstream.camera import CameraState
+from zstream.errors import PreflightError
+from zstream.stats import LATENCY_BUCKETS_MS, CounterKey
+
+log = logging.getLogger(__name__)
+
+Snapshot = tuple[dict[CounterKey, int], dict[str, Any]]  # (board totals, Supervisor.status(totals))
+
+PREFIX = "zstream_"
+# Upper bounds of the batch size histogram (batcher.batch_size is at most 1024).
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# Every state a camera can show: "starting" until its capture worker first reports it.
+CAMERA_STATES = ("starting", *(state.value for state in CameraState))
+
+# Per-camera frame counters: (counter metric, Prometheus name without prefix and _total, help).
+FRAME_COUNTERS = (
+    ("received", "frames_received", "Frames the camera sent, before the fps cap."),
+    ("captured", "frames_captured", "Frames written into the camera's shared-memory ring."),
+    ("validated", "frames_validated", "Frames measured by validation, passed or failed."),
+    ("rejected", "frames_rejected", "Frames that failed quality control (sent to the QC stream)."),
+    ("written", "frames_written", "Frames written to the Redis batch stream."),
+    ("qc_written", "qc_entries_written", "Failed frames' entries written to the Redis QC stream."),
+    ("reconnects", "camera_reconnects", "Times the camera's stream broke and was reconnected."),
+    ("stalls", "camera_stalls", "Times the camera stalled: connected, but no frame for the stall timeout."),
+    ("corrupt_packets", "corrupt_packets", "Corrupt packets the decoder reported."),
+)
+# Counters of the whole pipeline: (counter metric, name without prefix and _total, help).
+PIPELINE_COUNTERS = (
+    ("batches_written", "batches_written", "Batches (Redis stream entries) written."),
+    ("batches_shed", "batches_shed", "Batches shed while Redis was down (their frames count as dropped)."),
+    ("redis_errors", "redis_errors", "Failed Redis writes (each one is retried)."),
+)
+
+# Every family this module exports (for documentation and tests).
+METRICS = (
+    *(f"{PREFIX}{name}_total" for _, name, _ in FRAME_COUNTERS),
+    f"{PREFIX}frames_skipped_total",
+    f"{PREFIX}frames_dropped_total",
+    f"{PREFIX}qc_failures_total",
+    f"{PREFIX}frames_unaccounted",
+    f"{PREFIX}camera_state",
+    f"{PREFIX}camera_fps",
+    f"{PREFIX}camera_last_frame_age_seconds",
+    f"{PREFIX}capture_to_redis_latency_seconds",
+    f"{PREFIX}batch_frames",
+    *(f"{PREFIX}{name}_total" for _, name, _ in PIPELINE_COUNTERS),
+    f"{PREFIX}worker_up",
+    f"{PREFIX}worker_restarts_total",
+    f"{PREFIX}uptime_seconds",
+)
+
+
+def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metric]:
+    """The metric families of one snapshot: the board's totals and the status built from them.
+
+    Per-camera series exist (at 0) for every configured camera from the first snapshot, so
+    rates and alerts work before anything happened. Neither argument is modified.
+    """
+    cameras_status: dict[str, dict[str, Any]] = status.get("cameras", {})
+    cameras = list(cameras_status)
+    by_metric: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)  # one pass over the counters
+    for (metric, camera, reason), n in counts.items():
+        by_metric[metric][(camera, reason)] = n
+
+    def per_camera(metric: str) -> dict[str, int]:
+        values = dict.fromkeys(cameras, 0)
+        for (camera, _), n in by_metric.get(metric, {}).items():
+            values[camera] = values.get(camera, 0) + n
+        return values
+
+    def per_reason(metric: str) -> dict[tuple[str, str], int]:
+        return by_metric.get(metric, {})
+
+    out: list[Metric] = []
+    for metric, name, doc in FRAME_COUNTERS:
+        family = CounterMetricFamily(PREFIX + name, doc, labels=["camera"])
+        for camera, n in sorted(per_camera(metric).items()):
+            family.add_metric([camera], n)
+        out.append(family)
+
+    skipped = CounterMetricFamily(
+        f"{PREFIX}frames_skipped",
+        "Frames skipped by design (an fps cap), not lost.",
+        labels=["camera", "reason"],
+    )
+    for (camera, reason), n in sorted(per_reason("skipped").items()):
+        skipped.add_metric([camera, reason], n)
+    out.append(skipped)
+
+    dropped = CounterMetricFamily(
+        f"{PREFIX}frames_dropped",
+        "Frames that will not reach Redis, by the stage that dropped them and why.",
+        labels=["camera", "stage", "reason"],
+    )
+    for (camera, stage_reason), n in sorted(per_reason("dropped").items()):
+        stage, _, reason = stage_reason.partition(":") if ":" in stage_reason else ("", "", stage_reason)
+        dropped.add_metric([camera, stage, reason], n)
+    out.append(dropped)
+
+    failures = CounterMetricFamily(
+        f"{PREFIX}qc_failures",
+        "Quality-control failures by reason (a frame failing several checks counts once per reason).",
+        labels=["camera", "reason"],
+    )
+    for (camera, reason), n in sorted(per_reason("failed").items()):
+        failures.add_metric([camera, reason], n)
+    out.append(failures)
+
+    out.extend(_camera_gauges(cameras_status))
+    out.append(_latency_histogram(by_metric))
+    out.append(_batch_histogram(by_metric))
+
+    for metric, name, doc in PIPELINE_COUNTERS:
+        out.append(CounterMetricFamily(PREFIX + name, doc, value=sum(per_camera(metric).values())))
+
+    workers: dict[str, dict[str, Any]] = status.get("workers", {})
+    up = GaugeMetricFamily(f"{PREFIX}worker_up", "1 while the worker process runs.", labels=["worker"])
+    restarts = CounterMetricFamily(
+        f"{PREFIX}worker_restarts", "Times the supervisor restarted the worker.", labels=["worker"]
+    )
+    for worker, row in sorted(workers.items()):
+        up.add_metric([worker], 1 if row.get("state") == "running" else 0)
+        restarts.add_metric([worker], row.get("restarts", 0))
+    out.extend([up, restarts])
+
+    if "uptime_s" in status:
+        out.append(
+            GaugeMetricFamily(
+                f"{PREFIX}uptime_seconds", "Seconds since the supervisor started.", value=status["uptime_s"]
+            )
+        )
+    return out
+
+
+def _camera_gauges(cameras_status: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+    state = GaugeMetricFamily(
+        f"{PREFIX}camera_state",
+        "1 for the camera's current state, 0 for the others.",
+        labels=["camera", "state"],
+    )
+    fps = GaugeMetricFamily(
+        f"{PREFIX}camera_fps",
+        "Frames per second over the last 5 s: in = sent by the camera, out = written to Redis.",
+        labels=["camera", "direction"],
+    )
+    age = GaugeMetricFamily(
+        f"{PREFIX}camera_last_frame_age_seconds",
+        "Seconds since the camera's last frame (to within one stats interval); absent before the first.",
+        labels=["camera"],
+    )
+    unaccounted = GaugeMetricFamily(
+        f"{PREFIX}frames_unaccounted",
+        "Frames in the ring that no counter accounts for yet: in flight while running, lost in a crash.",
+        labels=["camera"],
+    )
+    for camera, row in sorted(cameras_status.items()):
+        current = row.get("state", "")
+        for value in [*CAMERA_STATES, *([current] if current not in CAMERA_STATES else [])]:
+            state.add_metric([camera, value], 1 if value == current else 0)
+        for direction in ("in", "out"):
+            if row.get(f"fps_{direction}") is not None:
+                fps.add_metric([camera, direction], row[f"fps_{direction}"])
+        if row.get("last_frame_age_s") is not None:
+            age.add_metric([camera], row["last_frame_age_s"])
+        if row.get("unaccounted") is not None:
+            unaccounted.add_metric([camera], row["unaccounted"])
+    yield from (state, fps, age, unaccounted)
+
+
+def _histogram(
+    name: str, doc: str, bounds: Iterable[float], counts: dict[float, int], sum_value: float
+) -> HistogramMetricFamily:
+    """A histogram from observation counts keyed by their bucket's upper bound (inf beyond)."""
+    buckets, seen = [], 0
+    for bound in bounds:
+        seen += counts.get(bound, 0)
+        buckets.append((floatToGoString(bound), seen))
+    buckets.append(("+Inf", sum(counts.values())))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=sum_value)
+
+
+def _latency_histogram(by_metric: dict[str, dict[tuple[str, str], int]]) -> HistogramMetricFamily:
+    """Counters ("latency_ms", camera, bound in ms or "inf") and ("latency_ms_sum", camera, "")."""
+    counts: dict[float, int] = defaultdict(int)
+    for (_, reason), n in by_metric.get("latency_ms", {}).items():
+        with contextlib.suppress(ValueError):  # float("inf") is inf: the overflow bucket
+            counts[float(reason) / 1000] += n
+    total_ms = sum(by_metric.get("latency_ms_sum", {}).values())
+    return _histogram(
+        f"{PREFIX}capture_to_redis_latency_seconds",
+        "Seconds from a frame entering shared memory to its batch being written to Redis "
+        "(the sum is rounded to the millisecond per frame).",
+        (bound / 1000 for bound in LATENCY_BUCKETS_MS),
+        counts,
+        total_ms / 1000,
+    )
+
+
+def _batch_histogram(by_metric: dict[str, dict[tuple[str, str], int]]) -> HistogramMetricFamily:
+    """Counters ("batch_frames", "", size): one per batch written, by its exact size."""
+    counts: dict[float, int] = defaultdict(int)
+    frames = 0
+    for (_, reason), n in by_metric.get("batch_frames", {}).items():
+        if reason.isdigit():
+            size = int(reason)
+            counts[next((b for b in BATCH_BUCKETS if size <= b), float("inf"))] += n
+            frames += size * n
+    return _histogram(
+        f"{PREFIX}batch_frames", "Frames per batch written to Redis.", BATCH_BUCKETS, counts, frames
+    )
+
+
+class PipelineCollector(Collector):
+    """Builds every family from one snapshot per scrape (runs on the HTTP server's thread)."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot | None]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        snapshot = self._snapshot()
+        if snapshot is None:  # before the supervisor's first status tick: nothing to say yet
+            return []
+        return families(*snapshot)
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # names depend on nothing at registration; do not collect to find them
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """("host", port) of "host:port" ("[::1]:9108" for IPv6; ":9108" is every interface);
+    None for an empty address (metrics disabled)."""
+    text = address.strip()
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535 or (":" in host and not host.startswith("[")):
+        raise PreflightError(f'metrics.address "{address}": expected host:port (port 0 picks a free one)')
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class MetricsExporter:
+    """Serves `/metrics` on its own registry (no process or Python collectors mixed in).
+
+    Thread safety: scrapes run on the HTTP server's threads while the supervisor's loop
+    updates its board. Rather than reading the board from another thread, the supervisor
+    hands over a finished snapshot on every status tick with `update(counts, status)`: the
+    board's totals and the status dict built from them, both fresh objects it never touches
+    again. Replacing one attribute with one tuple is atomic, so a scrape sees either the old
+    or the new snapshot, whole, with no lock and no work on the supervisor's loop beyond
+    what status.json already costs. Scrapes are at most one stats interval stale, which
+    worker reports (sent at that interval) already are.
+
+    A `snapshot` callable may be given instead (tests); it is then called on every scrape,
+    from the HTTP thread, and must be safe to call from there.
+    """
+
+    def __init__(self, address: str, snapshot: Callable[[], Snapshot | None] | None = None) -> None:
+        self.bind = parse_address(address)
+        self._latest: Snapshot | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(PipelineCollector(snapshot or self._get_latest))
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    @property
+    def address(self) -> str | None:
+        """The bound "host:port" while serving, else None (disabled, or not started)."""
+        if self.bind is None or self.port is None:
+            return None
+        return format_address(self.bind[0], self.port)
+
+    def update(self, counts: dict[CounterKey, int], status: dict[str, Any]) -> None:
+        """The supervisor's latest totals and status; neither may be modified afterwards."""
+        self._latest = (counts, status)
+
+    def _get_latest(self) -> Snapshot | None:
+        return self._latest
+
+    def start(self) -> None:
+        """Serve /metrics (no-op when disabled); a busy or bad address is a PreflightError."""
+        if self.bind is None or self._server is not None:
+            return
+        host, port = self.bind
+        try:
+            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            shown = format_address(host, port)
+            raise PreflightError(f"metrics.address {shown}: cannot listen: {exc.strerror or exc}") from exc
+        self.port = self._server.server_address[1]
+        log.info("metrics: http://%s/metrics", self.address)
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket; safe to call more than once."""
+        server, thread = self._server, self._thread
+        self._server, self._thread, self.port = None, None, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> MetricsExporter:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
