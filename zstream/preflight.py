@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
+import socket
 
 import redis
 from redis.exceptions import RedisError
@@ -71,3 +73,68 @@ def _breakdown(topology: Topology) -> str:
 
 def _mib(size: int) -> str:
     return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+# File descriptors a pipeline may hold: a base for the supervisor and each worker's sockets,
+# plus per camera its ZeroMQ pipes, its network connection and FFmpeg's own.
+FDS_BASE = 256
+FDS_PER_CAMERA = 16
+
+
+def check_open_files(topology: Topology) -> None:
+    """Raise the soft limit of open files as far as needed (up to the hard limit, which only
+    root can raise); refuse when even the hard limit is too low."""
+    needed = FDS_BASE + FDS_PER_CAMERA * len(topology.cameras)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise PreflightError(
+                f"{len(topology.cameras)} cameras need about {needed} open files, and this process may "
+                f"open at most {hard} (hard limit): raise it (`ulimit -Hn {needed}` as root, LimitNOFILE= "
+                f"in a systemd unit, or docker run --ulimit nofile={needed})"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))  # inherited by every worker
+
+
+def check_endpoints(topology: Topology) -> None:
+    """Every TCP port the pipeline will listen on is free, all reported at once."""
+    wanted = [
+        ("control.endpoint", _tcp_of_endpoint(topology.control.endpoint)),
+        ("tap.endpoint", _tcp_of_endpoint(topology.tap.endpoint)),
+        ("metrics.address", _tcp_of_address(topology.metrics.address)),
+    ]
+    problems = []
+    for key, address in wanted:
+        if address is not None and (why := _bind_problem(*address)) is not None:
+            host, port = address
+            problems.append(
+                f"{key}: {host}:{port} is not free ({why}); stop what holds it or pick another port"
+            )
+    if problems:
+        raise PreflightError("; ".join(problems))
+
+
+def _tcp_of_endpoint(endpoint: str) -> tuple[str, int] | None:
+    """(host, port) of tcp://HOST:PORT; None for ipc://, an empty endpoint or port *."""
+    if not endpoint.startswith("tcp://"):
+        return None
+    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
+    return None if port == "*" else (host.strip("[]"), int(port))
+
+
+def _tcp_of_address(address: str) -> tuple[str, int] | None:
+    if not address:
+        return None
+    host, _, port = address.rpartition(":")
+    return None if port == "0" else (host.strip("[]") or "0.0.0.0", int(port))
+
+
+def _bind_problem(host: str, port: int) -> str | None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ and http.server do
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
