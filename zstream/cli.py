@@ -21,7 +21,7 @@ from rich.table import Table
 
 from zstream import __version__
 from zstream.control import ControlClient, ControlError, published_endpoints
-from zstream.errors import PreflightError, TopologyError
+from zstream.errors import PreflightError, TopologyError, ZStreamError
 from zstream.topology import Topology, load_topology
 from zstream.worker import configure_logging
 
@@ -109,10 +109,13 @@ def _endpoint_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _client(topology_file: str, endpoint: str | None) -> ControlClient:
-    if endpoint is None:
+    """The running pipeline's control endpoint, with the topology's CURVE keys when it has some."""
+    keys = None
+    if endpoint is None or Path(topology_file).exists():
         topology = _load(topology_file)
-        endpoint = published_endpoints(topology.run_dir).get("control", topology.control.endpoint)
-    return ControlClient(endpoint)
+        endpoint = endpoint or published_endpoints(topology.run_dir).get("control", topology.control.endpoint)
+        keys = Path(topology.security.curve_keys) if topology.security.curve_keys else None
+    return ControlClient(endpoint, keys=keys)
 
 
 def _call(topology_file: str, endpoint: str | None, command: str, **args: Any) -> Any:
@@ -284,11 +287,34 @@ def top(topology_file: str, endpoint: str | None, refresh: float) -> None:
 @click.option("--camera", "camera_ids", multiple=True, metavar="ID", help="only this camera (repeatable)")
 @click.option("--save", "save_dir", type=click.Path(file_okay=False, path_type=Path), help="save frames here")
 @click.option("--count", type=click.IntRange(min=1), help="stop after this many frames")
-def tap(endpoint: str, camera_ids: tuple[str, ...], save_dir: Path | None, count: int | None) -> None:
+@click.option(
+    "--keys", type=click.Path(file_okay=False, path_type=Path), help="CURVE keys of a protected tap"
+)
+def tap(
+    endpoint: str, camera_ids: tuple[str, ...], save_dir: Path | None, count: int | None, keys: Path | None
+) -> None:
     """Watch the validated frames published on the tap ENDPOINT: fps per camera, frames saved."""
     from zstream.tap import run_tap
 
-    sys.exit(run_tap(endpoint, list(camera_ids), save_dir, count, sys.stdout))
+    sys.exit(run_tap(endpoint, list(camera_ids), save_dir, count, sys.stdout, keys=keys))
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def keys(directory: Path) -> None:
+    """Make CURVE keys in DIRECTORY for control and tap endpoints beyond loopback (security.curve_keys)."""
+    from zstream.security import make_keys
+
+    try:
+        made = make_keys(directory)
+    except ZStreamError as exc:
+        click.echo(f"zstream: {exc}", err=True)
+        sys.exit(EXIT_ENVIRONMENT)
+    click.echo("\n".join(str(path) for path in made))
+    click.echo(
+        f'set security.curve_keys = "{directory}"; clients use --keys with client.key_secret and '
+        "server.key; allowed clients' public keys go in clients/"
+    )
 
 
 @main.group()

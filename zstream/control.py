@@ -18,6 +18,7 @@ import zmq
 
 from zstream.errors import WireError, ZStreamError
 from zstream.rundir import ENDPOINTS_FILE
+from zstream.security import CurveServer, curve_client
 from zstream.wire import ControlReply, ControlRequest, decode, encode
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ Handler = Callable[[str, dict[str, Any]], Any]
 class ControlServer:
     """The supervisor's side: bind, and answer whatever requests are waiting."""
 
-    def __init__(self, context: zmq.Context, endpoint: str) -> None:
+    def __init__(self, context: zmq.Context, endpoint: str, curve: CurveServer | None = None) -> None:
         self.socket = context.socket(zmq.ROUTER)
+        if curve is not None:
+            curve.protect(self.socket)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a client gone: its reply is dropped
@@ -82,9 +85,10 @@ class ControlServer:
 class ControlClient:
     """The CLI's side: one request, one reply, within a deadline."""
 
-    def __init__(self, endpoint: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, endpoint: str, timeout_s: float = DEFAULT_TIMEOUT_S, keys: Path | None = None) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
+        self.keys = keys  # CURVE client keys (see zstream.security), for a protected endpoint
 
     def call(self, command: str, **args: Any) -> Any:
         """The command's result; ControlError when refused or when nobody answers."""
@@ -92,6 +96,8 @@ class ControlClient:
         socket = context.socket(zmq.REQ)
         socket.setsockopt(zmq.LINGER, 0)
         try:
+            if self.keys is not None:
+                curve_client(socket, self.keys)
             socket.connect(self.endpoint)
             socket.send(encode(ControlRequest(command, args)))
             if not socket.poll(int(self.timeout_s * 1000)):
@@ -104,6 +110,8 @@ class ControlClient:
             raise ControlError(f"cannot reach the control endpoint {self.endpoint}: {exc}") from exc
         except WireError as exc:
             raise ControlError(f"{self.endpoint} answered something else than zstream: {exc}") from exc
+        except ZStreamError as exc:  # unreadable keys
+            raise ControlError(str(exc)) from exc
         finally:
             socket.close()
         assert isinstance(reply, ControlReply)

@@ -28,14 +28,17 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from zstream.camera import CameraState
-from zstream.errors import PreflightError
+from zstream.errors import PreflightError, ZStreamError
+from zstream.security import bearer_token_required, read_token
 from zstream.stats import LATENCY_BUCKETS_MS, CounterKey
 
 log = logging.getLogger(__name__)
@@ -278,6 +281,13 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """No line on stderr per scrape."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
 class MetricsExporter:
     """Serves `/metrics` on its own registry (no process or Python collectors mixed in).
 
@@ -294,8 +304,11 @@ class MetricsExporter:
     from the HTTP thread, and must be safe to call from there.
     """
 
-    def __init__(self, address: str, snapshot: Callable[[], Snapshot | None] | None = None) -> None:
+    def __init__(
+        self, address: str, snapshot: Callable[[], Snapshot | None] | None = None, token_file: str = ""
+    ) -> None:
         self.bind = parse_address(address)
+        self.token_file = token_file  # when set, scrapes need `Authorization: Bearer <token>`
         self._latest: Snapshot | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(PipelineCollector(snapshot or self._get_latest))
@@ -322,13 +335,25 @@ class MetricsExporter:
         if self.bind is None or self._server is not None:
             return
         host, port = self.bind
+        app = make_wsgi_app(self.registry)
+        if self.token_file:
+            try:
+                app = bearer_token_required(app, read_token(self.token_file))
+            except ZStreamError as exc:
+                raise PreflightError(str(exc)) from exc
         try:
-            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+            self._server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
         except OSError as exc:
             shown = format_address(host, port)
             raise PreflightError(f"metrics.address {shown}: cannot listen: {exc.strerror or exc}") from exc
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
+        self._thread.start()
         self.port = self._server.server_address[1]
-        log.info("metrics: http://%s/metrics", self.address)
+        log.info(
+            "metrics: http://%s/metrics%s",
+            self.address,
+            " (bearer token required)" if self.token_file else "",
+        )
 
     def stop(self) -> None:
         """Stop serving and close the listening socket; safe to call more than once."""

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -32,6 +33,7 @@ from zstream.metrics import MetricsExporter
 from zstream.operations import Operations
 from zstream.ring import Ring, ring_path
 from zstream.rundir import ENDPOINTS_FILE, STATUS_FILE, TAP_ENDPOINT_FILE, RunDir, write_pipeline
+from zstream.security import CurveServer
 from zstream.sources.base import i420_size
 from zstream.stats import (
     CameraRates,
@@ -109,7 +111,10 @@ class Supervisor:
         self.placement = topology.initial_placement()
         self.retired_seq: dict[str, int] = {}  # next seq of cameras removed live, should they return
         self.control: ControlServer | None = None
-        self.metrics = MetricsExporter(topology.metrics.address)  # serves nothing before run()
+        self.curve: CurveServer | None = None
+        self.metrics = MetricsExporter(
+            topology.metrics.address, token_file=topology.security.metrics_token_file
+        )  # serves nothing before run()
         self.endpoints: dict[str, str] = {}
         self.operations = Operations(self)
         self.processes = ProcessSampler()
@@ -155,6 +160,8 @@ class Supervisor:
             self._kill_all()
             if self.control is not None:
                 self.control.close()
+            if self.curve is not None:
+                self.curve.stop()
             if stats is not None:
                 stats.close(linger=0)
                 self._log_summary(final=True)  # before the rings go: they hold the committed counts
@@ -178,8 +185,10 @@ class Supervisor:
             self.rings[camera.id] = ring
 
     def _bind_control(self, context: zmq.Context) -> None:
+        keys = self.topology.security.curve_keys
         try:
-            self.control = ControlServer(context, self.topology.control.endpoint)
+            self.curve = CurveServer(context, Path(keys)) if keys else None
+            self.control = ControlServer(context, self.topology.control.endpoint, self.curve)
         except ZStreamError as exc:
             raise PreflightError(f"{exc} (control.endpoint; is another pipeline using it?)") from exc
         self.endpoints = {"control": self.control.endpoint}

@@ -48,9 +48,10 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from zstream.errors import WireError
+from zstream.errors import WireError, ZStreamError
 from zstream.pixels import i420_shape, jpeg_encode
 from zstream.rundir import TAP_ENDPOINT_FILE
+from zstream.security import CurveServer, curve_client
 from zstream.sources.base import chroma_size, i420_size
 from zstream.stats import Counters
 from zstream.wire import FrameMeta, TapFrame
@@ -88,6 +89,7 @@ class TapPublisher:
         self.counters = counters
         self.batch_jpeg_quality = batch_jpeg_quality  # batch payloads of this quality are reused
         self.endpoint_file = endpoint_file
+        self.curve: CurveServer | None = None  # the ZAP thread checking subscribers' keys, if any
         self.endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._topics: set[bytes] = set()
         self._wanted: dict[str, bool] = {}
@@ -106,7 +108,17 @@ class TapPublisher:
         settings = topology.tap
         if not settings.endpoint:
             return None
-        socket = (context or zmq.Context.instance()).socket(zmq.XPUB)
+        context = context or zmq.Context.instance()
+        socket = context.socket(zmq.XPUB)
+        keys = topology.security.curve_keys
+        try:
+            curve = CurveServer(context, Path(keys)) if keys else None
+        except ZStreamError as exc:
+            socket.close(linger=0)
+            log.error("tap: %s; running without the tap", exc)
+            return None
+        if curve is not None:
+            curve.protect(socket)
         socket.setsockopt(zmq.SNDHWM, settings.hwm)
         socket.setsockopt(zmq.XPUB_NODROP, 1)
         socket.setsockopt(zmq.SNDTIMEO, 0)
@@ -115,6 +127,8 @@ class TapPublisher:
             socket.bind(settings.endpoint)
         except zmq.ZMQError as exc:
             socket.close(linger=0)
+            if curve is not None:
+                curve.stop()
             log.error(
                 "tap: cannot bind %s (%s); running without the tap "
                 '(set tap.endpoint to a free address, or "" for none)',
@@ -131,6 +145,7 @@ class TapPublisher:
             batch_jpeg_quality=batcher.jpeg_quality if batcher.encoding == "jpeg" else None,
             endpoint_file=Path(topology.run_dir) / ENDPOINT_FILE,
         )
+        tap.curve = curve
         tmp = tap.endpoint_file.with_suffix(".tmp")
         tmp.write_text(tap.endpoint + "\n")
         tmp.replace(tap.endpoint_file)
@@ -139,6 +154,8 @@ class TapPublisher:
 
     def close(self) -> None:
         self.socket.close(linger=0)
+        if self.curve is not None:
+            self.curve.stop()
         if self.endpoint_file is not None:
             self.endpoint_file.unlink(missing_ok=True)
 
@@ -263,6 +280,7 @@ class TapSubscriber:
         cameras: Sequence[str] = (),
         rcvhwm: int = 100,
         context: zmq.Context | None = None,
+        keys: Path | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.cameras = frozenset(cameras)
@@ -274,8 +292,10 @@ class TapSubscriber:
         events = zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_DISCONNECTED
         self._monitor = self.socket.get_monitor_socket(events)
         try:
+            if keys is not None:  # a tap protected with CURVE (see zstream.security)
+                curve_client(self.socket, keys)
             self.socket.connect(endpoint)  # ZMQError: not an endpoint
-        except zmq.ZMQError:
+        except (zmq.ZMQError, ZStreamError):
             self.close()
             raise
         for camera in sorted(self.cameras) or [""]:
@@ -460,6 +480,7 @@ def run_tap(
     out: TextIO,
     *,
     wait_s: float = 5.0,
+    keys: Path | None = None,
 ) -> int:
     """`zstream tap`: subscribe to `endpoint` (the chosen cameras, or all), print each camera's
     fps once a second, save frames as SAVE_DIR/<camera>/<seq>.jpg, stop after `count` frames in
@@ -467,7 +488,10 @@ def run_tap(
     frame of the chosen cameras) or frames cannot be saved; 2 not an endpoint, or --save on a tap
     that publishes metadata only. Problems are one line on `out`, never a traceback."""
     try:
-        subscriber = TapSubscriber(endpoint, cameras)
+        subscriber = TapSubscriber(endpoint, cameras, keys=keys)
+    except ZStreamError as exc:
+        print(f"zstream tap: {exc}", file=out)
+        return 2
     except zmq.ZMQError as exc:
         print(
             f"zstream tap: {endpoint!r} is not a ZeroMQ endpoint ({exc}); expected e.g. tcp://127.0.0.1:5591",

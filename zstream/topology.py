@@ -37,8 +37,8 @@ def _parse_size(value: Any) -> Any:
     """Accept "1280x720" or [1280, 720]; anything else is left for pydantic to reject."""
     if isinstance(value, str):
         width, sep, height = value.lower().partition("x")
-        if not sep or not width.isdigit() or not height.isdigit():
-            raise ValueError(f"expected WIDTHxHEIGHT such as 1280x720, got {value!r}")
+        if not sep or not (width + height).isascii() or not width.isdigit() or not height.isdigit():
+            raise ValueError(f"expected WIDTHxHEIGHT such as 1280x720, got {_shown(value)}")
         return (int(width), int(height))
     return value
 
@@ -73,7 +73,11 @@ class RedisSettings(Strict):
     @field_validator("url")
     @classmethod
     def _redis_scheme(cls, url: str) -> str:
-        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        try:
+            scheme = urlsplit(url).scheme
+        except ValueError as exc:  # its message quotes the netloc, password and all
+            raise ValueError(f"not a valid URL ({_url_error(exc)})") from None
+        if scheme not in ("redis", "rediss", "unix"):
             raise ValueError(f"must start with redis://, rediss:// or unix://, got {mask_url(url)!r}")
         return url
 
@@ -141,18 +145,23 @@ def _zmq_endpoint(value: str, *, optional: bool = False) -> str:
     host, colon, port = rest.rpartition(":")
     if scheme == "ipc" and sep and rest:
         return value
-    if scheme == "tcp" and sep and host and colon and (port == "*" or (port.isdigit() and int(port) < 65536)):
+    if scheme == "tcp" and sep and host and colon and (port == "*" or _is_port(port)):
         return value
     wanted = "tcp://HOST:PORT (PORT may be *), ipc://PATH" + (' or ""' if optional else "")
-    raise ValueError(f"expected {wanted}, got {value!r}")
+    raise ValueError(f"expected {wanted}, got {_shown(value)}")
+
+
+def _is_port(text: str) -> bool:
+    """0 to 65535 in ASCII digits ("²".isdigit() is true, and int() refuses it)."""
+    return text.isascii() and text.isdigit() and int(text) < 65536
 
 
 def _host_port(value: str) -> str:
     if value == "":
         return value
     host, colon, port = value.rpartition(":")
-    if not (host and colon and port.isdigit() and int(port) < 65536):
-        raise ValueError(f'expected HOST:PORT (PORT 0 picks a free one) or "", got {value!r}')
+    if not (host and colon and _is_port(port)):
+        raise ValueError(f'expected HOST:PORT (PORT 0 picks a free one) or "", got {_shown(value)}')
     return value
 
 
@@ -196,6 +205,13 @@ class MetricsSettings(Strict):
         return _host_port(value)
 
 
+class SecuritySettings(Strict):
+    curve_keys: str = Field(
+        "", description="directory made by `zstream keys`: CURVE for control and tap, clients/ allowed"
+    )
+    metrics_token_file: str = Field("", description="file holding the bearer token /metrics requires")
+
+
 class Camera(Strict):
     id: str = Field(pattern=CAMERA_ID_PATTERN, description="unique; letters, digits, _ . -")
     url: str = Field(
@@ -226,7 +242,9 @@ class Camera(Strict):
     def _known_thresholds(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(value) - set(Thresholds.model_fields))
         if unknown:
-            raise ValueError(f"unknown threshold(s) {unknown}; known: {sorted(Thresholds.model_fields)}")
+            raise ValueError(
+                f"unknown threshold(s) {_shown(unknown)}; known: {sorted(Thresholds.model_fields)}"
+            )
         Thresholds(**value)
         return value
 
@@ -245,6 +263,7 @@ class Topology(Strict):
     control: ControlSettings = Field(default_factory=ControlSettings)
     tap: TapSettings = Field(default_factory=TapSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
     cameras: list[Camera] = Field(min_length=1)
 
     # What the workers derive from the topology lives here, so every process agrees.
@@ -382,6 +401,8 @@ def load_topology(path: str | os.PathLike[str], with_live_changes: bool = True) 
         raise TopologyError([f"{source}: cannot read: {exc}"]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise TopologyError([f"{source}: not valid TOML: {exc}"]) from exc
+    except RecursionError as exc:  # tomllib recurses into nested arrays and inline tables
+        raise TopologyError([f"{source}: not valid TOML: arrays or tables nested too deeply"]) from exc
     if with_live_changes:
         from zstream.live import merge_overlay, overlay_path, read_overlay
 
@@ -395,18 +416,53 @@ def parse_topology(raw: dict[str, Any], base_dir: Path) -> Topology:
     # problems are reported together with the schema's instead of on the next attempt.
     problems = _duplicate_camera_ids(raw) + _semantic_problems(raw, base_dir)
     try:
-        topology = Topology.model_validate(raw)
+        topology = _resolve_paths(Topology.model_validate(raw), base_dir)
     except ValidationError as exc:
         problems.extend(_format_error(error) for error in exc.errors())
+    else:
+        problems.extend(_exposure_problems(topology))
     if problems:
         raise TopologyError(problems)
-    return _resolve_paths(topology, base_dir)
+    return topology
+
+
+def _exposure_problems(topology: Topology) -> list[str]:
+    """Endpoints beyond loopback need their protection configured (see zstream.security)."""
+    from zstream.security import CLIENTS_DIR, SERVER_KEY, endpoint_is_local, is_loopback
+
+    security, problems = topology.security, []
+    for key, endpoint in (
+        ("control.endpoint", topology.control.endpoint),
+        ("tap.endpoint", topology.tap.endpoint),
+    ):
+        if not endpoint_is_local(endpoint) and not security.curve_keys:
+            problems.append(
+                f"{key}: {endpoint} is reachable beyond this machine: set security.curve_keys "
+                "(`zstream keys DIR` makes them), or bind it to 127.0.0.1"
+            )
+    host = topology.metrics.address.rpartition(":")[0]
+    if topology.metrics.address and not is_loopback(host) and not security.metrics_token_file:
+        problems.append(
+            f"metrics.address: {topology.metrics.address} is reachable beyond this machine: set "
+            "security.metrics_token_file (a file holding a token), or bind it to 127.0.0.1"
+        )
+    keys = Path(security.curve_keys)
+    if security.curve_keys and not (keys / f"{SERVER_KEY}_secret").is_file():
+        problems.append(
+            f"security.curve_keys: no {SERVER_KEY}_secret in {keys} (make keys with `zstream keys {keys}`)"
+        )
+    elif security.curve_keys and not (keys / CLIENTS_DIR).is_dir():
+        problems.append(f"security.curve_keys: no {CLIENTS_DIR}/ directory of allowed client keys in {keys}")
+    if security.metrics_token_file and not Path(security.metrics_token_file).is_file():
+        problems.append(f"security.metrics_token_file: file not found: {security.metrics_token_file}")
+    return problems
 
 
 def key_path(loc: tuple[Any, ...]) -> str:
     """('cameras', 3, 'fps') -> 'cameras[3].fps'."""
     text = ""
     for part in loc:
+        part = mask_url(part) if isinstance(part, str) and "://" in part else part  # an unknown key
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text or "(top level)"
 
@@ -419,12 +475,39 @@ def _format_error(error: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{key_path(loc)}: required key is missing"
     message = error["msg"].removeprefix("Value error, ")
-    message = message[0].lower() + message[1:]
+    message = message[:1].lower() + message[1:]
     if "got" in message or kind.startswith("value_error"):
         return f"{key_path(loc)}: {message}"
     value = error.get("input")
-    shown = mask_url(value) if isinstance(value, str) and "://" in value else repr(value)
+    shown = _cut(mask_url(value)) if isinstance(value, str) and "://" in value else _shown(value)
     return f"{key_path(loc)}: {message}, got {shown}"
+
+
+SHOWN_MAX = 200  # characters of a bad value quoted in a problem
+
+
+def _shown(value: Any) -> str:
+    """A bad value as quoted in a problem: any URL password in it masked, cut when very long."""
+    return _cut(repr(_masked(value)))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= SHOWN_MAX else f"{text[:SHOWN_MAX]}... ({len(text)} characters)"
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_url(value) if "://" in value else value
+    if isinstance(value, list | tuple):
+        return type(value)(_masked(item) for item in value)
+    if isinstance(value, dict):
+        return {_masked(key): _masked(item) for key, item in value.items()}
+    return value
+
+
+def _url_error(exc: ValueError) -> str:
+    """Why urlsplit refused a URL, without its message (which quotes the netloc, password and all)."""
+    return "bad IPv6 address" if "IPv6" in str(exc) else "invalid characters in the host"
 
 
 def _duplicate_camera_ids(raw: dict[str, Any]) -> list[str]:
@@ -450,22 +533,36 @@ def _resolve_paths(topology: Topology, base_dir: Path) -> Topology:
     """Make run_dir and file cameras absolute, so workers need not know where the file was."""
     cameras = [
         camera.model_copy(update={"url": str(_absolute(file_path(camera.url), base_dir))})
-        if camera.scheme == "file"
+        if _is_file_url(camera.url)
         else camera
         for camera in topology.cameras
     ]
+    security = topology.security
+    paths = {
+        key: str(_absolute(value, base_dir)) if value else value
+        for key, value in (
+            ("curve_keys", security.curve_keys),
+            ("metrics_token_file", security.metrics_token_file),
+        )
+    }
     return topology.model_copy(
-        update={"cameras": cameras, "run_dir": str(_absolute(topology.run_dir, base_dir))}
+        update={
+            "cameras": cameras,
+            "run_dir": str(_absolute(topology.run_dir, base_dir)),
+            "security": security.model_copy(update=paths),
+        }
     )
 
 
 def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
     problems = []
     run_dir = raw.get("run_dir", Topology.model_fields["run_dir"].default)
-    if isinstance(run_dir, str) and len(resolved := str(_absolute(run_dir, base_dir))) > MAX_RUN_DIR_LENGTH:
+    if isinstance(run_dir, str) and (problem := _path_problem(run_dir)):
+        problems.append(f"run_dir: {problem}")
+    elif isinstance(run_dir, str) and len(resolved := str(_absolute(run_dir, base_dir))) > MAX_RUN_DIR_LENGTH:
         problems.append(
             f"run_dir: {len(resolved)} characters is too long for Unix socket paths "
-            f"(at most {MAX_RUN_DIR_LENGTH}), got {resolved!r}"
+            f"(at most {MAX_RUN_DIR_LENGTH}), got {_shown(resolved)}"
         )
     cameras = raw.get("cameras")
     for index, camera in enumerate(cameras if isinstance(cameras, list) else []):
@@ -481,19 +578,62 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
     return problems
 
 
+def _path_problem(path: str) -> str | None:
+    """What makes a path unusable before it is even looked up (the schema cannot tell)."""
+    if "\0" in path:
+        return "contains a NUL character"
+    try:
+        Path(path).expanduser()
+    except RuntimeError:  # ~name of no such user
+        return f"no such user's home directory: {path.partition('/')[0]!r}"
+    return None
+
+
+def _is_file_url(url: str) -> bool:
+    """Whether a camera URL names a file; False for one too broken to say (reported on its own)."""
+    try:
+        return source_scheme(url) == "file"
+    except ValueError:
+        return False
+
+
 def _absolute(path: str, base_dir: Path) -> Path:
-    expanded = Path(path).expanduser()
+    try:
+        expanded = Path(path).expanduser()
+    except RuntimeError:  # ~name of no such user: reported by _path_problem where it matters
+        expanded = Path(path)
     return Path(os.path.normpath(expanded if expanded.is_absolute() else base_dir / expanded))
 
 
 def _camera_url_problem(url: str, camera_id: str, base_dir: Path) -> str | None:
-    scheme = source_scheme(url)
+    if "\0" in url:
+        return "contains a NUL character"
+    try:
+        scheme = source_scheme(url)
+    except ValueError as exc:
+        return f"not a valid URL ({_url_error(exc)})"
     if scheme not in SOURCE_SCHEMES:
         return f"unsupported scheme {scheme!r} in {mask_url(url)!r}; use one of {list(SOURCE_SCHEMES)}"
-    if scheme == "file" and not (path := _absolute(file_path(url), base_dir)).is_file():
-        return f"file not found: {path}"
-    if scheme in NETWORK_SCHEMES and not urlsplit(url).hostname:
-        return f"no host in {mask_url(url)!r}"
+    if scheme == "file":
+        if problem := _path_problem(file_path(url)):
+            return problem
+        path = _absolute(file_path(url), base_dir)
+        # As shown: what a URL parser takes for a password ("a://u:pw@x", a Windows drive to us) masked.
+        shown = _cut(str(_absolute(file_path(mask_url(url)), base_dir) if "@" in url else path))
+        try:
+            found = path.is_file()
+        except OSError as exc:  # a name too long, a directory we may not search
+            return f"cannot look up {shown}: {exc.strerror}"
+        if not found:
+            return f"file not found: {shown}"
+    if scheme in NETWORK_SCHEMES:
+        parts = urlsplit(url)
+        if not parts.hostname:
+            return f"no host in {mask_url(url)!r}"
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+        except ValueError:
+            return f"port is not a number from 0 to 65535 in {mask_url(url)!r}"
     if scheme == "synthetic":
         from zstream.sources.synthetic import parse_synthetic_url
 

@@ -1,0 +1,95 @@
+"""Endpoints beyond loopback must be protected, and protection is real: CURVE lets in only the
+clients whose keys are allowed, /metrics wants its bearer token."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import zmq.auth
+
+from tests.conftest import topology_text, wait_until
+from tests.test_pipeline import SYNTH, assert_clean_exit
+from tests.test_topology import GOOD_CAMERA, problems_of
+from zstream.control import ControlClient, ControlError
+from zstream.security import make_keys
+from zstream.tap import TapSubscriber
+from zstream.topology import load_topology
+
+TOKEN = "a-long-enough-test-token-0123456789"
+
+
+def test_endpoints_beyond_loopback_are_refused_unless_protected(tmp_path: Path) -> None:
+    exposed = f"""
+[control]
+endpoint = "tcp://0.0.0.0:5590"
+[tap]
+endpoint = "tcp://*:5591"
+[metrics]
+address = "0.0.0.0:9108"
+[[cameras]]
+{GOOD_CAMERA}
+"""
+    problems = problems_of(exposed, tmp_path)
+    assert [p.split(":")[0] for p in problems] == ["control.endpoint", "tap.endpoint", "metrics.address"]
+    assert "security.curve_keys" in problems[0] and "security.metrics_token_file" in problems[2]
+
+    make_keys(tmp_path / "keys")
+    (tmp_path / "token").write_text(TOKEN)
+    protected = tmp_path / "protected.toml"
+    protected.write_text(f'{exposed}\n[security]\ncurve_keys = "keys"\nmetrics_token_file = "token"\n')
+    topology = load_topology(protected)  # relative paths are resolved against the file
+    assert topology.security.curve_keys == str(tmp_path / "keys")
+    assert problems_of(exposed + '[security]\ncurve_keys = "nowhere"\n', tmp_path)[-1].startswith(
+        "security.curve_keys: no server.key_secret in"
+    )
+
+
+def test_curve_and_token_let_in_only_whom_they_should(
+    pipeline, run_dir: Path, streams: tuple[str, str], tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    make_keys(keys)
+    stranger = tmp_path / "stranger"  # a valid key pair, but not in keys/clients/
+    stranger.mkdir()
+    zmq.auth.create_certificates(stranger, "client")
+    shutil.copy(keys / "server.key", stranger / "server.key")
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    text = topology_text(run_dir, streams, [{"id": "cam", "url": SYNTH}])
+    text += f'\n[security]\ncurve_keys = "{keys}"\nmetrics_token_file = "{tmp_path / "token"}"\n'
+    running = pipeline(text)
+    endpoints = wait_until(
+        lambda: (
+            {"control", "tap", "metrics"} <= set(running.status().get("endpoints", {}))
+            and running.status()["endpoints"]
+        ),
+        60,
+        message="endpoints published",
+    )
+
+    allowed = ControlClient(endpoints["control"], timeout_s=5, keys=keys)
+    wait_until(lambda: allowed.call("cameras")[0]["state"] == "streaming", 30, message="control over CURVE")
+    for outsider in (None, stranger):  # no keys at all; keys the server does not allow
+        with pytest.raises(ControlError, match="no answer from the control endpoint"):
+            ControlClient(endpoints["control"], timeout_s=2, keys=outsider).call("cameras")
+
+    with TapSubscriber(endpoints["tap"], ["cam"], keys=keys) as subscriber:
+        received = subscriber.receive(10)
+        assert received is not None and received[0].camera == "cam"
+    with TapSubscriber(endpoints["tap"], ["cam"]) as plain:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert plain.receive(0.5) is None, "a subscriber without keys received a frame"
+
+    url = f"http://{endpoints['metrics']}/metrics"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(url, timeout=5)
+    assert refused.value.code == 401
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        assert b"zstream_frames_written_total" in answer.read()
+    assert_clean_exit(running)
