@@ -196,3 +196,17 @@ def wait_until(condition: Callable[[], Any], timeout: float, interval: float = 0
 
 def shm_segments(run_id: str) -> list[Path]:
     return sorted(SHM_DIR.glob(f"zstream-{run_id}-*"))
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[Any]:
+    """A private `redis-server` (tests/redis_server.py), started; killed afterwards."""
+    from tests.redis_server import PrivateRedis
+
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = PrivateRedis(directory)
+    server.start()
+    yield server
+    if server.process is not None:
+        server.kill()

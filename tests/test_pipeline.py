@@ -231,6 +231,8 @@ def test_killed_workers_are_restarted_and_frames_stay_whole_and_ordered(
     assert {status["workers"][w]["restarts"] for w in ("capture-0", "validate-1", "batch-0")} == {1}
     assert_clean_exit(running)
     assert running.log.count("exited on signal SIGKILL") == 3
+    delays = [float(d) for d in re.findall(r"exited on signal SIGKILL; restart #1 in ([\d.]+)s", running.log)]
+    assert len(delays) == 3 and max(delays) <= 2.0  # the policy restarts a first crash within 2 s
     assert re.search(r"final: unaccounted \d+ ", running.log)  # what the kills lost, counted
     for camera, frames in frames_by_camera(redis_client, streams[0]).items():
         assert_in_order(frames)  # seq keeps increasing across the capture restart

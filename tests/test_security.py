@@ -10,15 +10,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 import zmq.auth
 
-from tests.conftest import topology_text, wait_until
+from tests.conftest import REDIS_URL, topology_text, wait_until
+from tests.redis_server import TLS_PASSWORD, PrivateRedis
 from tests.test_pipeline import SYNTH, assert_clean_exit
 from tests.test_topology import GOOD_CAMERA, problems_of
 from zstream.control import ControlClient, ControlError
 from zstream.security import make_keys
 from zstream.tap import TapSubscriber
 from zstream.topology import load_topology
+from zstream.wire import decode_batch_entry
 
 TOKEN = "a-long-enough-test-token-0123456789"
 
@@ -93,3 +96,27 @@ def test_curve_and_token_let_in_only_whom_they_should(
     with urllib.request.urlopen(request, timeout=5) as answer:
         assert b"zstream_frames_written_total" in answer.read()
     assert_clean_exit(running)
+
+
+def test_redis_over_tls_with_a_password_works_and_the_password_stays_masked(
+    pipeline, run_dir: Path, streams: tuple[str, str], tmp_path: Path
+) -> None:
+    directory = tmp_path / "tls-redis"
+    directory.mkdir()
+    server = PrivateRedis(directory, tls=True)
+    server.start()
+    try:
+        text = topology_text(run_dir, streams, [{"id": "cam", "url": SYNTH}]).replace(REDIS_URL, server.url)
+        running = pipeline(text)
+        client = redis.Redis.from_url(server.url)
+        wait_until(lambda: client.xlen(streams[0]) >= 3, 60, message="batches in the TLS Redis")
+        assert_clean_exit(running)
+        frames = [f for _, fields in client.xrange(streams[0]) for f in decode_batch_entry(fields)[1]]
+        assert [meta.seq for meta, _ in frames] == list(range(len(frames)))
+        client.close()
+        plain = redis.Redis(port=server.port, socket_connect_timeout=2)  # TLS only: plain text is refused
+        with pytest.raises(redis.RedisError):
+            plain.ping()
+    finally:
+        server.kill()
+    assert TLS_PASSWORD not in running.log

@@ -4,7 +4,9 @@ The batcher is where pixels leave shared memory: it copies (or JPEG-encodes) eac
 out of its ring slot, re-checks the slot's generation so a frame overwritten meanwhile
 is dropped rather than sent torn, and releases the slot. Batches are sealed by size or
 age and written in order by one writer task; while Redis is down they wait in a bounded
-queue, and when that overflows the oldest batch is shed and counted.
+queue (retried with capped, jittered exponential back-off), and when that overflows the oldest
+batch is shed and counted. When Redis returns, what waited is written in order, with the
+entry ids it was given, even to a Redis that restarted empty.
 """
 
 from __future__ import annotations
@@ -12,16 +14,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import redis.asyncio as aioredis
 import uvloop
 import zmq
 import zmq.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from zstream.errors import RingError, mask_url
@@ -38,6 +44,14 @@ log = logging.getLogger(__name__)
 STAGE = "batch"
 QC_BACKLOG = 10000
 QC_CHUNK = 200
+RETRY_FIRST_S = 0.1  # back-off after the first failed write while Redis is down
+RETRY_MAX_S = 2.0  # its cap: Redis is written to again within about this long of its return
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds to wait after `failures` consecutive failed writes: exponential, capped, and
+    jittered (half to all of it) so that many pipelines do not hammer a returning Redis at once."""
+    return min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** max(0, failures - 1)) * random.uniform(0.5, 1.0)
 
 
 @dataclass
@@ -45,6 +59,7 @@ class Batch:
     frames: list[tuple[FrameMeta, bytes]] = field(default_factory=list)
     opened: float = field(default_factory=time.monotonic)
     entry_id: str | None = None  # fixed at the first write attempt; retries reuse it
+    name: str | None = None  # the `batch` field of its meta, also fixed at the first attempt
 
 
 @dataclass
@@ -53,13 +68,23 @@ class QcEntry:
     fields: dict[str, Any]
     entry_id: str | None = None
 
+    def same(self, stored: dict[bytes, bytes]) -> bool:
+        """Whether `stored` (an entry read back) is this one."""
+        return (
+            stored.get(b"camera") == self.camera.encode()
+            and stored.get(b"seq") == str(self.fields["seq"]).encode()
+        )
+
 
 class EntryIds:
     """Explicit, increasing stream entry ids ("ms-seq").
 
     A write that timed out may still have landed. Retrying it with the same explicit id
     makes Redis refuse the copy ("equal or smaller than the target stream top item"), so
-    a retry can never put a batch in the stream twice.
+    a retry can never put a batch in the stream twice; the writer then looks the id up to tell
+    "it landed" from "someone else wrote past it". A Redis that restarted empty (or from an
+    older snapshot) has a lower top or no stream at all: the ids, based on the clock and never
+    decreasing, are accepted as they are.
     """
 
     def __init__(self) -> None:
@@ -87,6 +112,13 @@ def _is_duplicate_id(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and "equal or smaller" in str(exc)
 
 
+def _batch_name(fields: dict[bytes, bytes]) -> str | None:
+    try:
+        return msgpack.unpackb(fields[b"meta"], raw=False)["batch"]
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException):
+        return None
+
+
 class Batcher(MessageIntake):
     """Turns verdicts into sealed batches and QC entries; `writer` sends them to Redis."""
 
@@ -101,11 +133,13 @@ class Batcher(MessageIntake):
         self.rings = RingCache(topology.run_id)
         self.open = Batch()
         self.sealed: deque[Batch] = deque()
+        self.writing: Batch | None = None  # taken off `sealed` while its XADD is on the wire
         self.qc: deque[QcEntry] = deque()
         self._ids = {"batch": EntryIds(), "qc": EntryIds()}
         self.wake = asyncio.Event()
         self._last_seq: dict[str, int] = {}
         self._batches = 0
+        self.shed = 0  # batches shed because Redis was down too long
         self.tap: TapPublisher | None = None  # validated frames also go to the tap's subscribers
 
     # ---- intake -------------------------------------------------------------------------
@@ -188,12 +222,18 @@ class Batcher(MessageIntake):
             return
         self.sealed.append(self.open)
         self.open = Batch()
+        self._shed()
+        self.wake.set()
+
+    def _shed(self) -> None:
+        """At most `max_pending_batches` wait (plus the one being written, which is never shed:
+        it may be landing in Redis right now)."""
         while len(self.sealed) > self.settings.max_pending_batches:
             shed = self.sealed.popleft()
+            self.shed += 1
             self.counters.add("batches_shed", reason="redis_backlog")
             for meta, _ in shed.frames:
                 self.counters.drop(STAGE, "redis_backlog", meta.camera)
-        self.wake.set()
 
     def seal_if_due(self) -> float:
         """Seal the open batch when it is old enough; returns seconds until it will be."""
@@ -207,16 +247,20 @@ class Batcher(MessageIntake):
 
     def _queue_qc(self, entry: QcEntry) -> None:
         self.qc.append(entry)
-        if len(self.qc) > QC_BACKLOG:
-            self.counters.drop(STAGE, "qc_backlog", self.qc.popleft().camera)
+        self._trim_qc()
         self.wake.set()
+
+    def _trim_qc(self) -> None:
+        while len(self.qc) > QC_BACKLOG:
+            self.counters.drop(STAGE, "qc_backlog", self.qc.popleft().camera)
 
     # ---- output -------------------------------------------------------------------------
 
     async def writer(self, finish: asyncio.Event) -> None:
         """Write QC entries and batches, in order, until `finish` is set and nothing is left."""
-        backoff = 0.1
-        failing = False
+        failures = 0
+        failing_since = 0.0
+        shed_before = 0
         while True:
             if not self.sealed and not self.qc:
                 if finish.is_set():
@@ -228,20 +272,27 @@ class Batcher(MessageIntake):
                 await self._write_some()
             except (RedisError, OSError) as exc:
                 self.counters.add("redis_errors")
-                if not failing:
+                if not failures:
+                    failing_since = time.monotonic()
+                    shed_before = self.shed
                     log.error(
                         "Redis at %s: %s; keeping batches (at most %d) and retrying",
                         mask_url(self.topology.redis.url),
                         exc,
                         self.settings.max_pending_batches,
                     )
-                failing = True
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                failures += 1
+                await asyncio.sleep(retry_delay(failures))
                 continue
-            if failing:
-                log.info("Redis is back; %d batches pending", len(self.sealed))
-            failing, backoff = False, 0.1
+            if failures:
+                log.info(
+                    "Redis is back after %.1f s (%d failed writes); %d batches pending, %d shed meanwhile",
+                    time.monotonic() - failing_since,
+                    failures,
+                    len(self.sealed),
+                    self.shed - shed_before,
+                )
+            failures = 0
 
     async def _wait_for_work(self, finish: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(finish.wait())]
@@ -253,8 +304,17 @@ class Batcher(MessageIntake):
         if self.qc:
             await self._write_qc()
         if self.sealed:
-            await self._write_batch(self.sealed[0])
-            batch = self.sealed.popleft()
+            # Off the queue while on the wire, so that shedding (intake runs during the await)
+            # never takes the batch being written; back at its head if the write failed.
+            batch = self.writing = self.sealed.popleft()
+            try:
+                await self._write_batch(batch)
+            except BaseException:
+                self.writing = None
+                self.sealed.appendleft(batch)
+                self._shed()
+                raise
+            self.writing = None
             self.counters.add("batches_written")
             self.counters.add("batch_frames", reason=str(len(batch.frames)))  # histogram
             written = time.time()
@@ -265,10 +325,11 @@ class Batcher(MessageIntake):
 
     async def _write_batch(self, batch: Batch) -> None:
         settings = self.topology.redis
-        retry = batch.entry_id is not None
         batch.entry_id = batch.entry_id or self._ids["batch"].next()
-        self._batches += int(not retry)
-        fields = encode_batch_entry(f"{os.getpid()}-{self._batches}", time.time(), batch.frames)
+        if batch.name is None:
+            self._batches += 1
+            batch.name = f"{os.getpid()}-{self._batches}"
+        fields = encode_batch_entry(batch.name, time.time(), batch.frames)
         try:
             await self.redis.xadd(
                 settings.stream, fields, id=batch.entry_id, maxlen=settings.maxlen, approximate=True
@@ -276,18 +337,18 @@ class Batcher(MessageIntake):
         except ResponseError as exc:
             if not _is_duplicate_id(exc):
                 raise
-            if retry:
-                return  # our earlier attempt landed after all: Redis refused the copy
+            if await self._landed(settings.stream, batch.entry_id, lambda f: _batch_name(f) == batch.name):
+                return  # an earlier attempt landed after all (a timeout): Redis refused the copy
             await self._skip_past_top(settings.stream, "batch")  # someone wrote past our ids
             batch.entry_id = None
             raise
 
     async def _write_qc(self) -> None:
-        """Up to QC_CHUNK entries in one round trip; what landed leaves the queue, even when a
-        later entry of the chunk failed."""
+        """Up to QC_CHUNK entries in one round trip; what landed leaves the queue, even when
+        another entry of the chunk failed, and what did not goes back to its head, in order.
+        The chunk is off the queue meanwhile, so the backlog bound never trims an entry on the wire."""
         settings = self.topology.redis
-        chunk = [self.qc[i] for i in range(min(QC_CHUNK, len(self.qc)))]
-        retried = [entry.entry_id is not None for entry in chunk]
+        chunk = [self.qc.popleft() for _ in range(min(QC_CHUNK, len(self.qc)))]
         pipe = self.redis.pipeline(transaction=False)
         for entry in chunk:
             entry.entry_id = entry.entry_id or self._ids["qc"].next()
@@ -298,16 +359,38 @@ class Batcher(MessageIntake):
                 maxlen=settings.qc_maxlen,
                 approximate=True,
             )
-        results = await pipe.execute(raise_on_error=False)
-        for entry, was_retried, result in zip(chunk, retried, results, strict=True):
-            if isinstance(result, Exception) and not (was_retried and _is_duplicate_id(result)):
-                if _is_duplicate_id(result):
-                    await self._skip_past_top(settings.qc_stream, "qc")
-                    for waiting in self.qc:
-                        waiting.entry_id = None
-                raise result
-            self.qc.popleft()
-            self.counters.add("qc_written", entry.camera)
+        failed: list[QcEntry] = []
+        error: BaseException | None = None
+        settled = 0
+        try:
+            results = await pipe.execute(raise_on_error=False)
+            for entry, result in zip(chunk, results, strict=True):
+                if isinstance(result, Exception) and not (
+                    _is_duplicate_id(result)
+                    and await self._landed(settings.qc_stream, entry.entry_id, entry.same)
+                ):
+                    failed.append(entry)
+                    if error is None or _is_duplicate_id(result):
+                        error = result
+                else:
+                    self.counters.add("qc_written", entry.camera)
+                settled += 1
+        finally:
+            back = failed + chunk[settled:]
+            if back:
+                self.qc.extendleft(reversed(back))
+                self._trim_qc()
+        if error is not None:
+            if _is_duplicate_id(error):  # someone wrote past our ids: continue after them
+                await self._skip_past_top(settings.qc_stream, "qc")
+                for waiting in self.qc:
+                    waiting.entry_id = None
+            raise error
+
+    async def _landed(self, stream: str, entry_id: str, same: Any) -> bool:
+        """Whether the entry `entry_id` of `stream` is there and is ours (`same(fields)`)."""
+        found = await self.redis.xrange(stream, min=entry_id, max=entry_id, count=1)
+        return bool(found) and bool(same(found[0][1]))
 
     async def _skip_past_top(self, stream: str, kind: str) -> None:
         info = await self.redis.xinfo_stream(stream)
@@ -315,12 +398,13 @@ class Batcher(MessageIntake):
 
     def count_unsent(self) -> None:
         """At a forced exit: whatever is still queued is lost, and counted as such."""
-        for batch in [*self.sealed, self.open]:
+        for batch in [*([self.writing] if self.writing else []), *self.sealed, self.open]:
             for meta, _ in batch.frames:
                 self.counters.drop(STAGE, "shutdown_unsent", meta.camera)
         for entry in self.qc:
             self.counters.drop(STAGE, "shutdown_unsent_qc", entry.camera)
         self.sealed.clear()
+        self.writing = None
         self.qc.clear()
         self.open = Batch()
 
@@ -331,7 +415,10 @@ async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event) ->
     counters = Counters()
     reporter = StatsReporter.for_worker(zmq.Context.instance(), topology, f"batch-{index}", counters)
     client = aioredis.from_url(
-        topology.redis.url, socket_connect_timeout=topology.redis.connect_timeout_s, socket_timeout=10
+        topology.redis.url,
+        socket_connect_timeout=topology.redis.connect_timeout_s,
+        socket_timeout=10,
+        retry=Retry(NoBackoff(), 0),  # the writer retries, with its own back-off and entry-id checks
     )
     batcher = Batcher(topology, counters, client)
     batcher.tap = TapPublisher.open(topology, counters)

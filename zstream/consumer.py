@@ -2,14 +2,19 @@
 
 Delivery is at-least-once through a Redis consumer group: a batch is acknowledged only
 after the code that received it asked for the next one (or called `ack`), so a consumer
-that crashes mid-batch leaves it pending for its group instead of losing it.
+that crashes mid-batch leaves it pending for its group instead of losing it. The same
+consumer name gets it again on its next read; any other consumer of the group takes it over
+(XAUTOCLAIM) once it has been pending longer than `claim_idle_ms`. A group that Redis lost
+(a restart without persistence, the stream deleted) is created again on the spot.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +22,9 @@ from typing import Any
 import cv2
 import numpy as np
 import redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from zstream.errors import ZStreamError, mask_url
 from zstream.pixels import i420_to_color
@@ -25,10 +32,19 @@ from zstream.sources.base import chroma_size
 from zstream.wire import FrameMeta, decode_batch_entry
 
 log = logging.getLogger(__name__)
+CLAIM_EVERY_MAX_S = 15.0  # the longest pause between sweeps of the group's pending entries
+BLOCK_CHUNK_MS = 5000  # one XREADGROUP waits at most this long (well within the socket timeout)
 
 
 class ConsumerError(ZStreamError):
     """Redis could not be reached or answered with an error (URL masked in the message)."""
+
+    @property
+    def unreachable(self) -> bool:
+        """Whether Redis was down or did not answer in time (as opposed to refusing a command)."""
+        cause = self.__cause__
+        refused = isinstance(cause, (AuthenticationError, AuthorizationError))  # waiting will not help
+        return not refused and isinstance(cause, (RedisConnectionError, RedisTimeoutError, OSError))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +92,19 @@ class BatchConsumer:
                     detect(frame.bgr())     # the previous batch is acked when the next is asked for
 
     `start` is where a newly created group begins: "$" (only new batches) or "0" (all kept).
+
+    Delivery is at-least-once. Batches this consumer name read and never acknowledged come
+    first on its next read; batches pending on another consumer of the group for longer than
+    `claim_idle_ms` (it died, or hangs) are claimed with XAUTOCLAIM and delivered here, the same
+    entry with the same bytes (None: never claim). The sweep does not tell consumers apart: a
+    batch this consumer itself holds unacknowledged that long comes back too. Keep
+    `claim_idle_ms` above the longest time a batch can take to process, or a slow consumer's
+    batches are processed twice.
+
+    If Redis lost the group (restarted without persistence), it is created again, after the
+    last entry this consumer received (or from "0" if it received none), counted in
+    `groups_recreated`. Iterating survives Redis being down (it waits and retries); `read` and
+    `ack` raise ConsumerError then, and work again once Redis is back.
     """
 
     def __init__(
@@ -88,6 +117,7 @@ class BatchConsumer:
         start: str = "$",
         block_ms: int = 1000,
         count: int = 1,
+        claim_idle_ms: int | None = 30000,
     ) -> None:
         self.url = url
         self.stream = stream
@@ -95,25 +125,52 @@ class BatchConsumer:
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.block_ms = block_ms
         self.count = count
+        if claim_idle_ms is not None and claim_idle_ms < 1:
+            raise ValueError(f"claim_idle_ms must be at least 1 (or None), got {claim_idle_ms}")
+        self.claim_idle_ms = claim_idle_ms
         self._redis = redis.Redis.from_url(
             url, socket_connect_timeout=5, socket_timeout=max(10, block_ms / 500)
         )
         self._pending_checked = False
+        self._last_id: str | None = None  # the newest entry delivered to this consumer
+        self._claim_cursor = "0-0"
+        self._next_claim = 0.0  # monotonic time of the next sweep for other consumers' stale entries
         self.trimmed = 0  # pending entries MAXLEN removed before they were processed
         self.malformed = 0  # entries that could not be decoded (skipped and acknowledged)
+        self.claimed = 0  # entries taken over from other consumers of the group (XAUTOCLAIM)
+        self.groups_recreated = 0  # times Redis had lost the group and it was created again
+        self.outages = 0  # times iterating found Redis unreachable and waited for it
         self._call(self._ensure_group, start)
 
-    def _ensure_group(self, start: str) -> None:
+    def _ensure_group(self, start: str) -> bool:
+        """Create the group (and the stream) unless it exists; whether it was created."""
         try:
             self._redis.xgroup_create(self.stream, self.group, id=start, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+            return False
+        return True
+
+    def _recreate_group(self) -> None:
+        start = self._last_id or "0"
+        if self._ensure_group(start):
+            self.groups_recreated += 1
+            log.warning(
+                "group %s of %s was gone from Redis at %s (restarted without its data?); created it "
+                "again from entry %s",
+                self.group,
+                self.stream,
+                mask_url(self.url),
+                start,
+            )
+        self._claim_cursor = "0-0"  # (a new group has nothing pending: no need to look again)
 
     def read(self, block_ms: int | None = None) -> list[Batch]:
-        """One read: first batches delivered to this consumer earlier but never acked, then new ones."""
+        """One read, waiting up to `block_ms` (0: until there is one): first batches delivered to
+        this consumer earlier but never acked, then other consumers' stale ones, then new ones."""
         while not self._pending_checked:
-            entries = self._call(
+            entries = self._group_call(
                 self._redis.xreadgroup, self.group, self.consumer, {self.stream: "0"}, count=self.count
             )
             if not entries or not entries[0][1]:
@@ -122,27 +179,94 @@ class BatchConsumer:
             batches = self._parse(entries)
             if batches:
                 return batches
-        entries = self._call(
-            self._redis.xreadgroup,
-            self.group,
-            self.consumer,
-            {self.stream: ">"},
-            count=self.count,
-            block=self.block_ms if block_ms is None else block_ms,
-        )
-        return self._parse(entries)
+        block = self.block_ms if block_ms is None else block_ms
+        deadline = None if block == 0 else time.monotonic() + block / 1000
+        while True:
+            batches = self._claim_stale()
+            if batches:
+                return batches
+            wait_ms = BLOCK_CHUNK_MS if deadline is None else (deadline - time.monotonic()) * 1000
+            if self.claim_idle_ms is not None:
+                wait_ms = min(wait_ms, (self._next_claim - time.monotonic()) * 1000)
+            entries = self._group_call(
+                self._redis.xreadgroup,
+                self.group,
+                self.consumer,
+                {self.stream: ">"},
+                count=self.count,
+                block=max(1, min(BLOCK_CHUNK_MS, round(wait_ms))),
+            )
+            batches = self._parse(entries)
+            if batches or (deadline is not None and time.monotonic() >= deadline):
+                return batches
+
+    def _claim_stale(self) -> list[Batch]:
+        """Take over entries pending on any consumer for longer than `claim_idle_ms`: a sweep of
+        the group's pending list every `claim_idle_ms` / 2 (at most every 15 s)."""
+        if self.claim_idle_ms is None or time.monotonic() < self._next_claim:
+            return []
+        while True:
+            reply = self._group_call(
+                self._redis.xautoclaim,
+                self.stream,
+                self.group,
+                self.consumer,
+                self.claim_idle_ms,
+                start_id=self._claim_cursor,
+                count=self.count,
+            )
+            cursor, entries = _text(reply[0]), reply[1]
+            self.trimmed += len(reply[2]) if len(reply) > 2 else 0  # Redis 7 drops those from the list
+            if entries:
+                self.claimed += len(entries)
+                log.info(
+                    "claimed %d entries of %s that other consumers of group %s left pending over %d ms",
+                    len(entries),
+                    self.stream,
+                    self.group,
+                    self.claim_idle_ms,
+                )
+            batches = self._parse([(self.stream, entries)])
+            if cursor == "0-0":  # the sweep is complete: the next one in a while
+                self._claim_cursor = "0-0"
+                self._next_claim = time.monotonic() + min(CLAIM_EVERY_MAX_S, self.claim_idle_ms / 2000)
+                return batches
+            self._claim_cursor = cursor
+            if batches:
+                return batches  # the sweep goes on at the next read
 
     def ack(self, *batches: Batch) -> int:
         """Acknowledge processed batches; returns how many Redis had pending."""
         if not batches:
             return 0
-        return int(self._call(self._redis.xack, self.stream, self.group, *(b.id for b in batches)))
+        return int(self._group_call(self._redis.xack, self.stream, self.group, *(b.id for b in batches)))
 
     def __iter__(self) -> Iterator[Batch]:
+        failures = 0
         while True:
-            for batch in self.read():
+            try:
+                batches = self.read()
+            except ConsumerError as exc:
+                if not exc.unreachable:
+                    raise
+                failures += 1
+                self._wait_for_redis(exc, failures)
+                continue
+            failures = 0
+            for batch in batches:
                 yield batch
-                self.ack(batch)
+                try:
+                    self.ack(batch)
+                except ConsumerError as exc:  # it stays pending (or was lost with Redis' data)
+                    if not exc.unreachable:
+                        raise
+                    log.warning("could not acknowledge batch %s: %s", batch.id, exc)
+
+    def _wait_for_redis(self, exc: ConsumerError, failures: int) -> None:
+        if failures == 1:
+            self.outages += 1
+            log.warning("%s; retrying until it answers", exc)
+        time.sleep(min(5.0, 0.1 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0))
 
     def close(self) -> None:
         self._redis.close()
@@ -159,13 +283,26 @@ class BatchConsumer:
         except (RedisError, OSError) as exc:
             raise ConsumerError(f"Redis at {mask_url(self.url)}: {exc}") from exc
 
+    def _group_call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """A command on the group; if Redis answers NOGROUP (it lost the group), create the
+        group again and repeat the command once."""
+        try:
+            return self._call(function, *args, **kwargs)
+        except ConsumerError as exc:
+            if not (isinstance(exc.__cause__, ResponseError) and "NOGROUP" in str(exc.__cause__)):
+                raise
+        self._call(self._recreate_group)
+        return self._call(function, *args, **kwargs)
+
     def _parse(self, entries: Any) -> list[Batch]:
         batches = []
         for _stream, items in entries or []:
             for entry_id, fields in items:
+                if self._last_id is None or _id_key(entry_id) > _id_key(self._last_id):
+                    self._last_id = _text(entry_id)
                 batch = self._batch(entry_id, fields)
                 if batch is None:  # nothing usable will ever come of it: ack, so it cannot block us
-                    self._call(self._redis.xack, self.stream, self.group, entry_id)
+                    self._group_call(self._redis.xack, self.stream, self.group, entry_id)
                 else:
                     batches.append(batch)
         return batches
@@ -205,3 +342,8 @@ def _frame(meta: FrameMeta, data: bytes) -> Frame:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _id_key(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
