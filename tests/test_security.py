@@ -3,7 +3,10 @@ clients whose keys are allowed, /metrics wants its bearer token."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +16,7 @@ import pytest
 import redis
 import zmq.auth
 
-from tests.conftest import REDIS_URL, topology_text, wait_until
+from tests.conftest import REDIS_URL, REPO, topology_text, wait_until
 from tests.redis_server import TLS_PASSWORD, PrivateRedis
 from tests.test_pipeline import SYNTH, assert_clean_exit
 from tests.test_topology import GOOD_CAMERA, problems_of
@@ -120,3 +123,33 @@ def test_redis_over_tls_with_a_password_works_and_the_password_stays_masked(
     finally:
         server.kill()
     assert TLS_PASSWORD not in running.log
+
+
+def test_a_camera_password_appears_nowhere(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    secret = "hunter2-secret"
+    cameras = [{"id": "ok", "url": SYNTH}, {"id": "locked", "url": f"rtsp://admin:{secret}@127.0.0.1:9/s"}]
+    running = pipeline(topology_text(run_dir, streams, cameras))
+    wait_until(lambda: running.camera("locked").get("reconnects", 0) >= 1, 30, message="a failed attempt")
+    endpoints = running.status()["endpoints"]
+    wait_until(lambda: redis_client.xlen(streams[0]) > 0, 30, message="batches")
+    topology = running.topology_file
+    seen = [
+        json.dumps(running.status()),
+        subprocess.run(
+            [sys.executable, "-m", "zstream.cli", "status", "--json", "-t", str(topology)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=REPO,
+        ).stdout,
+        json.dumps(ControlClient(endpoints["control"]).call("cameras")),
+        urllib.request.urlopen(f"http://{endpoints['metrics']}/metrics", timeout=5).read().decode(),
+        repr(redis_client.xrange(streams[0])) + repr(redis_client.xrange(streams[1])),
+    ]
+    assert_clean_exit(running)
+    seen.append(running.log)
+    assert "admin:****@127.0.0.1:9" in seen[2]  # shown, masked
+    for text in seen:
+        assert secret not in text
