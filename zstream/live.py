@@ -54,12 +54,12 @@ def merge_overlay(raw: dict[str, Any], overlay: dict[str, dict[str, Any] | None]
     merged = []
     for camera in raw["cameras"]:
         camera_id = camera.get("id") if isinstance(camera, dict) else None
-        if camera_id in overlay:
+        if isinstance(camera_id, str) and camera_id in overlay:  # other ids: the schema reports them
             if overlay[camera_id] is not None:
                 merged.append(overlay[camera_id])
         else:
             merged.append(camera)
-    listed = {c.get("id") for c in raw["cameras"] if isinstance(c, dict)}
+    listed = {c.get("id") for c in raw["cameras"] if isinstance(c, dict) and isinstance(c.get("id"), str)}
     merged += [config for camera_id, config in overlay.items() if camera_id not in listed and config]
     return {**raw, "cameras": merged}
 

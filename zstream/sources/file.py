@@ -29,6 +29,7 @@ class FileSource(PyAVSource):
         self.loop = loop
         self.realtime = realtime
         self._offset = 0.0
+        self.corrupt_run_limit = None  # a corrupt stretch of a file is skipped: the file goes on
         self._first: float | None = None
         self._last: float | None = None
 
@@ -46,7 +47,7 @@ class FileSource(PyAVSource):
         clock = RealtimeClock()
         while not stop.is_set():
             self._first = self._last = None
-            for frame, pts in self.admitted(gate):
+            for frame, pts in self.admitted(gate, stop):
                 if pts is not None and self.realtime and not clock.wait(pts, stop):
                     return
                 if stop.is_set():

@@ -46,12 +46,13 @@ class HttpSource(PyAVSource):
 
     def frames(self, stop: threading.Event, gate: FrameGate) -> Iterator[DecodedFrame]:
         recording = self._container.duration is not None
+        self.corrupt_run_limit = None if recording else PyAVSource.corrupt_run_limit
         clock = RealtimeClock()
-        for frame, pts in self.admitted(gate):
+        for frame, pts in self.admitted(gate, stop):
             if recording and self.realtime and pts is not None and not clock.wait(pts, stop):
                 return
             if stop.is_set():
                 return
             yield to_decoded(frame, pts)
-        if not recording:
+        if not recording and not stop.is_set():
             raise SourceError(f"{mask_url(self.url)}: the server ended the stream")

@@ -114,6 +114,11 @@ class PyAVSource:
 
     container_format: str | None = None  # FFmpeg's demuxer, when it cannot be guessed from the URL
     ended = "the server ended the stream"  # why a live stream stopped, when it stops by itself
+    # A live stream whose packets keep failing to decode, without one frame in between, has
+    # changed under the decoder (a camera switched codec, its encoder restarted with other
+    # parameters; the decoder rejects some such packets and silently drops the rest): reconnecting
+    # probes it afresh. None for recordings: a corrupt stretch of a file is skipped, not re-read.
+    corrupt_run_limit: int | None = 25
 
     def options(self) -> dict[str, str]:
         """FFmpeg options for av.open."""
@@ -130,25 +135,45 @@ class PyAVSource:
         )
         self._stream = video_stream(self._container, self.url, self.decoder_threads, self.keyframes_only)
 
-    def admitted(self, gate: FrameGate) -> Iterator[tuple[Any, float | None]]:
-        """(av.VideoFrame, pts) of the frames `gate` admits, until the end of the stream.
+    def admitted(
+        self, gate: FrameGate, stop: threading.Event | None = None
+    ) -> Iterator[tuple[Any, float | None]]:
+        """(av.VideoFrame, pts) of the frames `gate` admits, until the end of the stream or `stop`.
 
         Where every packet is a whole picture (MJPEG), the gate is asked before decoding,
         so frames over a camera's fps cap cost no decoding at all. A packet that fails to
-        decode is skipped and reported instead of ending the stream.
+        decode is skipped and reported instead of ending the stream; `corrupt_run_limit` of
+        them with no frame decoded in between end it (SourceError). `stop` is looked at on every
+        packet, so a stream that yields no frame (all corrupt, all over the fps cap) still stops.
         """
         if self._container is None:
             raise SourceError(f"{mask_url(self.url)}: read before open()")
         intra_only = bool(self._stream.codec_context.codec.intra_only)
+        jpeg = self._stream.codec_context.name == "mjpeg"
+        corrupt_run = 0
         try:
             for packet in self._container.demux(self._stream):
+                if stop is not None and stop.is_set():
+                    return
                 if intra_only and packet.size and not gate.admit(self.frame_pts(_packet_time(packet))):
                     continue
                 try:
-                    frames = packet.decode()
+                    # A JPEG cut short decodes "fine": FFmpeg fills what is missing from an older
+                    # picture's buffer, a torn frame. It is skipped as corrupt instead.
+                    frames = packet.decode() if not (jpeg and packet.size and _cut_jpeg(packet)) else None
                 except av.error.InvalidDataError:
+                    frames = None
+                if frames is None:
                     gate.corrupt()
+                    corrupt_run += 1
+                    if self.corrupt_run_limit is not None and corrupt_run >= self.corrupt_run_limit:
+                        raise SourceError(
+                            f"{mask_url(self.url)}: {corrupt_run} packets did not decode and not one "
+                            "frame did in between (did the camera change codec?)"
+                        ) from None
                     continue
+                if frames:
+                    corrupt_run = 0
                 for frame in frames:
                     pts = self.frame_pts(frame.time)
                     if intra_only or gate.admit(pts):
@@ -159,16 +184,27 @@ class PyAVSource:
     def frames(self, stop: threading.Event, gate: FrameGate) -> Iterator[DecodedFrame]:
         """A live stream's frames. It has no end of its own: when it stops, the camera went
         away, and the error makes the capture loop reconnect."""
-        for frame, pts in self.admitted(gate):
+        for frame, pts in self.admitted(gate, stop):
             if stop.is_set():
                 return
             yield to_decoded(frame, pts)
+        if stop.is_set():
+            return
         raise SourceError(f"{mask_url(self.url)}: {self.ended}")
 
     def close(self) -> None:
         if self._container is not None:
             self._container.close()
             self._container = None
+
+
+def _cut_jpeg(packet: Any) -> bool:
+    """Whether a JPEG lacks its end (EOI) after its last scan (SOS): truncated in transit. Markers
+    cannot occur inside entropy-coded data (0xFF is stuffed there), and an EXIF thumbnail's EOI
+    comes before the main scan."""
+    data = bytes(packet)
+    scan = data.rfind(b"\xff\xda")
+    return scan < 0 or data.rfind(b"\xff\xd9") < scan
 
 
 def _packet_time(packet: Any) -> float | None:

@@ -60,6 +60,8 @@ def parse_synthetic_url(url: str, camera_id: str) -> SyntheticSpec:
         raise SourceError(f"{shown}: not a synthetic:// URL")
     scene = parts.netloc + parts.path.rstrip("/")
     if scene.lower() != "traffic":
+        masked = urlsplit(shown)  # the scene as written, but with any password in it masked
+        scene = masked.netloc + masked.path.rstrip("/")
         raise SourceError(f"{shown}: unknown synthetic scene {scene!r}; the only scene is 'traffic'")
     query = _query(shown, parts.query)
     width, height = _size(shown, query.get("size", "1280x720"))
