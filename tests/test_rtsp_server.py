@@ -80,6 +80,20 @@ def test_loop_repeats_the_file_without_reencoding(tmp_path: Path) -> None:
     assert_same_frames(got, [reference[i % len(reference)] for i in range(25)])
 
 
+def test_loop_keeps_time_running_evenly_pass_after_pass(tmp_path: Path) -> None:
+    """Every pass follows the last without a gap: pts (and so the server's pacing) advance by
+    one frame each frame, on the third pass and later too (a scale benchmark loops for minutes)."""
+    clip = make_h264_clip(tmp_path / "short.mp4", fps=FPS, frames=5, gop=5)
+    times = []
+    with rtsp_server(file=clip, loop=True) as url, av.open(url, options={"rtsp_transport": "tcp"}) as stream:
+        for frame in stream.decode(video=0):
+            times.append(frame.time)
+            if len(times) == 22:  # four passes and two frames
+                break
+    steps = np.diff(np.array(times[1:], dtype=float))  # FFmpeg gives the first frame no pts
+    assert np.allclose(steps, 1 / FPS, atol=2e-3), f"pts steps {steps.round(3).tolist()}"
+
+
 @pytest.mark.parametrize("method", ["digest", "basic"])
 def test_auth_refuses_a_wrong_password_and_admits_the_right_one(method: str) -> None:
     size = (320, 240)

@@ -229,7 +229,10 @@ class Batcher(MessageIntake):
         """At most `max_pending_batches` wait (plus the one being written, which is never shed:
         it may be landing in Redis right now)."""
         while len(self.sealed) > self.settings.max_pending_batches:
-            shed = self.sealed.popleft()
+            # A batch that went on the wire (it has an id) may have landed: shed the next one.
+            index = 1 if self.sealed[0].entry_id is not None else 0
+            shed = self.sealed[index]
+            del self.sealed[index]
             self.shed += 1
             self.counters.add("batches_shed", reason="redis_backlog")
             for meta, _ in shed.frames:
@@ -252,7 +255,10 @@ class Batcher(MessageIntake):
 
     def _trim_qc(self) -> None:
         while len(self.qc) > QC_BACKLOG:
-            self.counters.drop(STAGE, "qc_backlog", self.qc.popleft().camera)
+            # Entries that went on the wire (they have an id) may have landed: shed after them.
+            index = next((i for i, entry in enumerate(self.qc) if entry.entry_id is None), len(self.qc) - 1)
+            self.counters.drop(STAGE, "qc_backlog", self.qc[index].camera)
+            del self.qc[index]
 
     # ---- output -------------------------------------------------------------------------
 
@@ -321,7 +327,8 @@ class Batcher(MessageIntake):
             for meta, _ in batch.frames:
                 self.counters.add("written", meta.camera)
                 self.counters.add("latency_ms", reason=latency_bucket(written - meta.capture_ts))
-                self.counters.add("latency_ms_sum", n=max(0, round((written - meta.capture_ts) * 1000)))
+            latency_ms = sum(max(0.0, written - meta.capture_ts) for meta, _ in batch.frames) * 1000
+            self.counters.add("latency_ms_sum", n=round(latency_ms))
 
     async def _write_batch(self, batch: Batch) -> None:
         settings = self.topology.redis

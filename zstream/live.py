@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from zstream.errors import TopologyError
+from zstream.rundir import replace_file
 from zstream.topology import Camera, Topology, parse_topology
 
 log = logging.getLogger(__name__)
@@ -104,9 +105,8 @@ class LiveCameras:
         self.overlay[camera_id] = (
             None if camera is None else camera.model_dump(mode="json", exclude_defaults=True)
         )
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": OVERLAY_VERSION, "cameras": self.overlay}, indent=1) + "\n")
-        tmp.replace(self.path)
+        text = json.dumps({"version": OVERLAY_VERSION, "cameras": self.overlay}, indent=1) + "\n"
+        replace_file(self.path, text, mode=0o600)  # camera URLs may hold passwords
         log.info("camera %s: live change saved in %s", camera_id, self.path)
 
     def _validated(

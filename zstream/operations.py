@@ -93,14 +93,7 @@ class Operations:
         topology = self._live().update(sup.topology, id, changes)
         before, after = sup.topology.camera(id), topology.camera(id)
         if _ring_shape(sup.topology, before) != _ring_shape(topology, after):
-            # A new ring: capture lets go of the old one before it is replaced, so no reader
-            # can mistake a slot of the new ring for one of the old.
-            sup.publish(
-                sup.topology.model_copy(update={"cameras": [c for c in sup.topology.cameras if c.id != id]})
-            )
-            self._await_release(id)
-            first_seq = self._retire_ring(id)
-            self._create_ring(topology, after, first_seq)
+            self._replace_ring(sup.topology, before, topology, after)
         sup.publish(topology)
         self._live().record(id, topology)
         log.info("camera %s updated live: %s", id, ", ".join(sorted(changes)))
@@ -118,6 +111,30 @@ class Operations:
         log.info("camera %s removed live", id)
         return {"id": id}
 
+    def _replace_ring(self, old: Topology, before: Camera, new: Topology, after: Camera) -> None:
+        """A new ring for a camera's new size. Capture lets go of the old one first, so no
+        reader can mistake a slot of the new ring for one of the old; should the new ring
+        fail, the camera is put back as it was (a refused change touches nothing)."""
+        sup = self.supervisor
+        self._check_room(new, after, freed=sup.rings[before.id].size)
+        sup.publish(old.model_copy(update={"cameras": [c for c in old.cameras if c.id != before.id]}))
+        self._await_release(before.id)
+        first_seq = self._retire_ring(before.id)
+        try:
+            self._create_ring(new, after, first_seq)
+        except ControlError:
+            self._create_ring(old, before, first_seq)
+            sup.publish(old)
+            raise
+
+    def _check_room(self, topology: Topology, camera: Camera, freed: int = 0) -> None:
+        needed, free = topology.ring_bytes(camera), shared_memory_free() + freed
+        if needed > free:
+            raise ControlError(
+                f"camera {camera.id}: its ring needs {needed / 2**20:.1f} MiB of shared memory and only "
+                f"{free / 2**20:.1f} MiB is free (set resize or ring_slots)"
+            )
+
     def _live(self) -> Any:
         if self.supervisor.live is None:
             raise ControlError("this pipeline was started without a topology file: live changes are off")
@@ -126,12 +143,7 @@ class Operations:
     def _create_ring(self, topology: Topology, camera: Camera, first_seq: int | None = None) -> None:
         sup = self.supervisor
         width, height = topology.frame_capacity(camera)
-        needed = topology.ring_bytes(camera)
-        if needed > shared_memory_free():
-            raise ControlError(
-                f"camera {camera.id}: its ring needs {needed / 2**20:.1f} MiB of shared memory and only "
-                f"{shared_memory_free() / 2**20:.1f} MiB is free (set resize or ring_slots)"
-            )
+        self._check_room(topology, camera)
         try:
             sup.rings[camera.id] = Ring.create(
                 ring_path(topology.run_id, camera.id),
@@ -185,13 +197,13 @@ class Operations:
 
     def health(self) -> dict[str, Any]:
         """Healthy, or degraded with every reason: a liveness probe's answer."""
-        sup = self.supervisor
+        status = self.supervisor.status()
         problems = [
             f"worker {name} is {info['state']}"
-            for name, info in sup.status()["workers"].items()
+            for name, info in status["workers"].items()
             if info["state"] != "running"
         ]
-        for camera_id, info in sup.status()["cameras"].items():
+        for camera_id, info in status["cameras"].items():
             if info["state"] in TROUBLED_STATES:
                 problems.append(f"camera {camera_id} is {info['state']}: {info['detail']}")
         problems += self._redis_problems()

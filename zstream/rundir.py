@@ -35,13 +35,15 @@ def write_pipeline(run_dir: Path, topology: Topology, placement: Placement) -> N
     Placement first, then the topology, each replaced atomically: a worker that sees the
     new topology (what it watches) always finds the placement that goes with it.
     """
-    _replace(run_dir / PLACEMENT_FILE, placement.to_json())
-    _replace(run_dir / TOPOLOGY_FILE, topology.model_dump_json())
+    replace_file(run_dir / PLACEMENT_FILE, placement.to_json())
+    replace_file(run_dir / TOPOLOGY_FILE, topology.model_dump_json())
 
 
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_suffix(".tmp")
+def replace_file(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write `text` to `path` atomically: a reader sees the old file or the new one, whole."""
+    tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
+    tmp.chmod(mode)
     tmp.replace(path)
 
 

@@ -32,7 +32,14 @@ from zstream.live import LiveCameras
 from zstream.metrics import MetricsExporter
 from zstream.operations import Operations
 from zstream.ring import Ring, ring_path
-from zstream.rundir import ENDPOINTS_FILE, STATUS_FILE, TAP_ENDPOINT_FILE, RunDir, write_pipeline
+from zstream.rundir import (
+    ENDPOINTS_FILE,
+    STATUS_FILE,
+    TAP_ENDPOINT_FILE,
+    RunDir,
+    replace_file,
+    write_pipeline,
+)
 from zstream.security import CurveServer
 from zstream.sources.base import i420_size
 from zstream.stats import (
@@ -194,7 +201,7 @@ class Supervisor:
         self.endpoints = {"control": self.control.endpoint}
         if self.metrics.address:
             self.endpoints["metrics"] = self.metrics.address
-        (self.run_dir.path / ENDPOINTS_FILE).write_text(json.dumps(self.endpoints))
+        replace_file(self.run_dir.path / ENDPOINTS_FILE, json.dumps(self.endpoints))
         log.info("control endpoint %s", self.control.endpoint)
 
     def publish(self, topology: Topology) -> None:
@@ -412,11 +419,15 @@ class Supervisor:
         return load
 
     def _note_tap_endpoint(self) -> None:
-        """The batcher binds the tap: publish the address it got next to the supervisor's own."""
-        path = self.run_dir.path / TAP_ENDPOINT_FILE
-        if "tap" not in self.endpoints and path.exists():
-            self.endpoints["tap"] = path.read_text().strip()
-            (self.run_dir.path / ENDPOINTS_FILE).write_text(json.dumps(self.endpoints))
+        """The batcher binds the tap: publish the address it got (again after a restart, which
+        may bind another port) next to the supervisor's own."""
+        try:
+            tap = (self.run_dir.path / TAP_ENDPOINT_FILE).read_text().strip()
+        except FileNotFoundError:
+            return
+        if tap and self.endpoints.get("tap") != tap:
+            self.endpoints["tap"] = tap
+            replace_file(self.run_dir.path / ENDPOINTS_FILE, json.dumps(self.endpoints))
 
     def _committed(self, camera_id: str) -> int:
         """Frames the camera's capture wrote into its ring, ever (from the ring's header)."""
@@ -427,14 +438,11 @@ class Supervisor:
         counts = self.board.totals()
         cameras = [camera.id for camera in self.topology.cameras]
         self.rates.update(by_camera(counts), cameras, time.monotonic())
-        path = self.run_dir.path / STATUS_FILE
-        tmp = path.with_suffix(".tmp")
         self.sample_processes()
         self._note_tap_endpoint()
         status = self.status(counts)
         self.metrics.update(counts, status)  # a fresh snapshot, never modified afterwards
-        tmp.write_text(json.dumps(status, indent=1))
-        tmp.replace(path)
+        replace_file(self.run_dir.path / STATUS_FILE, json.dumps(status, indent=1))
 
     def _log_summary(self, final: bool = False) -> None:
         counts = self.board.totals()

@@ -50,7 +50,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from zstream.errors import WireError, ZStreamError
 from zstream.pixels import i420_shape, jpeg_encode
-from zstream.rundir import TAP_ENDPOINT_FILE
+from zstream.rundir import TAP_ENDPOINT_FILE, replace_file
 from zstream.security import CurveServer, curve_client
 from zstream.sources.base import chroma_size, i420_size
 from zstream.stats import Counters
@@ -146,9 +146,7 @@ class TapPublisher:
             endpoint_file=Path(topology.run_dir) / ENDPOINT_FILE,
         )
         tap.curve = curve
-        tmp = tap.endpoint_file.with_suffix(".tmp")
-        tmp.write_text(tap.endpoint + "\n")
-        tmp.replace(tap.endpoint_file)
+        replace_file(tap.endpoint_file, tap.endpoint + "\n")
         log.info("tap: publishing validated frames (%s) on %s", settings.payload, tap.endpoint)
         return tap
 

@@ -41,8 +41,12 @@ class HttpSource(PyAVSource):
         )
         self.realtime = realtime
 
+    def open(self) -> None:
+        super().open()
+        self._timed = self._container.format.name not in UNTIMED_FORMATS
+
     def frame_pts(self, seconds: float | None) -> float | None:
-        return seconds if self._container.format.name not in UNTIMED_FORMATS else None
+        return seconds if self._timed else None
 
     def frames(self, stop: threading.Event, gate: FrameGate) -> Iterator[DecodedFrame]:
         recording = self._container.duration is not None

@@ -202,7 +202,10 @@ def _cut_jpeg(packet: Any) -> bool:
     """Whether a JPEG lacks its end (EOI) after its last scan (SOS): truncated in transit. Markers
     cannot occur inside entropy-coded data (0xFF is stuffed there), and an EXIF thumbnail's EOI
     comes before the main scan."""
-    data = bytes(packet)
+    view = memoryview(packet)
+    if view[-2:] == b"\xff\xd9":  # the common case, a whole JPEG: no copy, no scan
+        return False
+    data = bytes(view)
     scan = data.rfind(b"\xff\xda")
     return scan < 0 or data.rfind(b"\xff\xd9") < scan
 
