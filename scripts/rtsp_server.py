@@ -43,6 +43,12 @@ ROLE = "tester"  # the one role a right user/password pair is given
 # every IDR *slice*, which splits a multi-slice keyframe (x264 with threads makes
 # those) into two pictures for FFmpeg, and every frame after it decodes wrong.
 PARSE_AND_PAY = "h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96"
+SHALLOW_COPY = (
+    Gst.BufferCopyFlags.FLAGS
+    | Gst.BufferCopyFlags.TIMESTAMPS
+    | Gst.BufferCopyFlags.META
+    | Gst.BufferCopyFlags.MEMORY  # referenced, not copied (no DEEP)
+)
 
 
 @dataclass
@@ -110,7 +116,10 @@ class _LoopFeeder:
 
     def need_data(self, src: GstApp.AppSrc, _length: int) -> None:
         original = self.units.buffers[self.index]
-        buf = original.copy()  # shares the memory; only the timestamps differ
+        # A new buffer sharing the memory; only the timestamps differ. Not original.copy(): with
+        # GStreamer 1.22's bindings its timestamps are the original's, so each pass shifted the
+        # file's own buffers again (pass 3 started 3 loops on, and so on: a growing stall).
+        buf = original.copy_region(SHALLOW_COPY, 0, original.get_size())
         buf.pts = original.pts + self.offset
         if original.dts != Gst.CLOCK_TIME_NONE:
             buf.dts = original.dts + self.offset
