@@ -85,3 +85,19 @@ def test_capture_benchmark_quick_run_compares_with_ffmpeg() -> None:
     assert re.search(r"worst zstream / ffmpeg: \d+\.\d\d", result.stdout)
     capped = re.search(r"uncapped 30 frames .* capped at 5 fps (\d+) frames", result.stdout)
     assert capped and capped.group(1) == "5"
+
+
+def test_scale_benchmark_quick_run_prints_its_table(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_scale.py", "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| 2 |")]
+    assert len(rows) == 1
+    decoded, delivered = (float(cell) for cell in rows[0].split("|")[2:5:2])
+    assert decoded > 0 and delivered > 0
+    assert (tmp_path / "scale-file-quick.md").read_text().count("| 2 |") == 1

@@ -1,0 +1,736 @@
+"""Scale benchmark: N cameras of 720p H.264 at 10 fps, played in real time, through `zstream up`.
+
+One 1280x720 H.264 clip of the synthetic traffic scene (10 fps, a key frame every 10 frames)
+is made on the spot. For each step of the ramp (N cameras), a topology of N cameras all
+playing that clip (`loop`, `realtime`; or, with --rtsp, all pulling it from one GStreamer
+RTSP server, each client with its own pipeline) runs under `zstream up`; after a warm-up,
+a measured window reports:
+
+  decoded %    frames the capture decoded (`received`) / frames the sources produced
+               (10 fps x N x seconds); below 100 % the decoders fall behind real time
+  validated %  frames validated / frames produced (the issue's "decoded and validated"; see
+               below: today's fps cap stops frames before validation)
+  delivered %  frames written to the Redis batch stream / frames the output rate selects
+               (output fps x N x seconds)
+  drops        by stage:reason; QC-rejected frames (sent to the QC stream) separately
+  latency      capture -> Redis p50 / p99, interpolated in the buckets of the
+               zstream_capture_to_redis_latency_seconds histogram (mean from its sum)
+  CPU          of every pipeline process (supervisor and workers) over the window, in % of
+               the machine and split by stage in % of one core; the Redis server and the
+               RTSP server beside it; the machine's total, so other load shows
+  memory       RSS of all pipeline processes (max over the window); the rings in /dev/shm
+
+The output rate is what a camera's `fps` cap and `resize` give today: both apply at capture,
+so frames over the cap are decoded but never validated, and validation sees resized frames.
+See --output-fps. A step whose decoded % falls below --min-decoded stops early, and so does
+the ramp: the machine is saturated. Results: a Markdown table (printed, and written to
+--out with the raw figures as JSON) and a PNG plot if matplotlib is installed.
+
+    .venv/bin/python scripts/bench_scale.py [--steps 10,25,50,75,100,150] [--window 30]
+        [--warmup 10] [--rtsp] [--quick] [--out bench-results]
+
+Loopback only; needs Redis (redis.url of the topology, --redis-url) and, for --rtsp,
+GStreamer's RTSP server for the system python (scripts/setup --test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import psutil
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from zstream.ring import SHM_DIR  # noqa: E402
+from zstream.sources.synthetic import TrafficScene  # noqa: E402
+from zstream.topology import load_topology  # noqa: E402
+
+SOURCE_FPS = 10
+WIDTH, HEIGHT = 1280, 720
+GOP = 10  # frames between key frames
+STARTUP_TIMEOUT_S = 60.0  # from `zstream up` to every camera streaming, plus 0.2 s per camera
+STOP_TIMEOUT_S = 45.0  # SIGINT, then SIGKILL of its process group (shutdown_timeout_s is 20)
+SAMPLE_S = 2.0  # RSS, liveness and the early stop are looked at this often in the window
+EARLY_STOP_AFTER_S = 10.0  # the window's first seconds are not judged (reports lag a second)
+STAGES = ("capture", "validate", "batch", "supervisor")
+PLOT_MISSING = "matplotlib is not installed: no plot (`.venv/bin/pip install matplotlib`)"
+
+
+# ---- the clip --------------------------------------------------------------------------------
+
+
+def make_clip(path: Path, seconds: float) -> Path:
+    """A 720p H.264 clip of the traffic scene at 10 fps, a key frame every 10 frames, no B-frames."""
+    scene = TrafficScene(WIDTH, HEIGHT, seed=7, vehicles=8, label="scale", fps=SOURCE_FPS)
+    params = f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=0"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(
+            "libx264", rate=SOURCE_FPS, options={"preset": "veryfast", "x264-params": params}
+        )
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        for index in range(round(seconds * SOURCE_FPS)):
+            frame = av.VideoFrame.from_ndarray(scene.render(index), format="yuv420p")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+@contextlib.contextmanager
+def rtsp_source(clip: Path) -> Iterator[tuple[str, int]]:
+    """Serve the clip, looped, from scripts/rtsp_server.py; yield (its URL, its pid)."""
+    from tests.rtsp import rtsp_server  # the system python with GStreamer runs it
+
+    before = {p.pid for p in psutil.Process().children()}
+    with rtsp_server(file=clip, loop=True) as url:
+        started = [p.pid for p in psutil.Process().children() if p.pid not in before]
+        yield url, started[0] if started else 0
+
+
+# ---- one step ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    redis_url: str
+    capture_workers: int
+    validation_workers: int
+    output_fps: float  # 0: no cap
+    output_size: str  # "" : no resize
+    jpeg_quality: int
+    window: float
+    warmup: float
+    min_decoded: float
+    nice_capture: int = 0  # experiment: lower the capture workers' priority (every thread's nice)
+
+
+def topology_text(run_dir: Path, stream: str, cameras: list[str], options: Options) -> str:
+    parts = [
+        f'run_dir = "{run_dir}"',
+        f'[redis]\nurl = "{options.redis_url}"\nstream = "{stream}:frames"\nqc_stream = "{stream}:qc"\n'
+        "maxlen = 100\nqc_maxlen = 1000",
+        f"[capture]\nworkers = {options.capture_workers}",
+        f"[validation]\nworkers = {options.validation_workers}",
+        f'[batcher]\nencoding = "jpeg"\njpeg_quality = {options.jpeg_quality}',
+        '[control]\nendpoint = "tcp://127.0.0.1:*"',
+        '[tap]\nendpoint = "tcp://127.0.0.1:*"',
+        '[metrics]\naddress = "127.0.0.1:0"',
+    ]
+    for index, url in enumerate(cameras):
+        camera = [f'id = "cam-{index:03d}"', f"url = {json.dumps(url)}"]
+        if not url.startswith("rtsp://"):
+            camera += ["loop = true", "realtime = true"]
+        if options.output_fps:
+            camera.append(f"fps = {options.output_fps}")
+        if options.output_size:
+            camera.append(f'resize = "{options.output_size}"')
+        parts.append("[[cameras]]\n" + "\n".join(camera))
+    return "\n\n".join(parts) + "\n"
+
+
+@dataclass
+class Snapshot:
+    """One reading of the pipeline: its counters (from /metrics), and what it costs."""
+
+    uptime: float
+    counters: dict[str, float]  # received, captured, validated, rejected, written, skipped
+    dropped: dict[str, float]  # "stage:reason" -> frames
+    latency: dict[float, float]  # bucket upper bound (s) -> cumulative count
+    latency_sum: float
+    cpu: dict[int, tuple[str, float]]  # pid -> (stage, user + system seconds)
+    machine: tuple[float, float]  # (busy, total) seconds of every CPU
+    extra_cpu: dict[str, float]  # "redis", "rtsp" -> CPU seconds of those processes
+
+
+@dataclass
+class StepResult:
+    cameras: int
+    seconds: float = 0.0  # the measured window, by the pipeline's own clock
+    decoded: float = 0.0  # %
+    validated: float = 0.0
+    delivered: float = 0.0
+    rejected: int = 0  # frames that failed QC (to the QC stream, not the batch stream)
+    skipped: int = 0  # frames over the fps cap (by design)
+    dropped: dict[str, int] = field(default_factory=dict)
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    latency_mean_ms: float | None = None
+    cpu_machine: float = 0.0  # % of the machine, pipeline processes
+    cpu_by_stage: dict[str, float] = field(default_factory=dict)  # % of one core
+    # CPU ms per frame each stage handled: capture per frame decoded, validate per frame
+    # validated, batch per frame written (its JPEG encoding, the Redis write)
+    cpu_ms_per_frame: dict[str, float] = field(default_factory=dict)
+    cpu_redis: float | None = None  # % of one core
+    cpu_rtsp: float | None = None
+    cpu_machine_total: float = 0.0  # % of the machine, everything that ran
+    rss_mib: float = 0.0  # sum of RSS: counts what processes share (rings, libraries) once per process
+    pss_mib: float = 0.0  # sum of PSS: shared pages split between their processes, so a true total
+    shm_mib: float = 0.0
+    streaming: int = 0  # cameras streaming at the end of the window
+    note: str = ""
+    failed: bool = False
+
+
+def scrape(address: str) -> tuple[float, dict[str, float], dict[str, float], dict[float, float], float]:
+    """(uptime, frame counters, drops by stage:reason, latency buckets, latency sum) from /metrics."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counters: dict[str, float] = defaultdict(float)
+    dropped: dict[str, float] = defaultdict(float)
+    buckets: dict[float, float] = defaultdict(float)
+    uptime = latency_sum = 0.0
+    names = {f"zstream_frames_{what}_total": what for what in ("received", "captured", "validated")}
+    names |= {f"zstream_frames_{what}_total": what for what in ("rejected", "written", "skipped")}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in names:
+                counters[names[sample.name]] += sample.value
+            elif sample.name == "zstream_frames_dropped_total":
+                dropped[f"{sample.labels['stage']}:{sample.labels['reason']}"] += sample.value
+            elif sample.name == "zstream_capture_to_redis_latency_seconds_bucket":
+                buckets[float(sample.labels["le"])] += sample.value
+            elif sample.name == "zstream_capture_to_redis_latency_seconds_sum":
+                latency_sum = sample.value
+            elif sample.name == "zstream_uptime_seconds":
+                uptime = sample.value
+    return uptime, dict(counters), dict(dropped), dict(buckets), latency_sum
+
+
+def quantile(buckets: dict[float, float], q: float) -> float | None:
+    """The q-quantile of a cumulative histogram, linear within its bucket (as PromQL's
+    histogram_quantile); the last finite bound when it falls in the +Inf bucket."""
+    bounds = sorted(buckets)
+    count = buckets.get(float("inf"), 0.0)
+    if count <= 0:
+        return None
+    rank, lower, below = q * count, 0.0, 0.0
+    for bound in bounds:
+        if buckets[bound] >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = buckets[bound] - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, buckets[bound]
+    return lower
+
+
+def processes(root: psutil.Process) -> list[psutil.Process]:
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return [root]
+
+
+def stage_of(pid: int, root_pid: int, workers: dict[str, int]) -> str:
+    if pid == root_pid:
+        return "supervisor"
+    for name, worker_pid in workers.items():
+        if worker_pid == pid:
+            return name.rpartition("-")[0]
+    return "other"
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def find_redis(url: str) -> psutil.Process | None:
+    """The local redis-server serving `url`, to count its CPU beside the pipeline's (or None)."""
+    port = str(redis.connection.parse_url(url).get("port", 6379))
+    found = []
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if process.info["name"] == "redis-server":
+            found.append(process)
+            if any(part.endswith(f":{port}") or part == port for part in process.info["cmdline"] or []):
+                return process
+    return found[0] if len(found) == 1 else None
+
+
+class Step:
+    """One `zstream up` of N cameras: start, warm up, measure, stop, clean up."""
+
+    def __init__(self, workdir: Path, cameras: list[str], options: Options, extra: dict[str, int]) -> None:
+        self.n = len(cameras)
+        self.options = options
+        self.extra = extra  # "redis", "rtsp" -> pid of a process whose CPU is reported beside
+        self.dir = Path(tempfile.mkdtemp(prefix=f"step-{self.n}-", dir=workdir))
+        self.run_dir = self.dir / "run"
+        self.stream = f"bench-scale:{uuid.uuid4().hex[:8]}"
+        self.topology_file = self.dir / "scale.toml"
+        self.topology_file.write_text(topology_text(self.run_dir, self.stream, cameras, options))
+        self.run_id = load_topology(self.topology_file).run_id
+        self.log_file = self.dir / "zstream.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.root: psutil.Process | None = None
+        self.metrics = ""
+
+    def run(self) -> StepResult:
+        result = StepResult(self.n)
+        try:
+            self._start()
+            streaming = self._wait_streaming()
+            if streaming < self.n:
+                result.note = f"only {streaming}/{self.n} cameras streaming after start-up; "
+            if self.options.nice_capture:
+                self._renice_capture(self.options.nice_capture)
+                result.note += f"capture workers at nice {self.options.nice_capture}; "
+            time.sleep(self.options.warmup)
+            self._measure(result)
+        except (RuntimeError, OSError, psutil.Error) as exc:
+            result.failed = True
+            result.note += str(exc)
+        finally:
+            self._stop(result)
+        return result
+
+    def _start(self) -> None:
+        with open(self.log_file, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "zstream.cli", "up", str(self.topology_file)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=REPO,
+                start_new_session=True,  # a Ctrl-C meant for this script reaches it through _stop only
+            )
+        self.root = psutil.Process(self.process.pid)
+
+    def _alive(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"zstream up exited with {self.process.returncode}: see {self.log_file}")
+
+    def _wait_streaming(self) -> int:
+        """Wait for /metrics and for every camera to stream; how many do."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S + 0.2 * self.n
+        streaming = 0
+        while time.monotonic() < deadline:
+            self._alive()
+            status = read_status(self.run_dir)
+            self.metrics = status.get("endpoints", {}).get("metrics", "")
+            cameras = status.get("cameras", {}).values()
+            streaming = sum(1 for camera in cameras if camera.get("state") == "streaming")
+            if self.metrics and streaming == self.n:
+                return streaming
+            time.sleep(0.5)
+        if not self.metrics:
+            raise RuntimeError(f"no metrics endpoint within the start-up timeout: see {self.log_file}")
+        return streaming
+
+    def _renice_capture(self, nice: int) -> None:
+        """Every thread of the capture workers (Linux nice is per thread; camera threads exist by now)."""
+        for name, row in read_status(self.run_dir).get("workers", {}).items():
+            if name.startswith("capture-") and row["pid"]:
+                for task in Path(f"/proc/{row['pid']}/task").iterdir():
+                    with contextlib.suppress(OSError):
+                        os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
+
+    def _snapshot(self) -> Snapshot:
+        assert self.root is not None
+        uptime, counters, dropped, latency, latency_sum = scrape(self.metrics)
+        workers = {
+            name: row["pid"]
+            for name, row in read_status(self.run_dir).get("workers", {}).items()
+            if row["pid"]
+        }
+        cpu = {}
+        for process in processes(self.root):
+            with contextlib.suppress(psutil.Error):
+                cpu[process.pid] = (stage_of(process.pid, self.root.pid, workers), cpu_seconds(process))
+        extra = {}
+        for name, pid in self.extra.items():
+            with contextlib.suppress(psutil.Error):
+                extra[name] = cpu_seconds(psutil.Process(pid))
+        times = psutil.cpu_times()
+        busy = times.user + times.nice + times.system + times.irq + times.softirq + times.steal
+        total_s = busy + times.idle + times.iowait
+        return Snapshot(uptime, counters, dropped, latency, latency_sum, cpu, (busy, total_s), extra)
+
+    def _memory(self) -> tuple[int, int]:
+        """(RSS, PSS) summed over the pipeline's processes."""
+        assert self.root is not None
+        rss = pss = 0
+        for process in processes(self.root):
+            with contextlib.suppress(psutil.Error):
+                memory = process.memory_full_info()
+                rss, pss = rss + memory.rss, pss + memory.pss
+        return rss, pss
+
+    def _measure(self, result: StepResult) -> None:
+        self._alive()
+        samples = [self._snapshot()]
+        started = time.monotonic()
+        rss, pss = self._memory()
+        while (elapsed := time.monotonic() - started) < self.options.window:
+            time.sleep(min(SAMPLE_S, self.options.window - elapsed))
+            self._alive()
+            rss, pss = (max(pair) for pair in zip((rss, pss), self._memory(), strict=True))
+            samples.append(self._snapshot())
+            if time.monotonic() - started >= min(EARLY_STOP_AFTER_S, self.options.window / 2):
+                decoded = self._share(samples, "received", SOURCE_FPS)
+                if decoded is not None and decoded < self.options.min_decoded:
+                    result.note += (
+                        f"stopped after {samples[-1].uptime - samples[0].uptime:.0f} s: saturated; "
+                    )
+                    break
+        shm = sum(path.stat().st_size for path in SHM_DIR.glob(f"zstream-{self.run_id}-*"))
+        streaming = read_status(self.run_dir).get("cameras", {}).values()
+        self._fill(result, samples, (rss, pss), shm)
+        result.streaming = sum(1 for camera in streaming if camera.get("state") == "streaming")
+        if result.streaming < self.n:
+            result.note += f"{result.streaming}/{self.n} cameras streaming at the end; "
+
+    def _share(self, samples: list[Snapshot], counter: str, fps: float) -> float | None:
+        """The rate of `counter` over the samples, in % of `fps` frames per second per camera.
+
+        A least-squares slope against the pipeline's uptime: workers report every second, so
+        a count is up to a second old, and two readings alone would be off by that much."""
+        points = sorted({s.uptime: s.counters.get(counter, 0.0) for s in samples}.items())
+        if len(points) < 2:
+            return None
+        times, counts = zip(*points, strict=True)
+        mean_t, mean_c = sum(times) / len(times), sum(counts) / len(counts)
+        spread = sum((t - mean_t) ** 2 for t in times)
+        rate = sum((t - mean_t) * (c - mean_c) for t, c in points) / spread
+        return 100.0 * rate / (fps * self.n)
+
+    def _fill(self, result: StepResult, samples: list[Snapshot], memory: tuple[int, int], shm: int) -> None:
+        first, last = samples[0], samples[-1]
+        seconds = last.uptime - first.uptime
+        if seconds <= 0:
+            raise RuntimeError("the pipeline's counters did not move during the window")
+        output_fps = self.options.output_fps or SOURCE_FPS
+        result.seconds = seconds
+        result.decoded = self._share(samples, "received", SOURCE_FPS) or 0.0
+        result.validated = self._share(samples, "validated", SOURCE_FPS) or 0.0
+        result.delivered = self._share(samples, "written", output_fps) or 0.0
+
+        def delta(now: dict[Any, float], then: dict[Any, float], key: Any) -> float:
+            return now.get(key, 0.0) - then.get(key, 0.0)
+
+        result.rejected = round(delta(last.counters, first.counters, "rejected"))
+        result.skipped = round(delta(last.counters, first.counters, "skipped"))
+        drops = {reason: round(delta(last.dropped, first.dropped, reason)) for reason in last.dropped}
+        result.dropped = {reason: n for reason, n in sorted(drops.items()) if n}
+        buckets = {bound: delta(last.latency, first.latency, bound) for bound in last.latency}
+        p50, p99 = quantile(buckets, 0.5), quantile(buckets, 0.99)
+        result.latency_p50_ms = None if p50 is None else p50 * 1000
+        result.latency_p99_ms = None if p99 is None else p99 * 1000
+        count = buckets.get(float("inf"), 0.0)
+        result.latency_mean_ms = (last.latency_sum - first.latency_sum) * 1000 / count if count else None
+
+        # CPU over the pipeline's own clock would mix clocks: use the wall time between readings.
+        wall = (last.machine[1] - first.machine[1]) / psutil.cpu_count()
+        by_stage: dict[str, float] = defaultdict(float)
+        for pid, (stage, spent) in last.cpu.items():
+            before = first.cpu.get(pid, (stage, 0.0))[1]  # a process started meanwhile: all of it
+            by_stage[stage] += spent - before
+        result.cpu_by_stage = {stage: 100.0 * by_stage.get(stage, 0.0) / wall for stage in STAGES}
+        result.cpu_machine = 100.0 * sum(by_stage.values()) / wall / psutil.cpu_count()
+        for stage, counter in (("capture", "received"), ("validate", "validated"), ("batch", "written")):
+            frames = delta(last.counters, first.counters, counter)
+            if frames > 0:
+                result.cpu_ms_per_frame[stage] = 1000.0 * by_stage.get(stage, 0.0) / frames
+        result.cpu_machine_total = 100.0 * (last.machine[0] - first.machine[0]) / wall / psutil.cpu_count()
+        for name in self.extra:
+            if name in first.extra_cpu and name in last.extra_cpu:
+                setattr(result, f"cpu_{name}", 100.0 * (last.extra_cpu[name] - first.extra_cpu[name]) / wall)
+        result.rss_mib, result.pss_mib = (value / 2**20 for value in memory)
+        result.shm_mib = shm / 2**20
+
+    def _stop(self, result: StepResult) -> None:
+        """SIGINT (drain), then SIGKILL of the process group; delete the streams, check the rings."""
+        if self.process is not None and self.root is not None:
+            family = processes(self.root)  # psutil handles: a recycled pid is never mistaken for them
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                result.note += f"did not stop within {STOP_TIMEOUT_S:.0f} s: killed; "
+            for process in family:  # the supervisor if it hangs, and any worker it left behind
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+            self.process.wait()
+        client = redis.Redis.from_url(self.options.redis_url)
+        try:
+            client.delete(f"{self.stream}:frames", f"{self.stream}:qc")
+        except redis.RedisError as exc:
+            result.note += f"could not delete the streams: {exc}; "
+        finally:
+            client.close()
+        leaked = list(SHM_DIR.glob(f"zstream-{self.run_id}-*"))
+        if leaked:
+            result.note += f"{len(leaked)} ring(s) left in /dev/shm, removed; "
+            for path in leaked:
+                path.unlink(missing_ok=True)
+
+
+# ---- the ramp, the table, the plot -------------------------------------------------------------
+
+
+def ramp(steps: list[int], options: Options, rtsp: bool, clip_seconds: float) -> list[StepResult]:
+    results: list[StepResult] = []
+    with tempfile.TemporaryDirectory(prefix="zs-scale-", dir="/tmp") as workdir:
+        clip = make_clip(Path(workdir) / "clip.mp4", clip_seconds)
+        with contextlib.ExitStack() as stack:
+            extra: dict[str, int] = {}
+            url = str(clip)
+            if rtsp:
+                url, pid = stack.enter_context(rtsp_source(clip))
+                extra["rtsp"] = pid
+            redis_server = find_redis(options.redis_url)
+            if redis_server is not None:
+                extra["redis"] = redis_server.pid
+            for n in steps:
+                cameras = [url] * n
+                print(f"step: {n} cameras ...", file=sys.stderr, flush=True)
+                step = Step(Path(workdir), cameras, options, extra)
+                result = step.run()
+                results.append(result)
+                print(row(result), file=sys.stderr, flush=True)
+                if result.failed:
+                    with contextlib.suppress(OSError):
+                        print(step.log_file.read_text()[-3000:], file=sys.stderr)
+                    break
+                if result.decoded < options.min_decoded:
+                    result.note += f"decoded < {options.min_decoded:.0f} %: ramp stopped"
+                    break
+    return results
+
+
+HEADER = (
+    "cameras",
+    "decoded %",
+    "validated %",
+    "delivered %",
+    "drops (stage:reason)",
+    "QC rejected",
+    "latency p50 / p99 (mean) ms",
+    "CPU % machine (all)",
+    "CPU % of a core: capture / validate / batch / sup.",
+    "CPU ms/frame: capture / validate / batch",
+    "Redis CPU %",
+    "RTSP server CPU %",
+    "RSS / PSS MiB",
+    "shm MiB",
+    "note",
+)
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}"
+
+
+def cells(r: StepResult) -> list[str]:
+    drops = ", ".join(f"{reason} {n}" for reason, n in r.dropped.items()) or "none"
+    stages = " / ".join(f"{r.cpu_by_stage.get(stage, 0.0):.0f}" for stage in STAGES)
+    return [
+        f"{r.cameras}",
+        f"{r.decoded:.1f}",
+        f"{r.validated:.1f}",
+        f"{r.delivered:.1f}",
+        drops,
+        f"{r.rejected}",
+        f"{_ms(r.latency_p50_ms)} / {_ms(r.latency_p99_ms)} ({_ms(r.latency_mean_ms)})",
+        f"{r.cpu_machine:.0f} ({r.cpu_machine_total:.0f})",
+        stages,
+        " / ".join(f"{r.cpu_ms_per_frame.get(stage, 0.0):.2f}" for stage in STAGES[:3]),
+        "n/a" if r.cpu_redis is None else f"{r.cpu_redis:.0f}",
+        "n/a" if r.cpu_rtsp is None else f"{r.cpu_rtsp:.0f}",
+        f"{r.rss_mib:.0f} / {r.pss_mib:.0f}",
+        f"{r.shm_mib:.1f}",
+        (r.note.strip().rstrip(";") or "").replace("|", "/"),
+    ]
+
+
+def row(result: StepResult) -> str:
+    return "| " + " | ".join(cells(result)) + " |"
+
+
+def table(results: list[StepResult]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    return "\n".join(lines + [row(r) for r in results])
+
+
+def describe(options: Options, mode: str) -> str:
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rate = f"{options.output_fps:g} fps" if options.output_fps else f"every frame ({SOURCE_FPS} fps)"
+    output = rate + (f", resized to {options.output_size}" if options.output_size else ", 1280x720")
+    return (
+        f"Scale benchmark ({mode} cameras), run of {when} on {platform.node()} "
+        f"({psutil.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}): "
+        f"{WIDTH}x{HEIGHT} H.264 at {SOURCE_FPS} fps in real time (key frame every {GOP}), "
+        f"{options.capture_workers} capture / {options.validation_workers} validation workers, "
+        f"output {output} as JPEG q{options.jpeg_quality} "
+        "(the camera's `fps` cap and `resize`, applied at capture); "
+        f"{options.warmup:g} s warm-up, {options.window:g} s window per step.\n\n"
+        "decoded % = frames decoded by capture / frames produced (10 fps x N x s); validated % = frames "
+        "validated / frames produced; delivered % = frames written to the Redis batch stream / output fps "
+        "x N x s. CPU % machine: pipeline processes in % of all CPUs (everything that ran, other load "
+        "included, in brackets); by stage in % of one core; ms/frame: capture per frame decoded, "
+        "validate per frame validated, batch per frame written. RSS sums count shared pages (the rings "
+        "are mapped by three stages) once per process; PSS splits them, so it is the true total. "
+        "Latency: capture (frame in shared memory) "
+        "to Redis, interpolated in the histogram's buckets (5, 10, 20, 50, 100, 200, 500 ms ...), mean "
+        "exact."
+    )
+
+
+def plot(path: Path, results: dict[str, list[StepResult]]) -> str:
+    """delivered % (and decoded %), latency and CPU against camera count; '' or why not."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return PLOT_MISSING
+    figure, (rates, latency, cpu) = plt.subplots(1, 3, figsize=(15, 4.5))
+    for index, (mode, rows) in enumerate(results.items()):
+        if not rows:
+            continue
+        x, color = [r.cameras for r in rows], f"C{index}"  # one colour per kind of camera
+        rates.plot(x, [r.delivered for r in rows], "o-", color=color, label=f"delivered ({mode})")
+        rates.plot(x, [r.decoded for r in rows], "s--", color=color, label=f"decoded ({mode})")
+        p50 = [r.latency_p50_ms for r in rows]
+        p99 = [r.latency_p99_ms for r in rows]
+        nan = float("nan")
+        latency.plot(x, [v or nan for v in p50], "o-", color=color, label=f"p50 ({mode})")
+        latency.plot(x, [v or nan for v in p99], "^--", color=color, label=f"p99 ({mode})")
+        cpu.plot(x, [r.cpu_machine for r in rows], "o-", color=color, label=f"pipeline ({mode})")
+        cpu.plot(x, [r.cpu_machine_total for r in rows], ":", color=color, label=f"machine total ({mode})")
+    rates.set(title="frames", xlabel="cameras", ylabel="%", ylim=(0, 110))
+    latency.set(title="capture -> Redis latency (10 s = beyond)", xlabel="cameras", ylabel="ms", yscale="log")
+    cpu.set(title="CPU", xlabel="cameras", ylabel="% of the machine", ylim=(0, 105))
+    for axes in (rates, latency, cpu):
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return ""
+
+
+def load_results(path: Path) -> list[StepResult]:
+    try:
+        return [StepResult(**row) for row in json.loads(path.read_text())["steps"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", help="camera counts, comma-separated (10,25,50,75,100,150)")
+    parser.add_argument("--window", type=float, help="measured seconds per step (30)")
+    parser.add_argument("--warmup", type=float, help="seconds after every camera streams (10)")
+    parser.add_argument("--rtsp", action="store_true", help="cameras pull the clip from one RTSP server")
+    parser.add_argument("--quick", action="store_true", help="2 cameras, a few seconds: a smoke test")
+    parser.add_argument("--capture-workers", type=int, default=2)
+    parser.add_argument("--validation-workers", type=int, default=2)
+    parser.add_argument(
+        "--output-fps", type=float, default=5.0, help="per camera to Redis (today: the fps cap); 0 = all"
+    )
+    parser.add_argument(
+        "--output-size", default="640x360", help='WxH to Redis (today: the camera\'s resize); "" = 1280x720'
+    )
+    parser.add_argument("--jpeg-quality", type=int, default=90)
+    parser.add_argument("--clip-seconds", type=float, help="length of the looped clip (20)")
+    parser.add_argument(
+        "--min-decoded", type=float, default=50.0, help="decoded %% below which the ramp stops (saturated)"
+    )
+    parser.add_argument(
+        "--nice-capture",
+        type=int,
+        default=0,
+        help="experiment: run the capture workers' threads at this nice (downstream first under overload)",
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory of the results")
+    args = parser.parse_args(argv)
+    defaults = ("2", 4.0, 2.0, 3.0) if args.quick else ("10,25,50,75,100,150", 30.0, 10.0, 20.0)
+    for name, default in zip(("steps", "window", "warmup", "clip_seconds"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    try:
+        args.step_list = [int(n) for n in args.steps.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--steps: expected camera counts such as 10,25,50, got {args.steps!r}")
+    if not args.step_list or min(args.step_list) < 1:
+        parser.error("--steps: at least one step, each of at least 1 camera")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    options = Options(
+        redis_url=args.redis_url,
+        capture_workers=args.capture_workers,
+        validation_workers=args.validation_workers,
+        output_fps=args.output_fps,
+        output_size=args.output_size,
+        jpeg_quality=args.jpeg_quality,
+        window=args.window,
+        warmup=args.warmup,
+        min_decoded=args.min_decoded,
+        nice_capture=args.nice_capture,
+    )
+    try:
+        redis.Redis.from_url(args.redis_url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        print(f"Redis at {args.redis_url} does not answer ({exc}): start it first", file=sys.stderr)
+        return 2
+    mode = "rtsp" if args.rtsp else "file"
+    try:
+        results = ramp(args.step_list, options, args.rtsp, args.clip_seconds)
+    except RuntimeError as exc:  # the RTSP server did not start (GStreamer missing, ...)
+        print(f"bench_scale: {exc}", file=sys.stderr)
+        return 2
+    report = describe(options, mode) + "\n\n" + table(results) + "\n"
+    print(report)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = f"scale-{mode}" + ("-quick" if args.quick else "")
+    (args.out / f"{name}.md").write_text(report)
+    data = {"description": describe(options, mode), "steps": [asdict(r) for r in results]}
+    (args.out / f"{name}.json").write_text(json.dumps(data, indent=1))
+    # Both kinds of camera on one plot when the other mode's results are there (same --quick or not).
+    other = "file" if args.rtsp else "rtsp"
+    series = {mode: results, other: load_results(args.out / f"{name.replace(mode, other)}.json")}
+    why_not = plot(args.out / f"{name}.png", series)
+    print(why_not or f"plot: {args.out / f'{name}.png'}", file=sys.stderr if why_not else sys.stdout)
+    print(f"table: {args.out / f'{name}.md'}")
+    return 1 if not results or any(r.failed or r.delivered <= 0 for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
