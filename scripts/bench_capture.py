@@ -26,11 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from zstream.capture import FpsCap, _fill
+from zstream.capture import CameraGate, _fill
 from zstream.ring import SHM_DIR, Ring
 from zstream.sources.base import AdmitAll, i420_size
 from zstream.sources.file import FileSource
 from zstream.sources.synthetic import TrafficScene
+from zstream.stats import Counters
 
 
 def make_scene_clip(path: Path, width: int, height: int, frames: int, fps: int = 30) -> Path:
@@ -113,24 +114,12 @@ def make_mjpeg_clip(path: Path, width: int, height: int, frames: int, fps: int =
     return path
 
 
-class CappedGate(AdmitAll):
-    """The capture worker's fps cap, without its counters."""
-
-    def __init__(self, fps: float) -> None:
-        super().__init__()
-        self.cap = FpsCap(fps)
-
-    def admit(self, pts: float | None) -> bool:
-        self.seen += 1
-        return self.cap.admit(pts)
-
-
 def capped_cpu_s(clip: Path, fps: float | None, repeats: int) -> tuple[float, int]:
     """Best CPU seconds of reading the whole clip through a gate capped at `fps` (None: no cap)."""
     best, delivered = float("inf"), 0
     for _ in range(repeats):
         source = FileSource(str(clip), realtime=False)
-        gate = CappedGate(fps) if fps else AdmitAll()
+        gate = CameraGate("bench", fps, Counters()) if fps else AdmitAll()  # the capture worker's cap
         started = time.process_time()
         source.open()
         delivered = sum(1 for _ in source.frames(threading.Event(), gate))

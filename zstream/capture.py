@@ -216,21 +216,22 @@ class CaptureWorker:
 
     JOIN_S = 3.0  # a camera thread blocked in a network read is given up on after this
 
-    def __init__(self, index: int, context: zmq.Context, counters: Counters, stop: threading.Event) -> None:
+    def __init__(self, index: int, context: zmq.Context, counters: Counters) -> None:
         self.index = index
         self.context = context
         self.counters = counters
-        self.stop = stop
         self.threads: dict[str, CameraThread] = {}
 
     def apply(self, topology: Topology, placement: Placement) -> None:
         wanted = {
             camera.id: camera for camera in topology.cameras if placement.capture.get(camera.id) == self.index
         }
-        for camera_id, thread in list(self.threads.items()):
-            camera = wanted.get(camera_id)
-            if camera is None or camera != thread.camera:
-                self._stop(camera_id, "removed" if camera is None else "changed")
+        going = [camera_id for camera_id, t in self.threads.items() if wanted.get(camera_id) != t.camera]
+        for camera_id in going:
+            log.info(
+                "camera %s: %s live; stopping it", camera_id, "changed" if camera_id in wanted else "removed"
+            )
+        self._stop([self.threads.pop(camera_id) for camera_id in going])
         for camera_id, camera in wanted.items():
             if camera_id not in self.threads:
                 self._start(camera, placement.validate[camera_id], topology)
@@ -244,11 +245,14 @@ class CaptureWorker:
         thread.start()
         self.threads[camera.id] = thread
 
-    def _stop(self, camera_id: str, why: str) -> None:
-        thread = self.threads.pop(camera_id)
-        log.info("camera %s: %s live; stopping it", camera_id, why)
-        thread.stop.set()
-        thread.join(self.JOIN_S)
+    def _stop(self, threads: list[CameraThread]) -> list[str]:
+        """Stop these cameras together, within one JOIN_S; the ids of those still running."""
+        for thread in threads:
+            thread.stop.set()
+        deadline = time.monotonic() + self.JOIN_S
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return [thread.camera.id for thread in threads if thread.is_alive()]
 
     def check_stalls(self, stall_timeout_s: float) -> None:
         for thread in self.threads.values():  # a blocked read cannot notice its own silence
@@ -259,13 +263,8 @@ class CaptureWorker:
         return {camera_id: t.lifecycle.snapshot() for camera_id, t in self.threads.items()}
 
     def stop_all(self) -> list[str]:
-        """Stop every camera; the ids of those that did not stop in time."""
-        for thread in self.threads.values():
-            thread.stop.set()
-        deadline = time.monotonic() + self.JOIN_S
-        for thread in self.threads.values():
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return [camera_id for camera_id, t in self.threads.items() if t.is_alive()]
+        """Stop every camera, keeping their final states; the ids of those not stopped in time."""
+        return self._stop(list(self.threads.values()))
 
 
 def run(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
@@ -274,7 +273,7 @@ def run(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
     context = zmq.Context.instance()
     counters = Counters()
     reporter = StatsReporter.for_worker(context, topology, f"capture-{index}", counters)
-    worker = CaptureWorker(index, context, counters, stop)
+    worker = CaptureWorker(index, context, counters)
     worker.apply(topology, placement)
     while not stop.wait(0.2):
         if (published := watcher.changed()) is not None:
