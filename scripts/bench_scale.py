@@ -8,8 +8,7 @@ a measured window reports:
 
   decoded %    frames the capture decoded (`received`) / frames the sources produced
                (10 fps x N x seconds); below 100 % the decoders fall behind real time
-  validated %  frames validated / frames produced (the issue's "decoded and validated"; see
-               below: today's fps cap stops frames before validation)
+  validated %  frames validated / frames produced ("decoded and validated": every frame is)
   delivered %  frames written to the Redis batch stream / frames the output rate selects
                (output fps x N x seconds)
   drops        by stage:reason; QC-rejected frames (sent to the QC stream) separately
@@ -20,10 +19,10 @@ a measured window reports:
                RTSP server beside it; the machine's total, so other load shows
   memory       RSS of all pipeline processes (max over the window); the rings in /dev/shm
 
-The output rate is what a camera's `fps` cap and `resize` give today: both apply at capture,
-so frames over the cap are decoded but never validated, and validation sees resized frames.
-See --output-fps. A step whose decoded % falls below --min-decoded stops early, and so does
-the ramp: the machine is saturated. Results: a Markdown table (printed, and written to
+Every frame is decoded and validated; the output rate (batcher.output_fps, output_width:
+5 fps at 640 px wide by default, JPEG) picks what goes to Redis, after validation. A step
+whose decoded % falls below --min-decoded stops early, and so does the ramp: the machine
+is saturated. Results: a Markdown table (printed, and written to
 --out with the raw figures as JSON) and a PNG plot if matplotlib is installed.
 
     .venv/bin/python scripts/bench_scale.py [--steps 10,25,50,75,100,150] [--window 30]
@@ -116,8 +115,8 @@ class Options:
     redis_url: str
     capture_workers: int
     validation_workers: int
-    output_fps: float  # 0: no cap
-    output_size: str  # "" : no resize
+    output_fps: float  # 0: every frame
+    output_width: int  # 0: unscaled
     jpeg_quality: int
     window: float
     warmup: float
@@ -132,7 +131,8 @@ def topology_text(run_dir: Path, stream: str, cameras: list[str], options: Optio
         "maxlen = 100\nqc_maxlen = 1000",
         f"[capture]\nworkers = {options.capture_workers}",
         f"[validation]\nworkers = {options.validation_workers}",
-        f'[batcher]\nencoding = "jpeg"\njpeg_quality = {options.jpeg_quality}',
+        f'[batcher]\nencoding = "jpeg"\njpeg_quality = {options.jpeg_quality}\n'
+        f"output_fps = {options.output_fps}\noutput_width = {options.output_width}",
         '[control]\nendpoint = "tcp://127.0.0.1:*"',
         '[tap]\nendpoint = "tcp://127.0.0.1:*"',
         '[metrics]\naddress = "127.0.0.1:0"',
@@ -141,10 +141,6 @@ def topology_text(run_dir: Path, stream: str, cameras: list[str], options: Optio
         camera = [f'id = "cam-{index:03d}"', f"url = {json.dumps(url)}"]
         if not url.startswith("rtsp://"):
             camera += ["loop = true", "realtime = true"]
-        if options.output_fps:
-            camera.append(f"fps = {options.output_fps}")
-        if options.output_size:
-            camera.append(f'resize = "{options.output_size}"')
         parts.append("[[cameras]]\n" + "\n".join(camera))
     return "\n\n".join(parts) + "\n"
 
@@ -585,14 +581,13 @@ def table(results: list[StepResult]) -> str:
 def describe(options: Options, mode: str) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     rate = f"{options.output_fps:g} fps" if options.output_fps else f"every frame ({SOURCE_FPS} fps)"
-    output = rate + (f", resized to {options.output_size}" if options.output_size else ", 1280x720")
+    output = rate + (f", {options.output_width} px wide" if options.output_width else ", 1280x720")
     return (
         f"Scale benchmark ({mode} cameras), run of {when} on {platform.node()} "
         f"({psutil.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}): "
         f"{WIDTH}x{HEIGHT} H.264 at {SOURCE_FPS} fps in real time (key frame every {GOP}), "
         f"{options.capture_workers} capture / {options.validation_workers} validation workers, "
-        f"output {output} as JPEG q{options.jpeg_quality} "
-        "(the camera's `fps` cap and `resize`, applied at capture); "
+        f"output {output} as JPEG q{options.jpeg_quality} (after validation); "
         f"{options.warmup:g} s warm-up, {options.window:g} s window per step.\n\n"
         "decoded % = frames decoded by capture / frames produced (10 fps x N x s); validated % = frames "
         "validated / frames produced; delivered % = frames written to the Redis batch stream / output fps "
@@ -601,7 +596,7 @@ def describe(options: Options, mode: str) -> str:
         "validate per frame validated, batch per frame written. RSS sums count shared pages (the rings "
         "are mapped by three stages) once per process; PSS splits them, so it is the true total. "
         "Latency: capture (frame in shared memory) "
-        "to Redis, interpolated in the histogram's buckets (5, 10, 20, 50, 100, 200, 500 ms ...), mean "
+        "to Redis, interpolated in the histogram's buckets (..., 150, 200, 220, 250, 300 ms ...), mean "
         "exact."
     )
 
@@ -657,12 +652,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="2 cameras, a few seconds: a smoke test")
     parser.add_argument("--capture-workers", type=int, default=2)
     parser.add_argument("--validation-workers", type=int, default=2)
-    parser.add_argument(
-        "--output-fps", type=float, default=5.0, help="per camera to Redis (today: the fps cap); 0 = all"
-    )
-    parser.add_argument(
-        "--output-size", default="640x360", help='WxH to Redis (today: the camera\'s resize); "" = 1280x720'
-    )
+    parser.add_argument("--output-fps", type=float, default=5.0, help="per camera to Redis; 0 = all")
+    parser.add_argument("--output-width", type=int, default=640, help="of frames to Redis; 0 = 1280")
     parser.add_argument("--jpeg-quality", type=int, default=90)
     parser.add_argument("--clip-seconds", type=float, help="length of the looped clip (20)")
     parser.add_argument(
@@ -697,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         capture_workers=args.capture_workers,
         validation_workers=args.validation_workers,
         output_fps=args.output_fps,
-        output_size=args.output_size,
+        output_width=args.output_width,
         jpeg_quality=args.jpeg_quality,
         window=args.window,
         warmup=args.warmup,

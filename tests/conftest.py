@@ -69,7 +69,8 @@ def run_dir() -> Iterator[Path]:
 def topology_text(
     run_dir: Path, streams: tuple[str, str], cameras: list[dict[str, Any]], **sections: str
 ) -> str:
-    """A topology TOML for tests: given cameras, raw yuv420p output, small batches."""
+    """A topology TOML for tests: given cameras, every frame written out raw (yuv420p, unscaled),
+    small batches."""
     parts = [
         f'run_dir = "{run_dir}"',
         f'[redis]\nurl = "{REDIS_URL}"\nstream = "{streams[0]}"\nqc_stream = "{streams[1]}"\nmaxlen = 100000',
@@ -78,7 +79,11 @@ def topology_text(
         # soft; these tests are about transport, so sharpness does not gate them (quality is
         # proven on the labelled set in test_quality_labelled.py).
         sections.get("validation", "[validation]\nworkers = 2\n[validation.thresholds]\nmin_sharpness = 0.0"),
-        sections.get("batcher", '[batcher]\nbatch_size = 4\nbatch_timeout_ms = 100\nencoding = "raw"'),
+        sections.get(
+            "batcher",
+            '[batcher]\nbatch_size = 4\nbatch_timeout_ms = 100\nencoding = "raw"\n'
+            "output_fps = 0\noutput_width = 0",
+        ),
         sections.get(
             "supervisor", "[supervisor]\nstats_interval_s = 0.2\nrestart_initial_s = 0.2\nlog_interval_s = 2"
         ),

@@ -110,6 +110,17 @@ def frame_to_i420(frame: av.VideoFrame) -> np.ndarray:
     return out.reshape(height * 3 // 2, width)
 
 
+def split_i420(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The Y, U and V planes of a contiguous even-sized I420 array (as frame_to_i420 makes)."""
+    flat = frame.reshape(-1)
+    y_size, c_size = width * height, (width // 2) * (height // 2)
+    return (
+        flat[:y_size].reshape(height, width),
+        flat[y_size : y_size + c_size].reshape(height // 2, width // 2),
+        flat[y_size + c_size :].reshape(height // 2, width // 2),
+    )
+
+
 def decode_i420_frames(path: str | Path) -> list[np.ndarray]:
     """Decode every video frame of a file, in presentation order, as I420 arrays."""
     with av.open(str(path)) as container:

@@ -7,7 +7,8 @@ import uuid
 import cv2
 import numpy as np
 
-from zstream.capture import FpsCap, _fill
+from zstream.capture import _fill
+from zstream.rate import FpsCap
 from zstream.ring import SHM_DIR, Ring
 from zstream.sources.base import i420_size
 

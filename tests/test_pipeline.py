@@ -26,8 +26,9 @@ import pytest
 import redis
 
 from tests.conftest import Pipeline, shm_segments, topology_text, wait_until
-from tests.media import decode_i420_frames, make_h264_clip, make_resolution_switch_clip
+from tests.media import decode_i420_frames, make_h264_clip, make_resolution_switch_clip, split_i420
 from tests.rtsp import rtsp_server, with_credentials
+from zstream.pixels import i420_bytes, scale_i420
 from zstream.ring import SHM_DIR
 from zstream.sources.synthetic import expected_frame
 from zstream.topology import load_topology
@@ -180,6 +181,36 @@ def test_fps_cap_and_resize_apply_at_capture(
     assert all((m.width, m.height, len(data)) == (320, 180, 320 * 180 * 3 // 2) for m, data in frames)
     gaps = np.diff([m.pts for m, _ in frames])
     assert np.allclose(gaps, 0.1, atol=0.01), gaps
+
+
+def test_every_frame_is_validated_and_the_output_rate_and_width_pick_what_reaches_redis(
+    pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    clip = make_h264_clip(tmp_path / "clip.mp4", width=640, height=360, fps=30, frames=90, gop=15)
+    reference = decode_i420_frames(clip)
+    cameras = [
+        {"id": "out", "url": str(clip), "realtime": False, "output_fps": 10, "output_width": 320},
+        {"id": "all", "url": str(clip), "realtime": False},  # the tests' default: every frame, unscaled
+    ]
+    running = pipeline(topology_text(run_dir, streams, cameras))
+    wait_until(
+        lambda: all(running.camera(c)["state"] == "ended" for c in ("out", "all")), 60, message="end of clip"
+    )
+    wait_until(lambda: count_per_camera(redis_client, streams[0], 30, ["out"]), 10, message="30 frames")
+    wait_until(lambda: count_per_camera(redis_client, streams[0], 90, ["all"]), 10, message="90 frames")
+    wait_until(lambda: running.camera("out")["written"] == 30, 10, message="status of 30 frames written")
+    out = running.camera("out")
+    assert (out["captured"], out["validated"], out["written"]) == (90, 90, 30)
+    assert out["skipped"] == {"output_rate": 60} and out["unaccounted"] == 0
+    assert_clean_exit(running)
+    found = frames_by_camera(redis_client, streams[0])
+    assert [meta.seq for meta, _ in found["out"]] == list(range(0, 90, 3))  # 10 of 30 fps, evenly
+    for meta, data in found["out"]:
+        assert (meta.width, meta.height, meta.shape) == (320, 180, (270, 320))
+        y, u, v = scale_i420(*split_i420(reference[meta.seq], 640, 360), 320, 180)
+        assert data == i420_bytes(y, u, v), f"frame {meta.seq} is not the reference, scaled"
+    assert [meta.seq for meta, _ in found["all"]] == list(range(90))
+    assert all(data == reference[meta.seq].tobytes() for meta, data in found["all"])
 
 
 def test_failing_frames_go_to_the_qc_stream_with_reasons(

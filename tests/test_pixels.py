@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from zstream.pixels import i420_shape, i420_to_color, jpeg_encode
+from zstream.pixels import i420_bytes, i420_shape, i420_to_color, jpeg_encode, output_size, scale_i420
 from zstream.sources.base import chroma_size
 
 
@@ -49,3 +49,48 @@ def test_jpeg_round_trip_is_close_and_shaped() -> None:
 def test_raw_shapes() -> None:
     assert i420_shape(64, 48) == (72, 64)
     assert i420_shape(33, 17) == (33 * 17 + 2 * 17 * 9,)
+
+
+@pytest.mark.parametrize(
+    ("size", "width", "expected"),
+    [
+        ((1280, 720), 640, (640, 360)),
+        ((1920, 1080), 640, (640, 360)),
+        ((1280, 1024), 640, (640, 512)),
+        ((704, 576), 640, (640, 524)),  # 523.6: rounded to the nearest even height
+        ((320, 240), 640, (320, 240)),  # narrower already: never scaled up
+        ((1280, 720), 0, (1280, 720)),  # 0: as captured
+    ],
+)
+def test_output_size_keeps_the_aspect_and_even_sizes(
+    size: tuple[int, int], width: int, expected: tuple[int, int]
+) -> None:
+    assert output_size(*size, width) == expected
+
+
+def test_scaled_planes_average_areas_and_unscaled_ones_are_the_same_views() -> None:
+    y, u, v = planes(64, 48)
+    assert all(a is b for a, b in zip(scale_i420(y, u, v, 64, 48), (y, u, v), strict=True))
+    small = scale_i420(y, u, v, 32, 24)
+    assert [p.shape for p in small] == [(24, 32), (12, 16), (12, 16)]
+    expected = y.reshape(24, 2, 32, 2).mean(axis=(1, 3))  # a 2x area reduction averages 2x2 blocks
+    assert np.abs(small[0].astype(float) - expected).max() <= 0.5 + 1e-9
+    assert i420_bytes(*small) == b"".join(p.tobytes() for p in small)
+
+
+def test_jpeg_colours_match_opencvs_conversion_of_the_same_video_range_frame() -> None:
+    """Encoded straight from the planes, the JPEG decodes to the colours OpenCV's I420 -> BGR
+    gives (video range expanded, BT.601), within JPEG's loss; without the range expansion,
+    blacks would come back grey (16) and whites dull (235)."""
+    height, width = 96, 128
+    y = np.tile(np.linspace(16, 235, width).astype(np.uint8), (height, 1))
+    u = np.full((height // 2, width // 2), 90, np.uint8)
+    v = np.tile(np.linspace(60, 200, height // 2).astype(np.uint8)[:, None], (1, width // 2))
+    expected = i420_to_color(y, u, v)
+    data, _ = jpeg_encode(y, u, v, 95)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert np.abs(decoded.astype(int) - expected).mean() < 2.0
+    grey = np.full((height // 2, width // 2), 128, np.uint8)  # no colour: the ramp's ends are black, white
+    data, _ = jpeg_encode(y, grey, grey, 95)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert decoded[:, :2].mean() < 3 and decoded[:, -2:].mean() > 252

@@ -58,7 +58,7 @@ def test_a_redis_restart_that_lost_its_data_costs_no_order_no_duplicate_and_no_u
     tag = uuid.uuid4().hex[:8]
     streams = (f"test:{tag}:frames", f"test:{tag}:qc")
     cameras = ["cam-0", "cam-1"]
-    batcher = '[batcher]\nbatch_size = 4\nbatch_timeout_ms = 100\nencoding = "raw"\n'
+    batcher = '[batcher]\nbatch_size = 4\nbatch_timeout_ms = 100\nencoding = "raw"\noutput_fps = 0\n'
     batcher += f"max_pending_batches = {max_pending}"
     text = topology_text(run_dir, streams, [{"id": c, "url": SYNTH} for c in cameras], batcher=batcher)
     assert REDIS_URL in text

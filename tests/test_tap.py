@@ -329,12 +329,11 @@ def test_the_tap_sheds_rather_than_take_more_than_its_share_of_the_batcher(monke
         return b"x", "yuv420p", (1,)
 
     monkeypatch.setattr(tap, "_payload", slow_payload)
-    ring = type("Ring", (), {"is_current": lambda self, slot, generation: True})()
     meta = FrameMeta("cam-1", 0, None, 0.0, 0.0, 4, 4, "raw", "yuv420p", (6, 4), {})
     started = time.monotonic()
     try:
         while time.monotonic() - started < 2.0:  # frames offered back to back for 2 s
-            tap.publish(meta, b"", ring, 0, 2)
+            tap.publish(meta, b"", (np.zeros((4, 4), np.uint8),) * 3, lambda: True)
     finally:
         tap.close()
     counts = counters.snapshot()

@@ -38,6 +38,7 @@ bogus = 1
 workers = 0
 [batcher]
 encoding = "png"
+output_width = 641
 [[cameras]]
 {GOOD_CAMERA}
 [[cameras]]
@@ -45,6 +46,7 @@ id = "cam-2"
 url = "synthetic://traffic"
 fps = -1
 colour = "red"
+output_fps = -5
 [[cameras]]
 id = "cam-1"
 url = "synthetic://traffic"
@@ -58,7 +60,9 @@ url = "synthetic://traffic"
     assert any(p.startswith("cameras[1].fps:") and "got -1" in p for p in problems)
     assert "cameras[1].colour: unknown key" in text
     assert any(p.startswith("cameras[2].id: duplicate id 'cam-1'") for p in problems)
-    assert len(problems) == 6
+    assert any(p.startswith("batcher.output_width:") and "must be even" in p for p in problems)
+    assert any(p.startswith("cameras[1].output_fps:") and "got -5" in p for p in problems)
+    assert len(problems) == 8
 
 
 def test_camera_url_problems_name_the_camera_and_mask_passwords(tmp_path: Path) -> None:

@@ -1,12 +1,13 @@
 """Batching stage: group validated frames into Redis Stream entries, and failures into the QC stream.
 
-The batcher is where pixels leave shared memory: it copies (or JPEG-encodes) each frame
-out of its ring slot, re-checks the slot's generation so a frame overwritten meanwhile
-is dropped rather than sent torn, and releases the slot. Batches are sealed by size or
-age and written in order by one writer task; while Redis is down they wait in a bounded
-queue (retried with capped, jittered exponential back-off), and when that overflows the oldest
-batch is shed and counted. When Redis returns, what waited is written in order, with the
-entry ids it was given, even to a Redis that restarted empty.
+The batcher is where pixels leave shared memory: it scales each frame to the camera's
+output width and copies (or JPEG-encodes) it out of its ring slot, re-checks the slot's
+generation so a frame overwritten meanwhile is dropped rather than sent torn, and releases
+the slot. Batches are sealed by size or age and written in order by one writer task; while
+Redis is down they wait in a bounded queue (retried with capped, jittered exponential
+back-off), and when that overflows the oldest batch is shed and counted. When Redis returns,
+what waited is written in order, with the entry ids it was given, even to a Redis that
+restarted empty.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from zstream.errors import RingError, mask_url
-from zstream.pixels import i420_shape, i420_to_color, jpeg_encode
+from zstream.pixels import i420_bytes, i420_shape, i420_to_color, jpeg_encode, output_size, scale_i420
 from zstream.ring import RingCache
 from zstream.rundir import PipelineWatcher
 from zstream.stats import Counters, StatsReporter, latency_bucket
@@ -126,11 +127,10 @@ class Batcher(MessageIntake):
     EXPECTED = Verdict
 
     def __init__(self, topology: Topology, counters: Counters, client: Any) -> None:
-        self.topology = topology
-        self.settings = topology.batcher
+        self.rings = RingCache(topology.run_id)
+        self.apply(topology)
         self.counters = counters
         self.redis = client
-        self.rings = RingCache(topology.run_id)
         self.open = Batch()
         self.sealed: deque[Batch] = deque()
         self.writing: Batch | None = None  # taken off `sealed` while its XADD is on the wire
@@ -141,6 +141,13 @@ class Batcher(MessageIntake):
         self._batches = 0
         self.shed = 0  # batches shed because Redis was down too long
         self.tap: TapPublisher | None = None  # validated frames also go to the tap's subscribers
+
+    def apply(self, topology: Topology) -> None:
+        """Follow live changes: the cameras' output widths, and rings removed or resized."""
+        self.topology = topology
+        self.settings = topology.batcher
+        self._output_width = {camera.id: topology.output_width_for(camera) for camera in topology.cameras}
+        self.rings.refresh()
 
     # ---- intake -------------------------------------------------------------------------
 
@@ -181,20 +188,19 @@ class Batcher(MessageIntake):
         if not ring.is_current(ref.slot, ref.generation):
             self.counters.drop(STAGE, "overwritten", ref.camera)
             return None
-        y, u, v = ring.planes(ref.slot)
+        width, height = output_size(ref.width, ref.height, self._output_width.get(ref.camera, 0))
+        planes = scale_i420(*ring.planes(ref.slot), width, height)
         settings = self.settings
         if settings.encoding == "jpeg":
-            data, shape = jpeg_encode(y, u, v, settings.jpeg_quality)
+            data, shape = jpeg_encode(*planes, settings.jpeg_quality)
             pixel_format = "bgr24"
         elif settings.pixel_format == "yuv420p":
-            # The slot is Y, U, V back to back: one copy out, the one the transport needs.
-            data, shape, pixel_format = (
-                ring.frame(ref.slot).tobytes(),
-                i420_shape(ref.width, ref.height),
-                "yuv420p",
-            )
+            # Unscaled, the slot is Y, U, V back to back: one copy out, the one the transport needs.
+            unscaled = planes[0].shape == (ref.height, ref.width)
+            data = ring.frame(ref.slot).tobytes() if unscaled else i420_bytes(*planes)
+            shape, pixel_format = i420_shape(width, height), "yuv420p"
         else:
-            color = i420_to_color(y, u, v, settings.pixel_format)
+            color = i420_to_color(*planes, settings.pixel_format)
             data, shape, pixel_format = color.tobytes(), color.shape, settings.pixel_format
         if not ring.is_current(ref.slot, ref.generation):  # rewritten while we copied: torn
             self.counters.drop(STAGE, "overwritten", ref.camera)
@@ -205,15 +211,15 @@ class Batcher(MessageIntake):
             ref.pts,
             ref.capture_ts,
             verdict.validated_ts,
-            ref.width,
-            ref.height,
+            width,
+            height,
             settings.encoding,
             pixel_format,
             tuple(shape),
             verdict.metrics,
         )
         if self.tap is not None:
-            self.tap.publish(meta, data, ring, ref.slot, ref.generation)
+            self.tap.publish(meta, data, planes, lambda: ring.is_current(ref.slot, ref.generation))
         return meta, data
 
     def seal(self) -> None:
@@ -455,8 +461,8 @@ async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event) ->
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            if watcher.changed() is not None:  # cameras removed or resized live: let go of old rings
-                batcher.rings.refresh()
+            if (published := watcher.changed()) is not None:  # cameras changed live
+                batcher.apply(published[0])
             reporter.maybe_send()
         batcher.seal()
         finish.set()

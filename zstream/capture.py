@@ -18,6 +18,7 @@ import zmq
 
 from zstream.camera import CameraLifecycle, CameraState
 from zstream.errors import RingError, SourceError, SourceRejected, ZStreamError, mask_url
+from zstream.rate import FpsCap
 from zstream.ring import Ring, WriteSlot, ring_path
 from zstream.rundir import PipelineWatcher
 from zstream.sources import DecodedFrame, FrameSource, open_source
@@ -28,26 +29,6 @@ from zstream.wire import FrameRef, encode
 log = logging.getLogger(__name__)
 STAGE = "capture"
 WAIT_POLL_S = 0.002  # how often a camera with the "wait" policy looks for room downstream
-
-
-class FpsCap:
-    """Lets through at most `fps` frames per second of stream time (pts, else arrival)."""
-
-    def __init__(self, fps: float | None) -> None:
-        self.interval = 1.0 / fps if fps else 0.0
-        self._next: float | None = None
-
-    def admit(self, pts: float | None) -> bool:
-        if not self.interval:
-            return True
-        now = pts if pts is not None else time.monotonic()
-        if self._next is not None and self._next - 2 * self.interval <= now < self._next - 1e-6:
-            return False
-        # Beyond that window, time jumped (a reconnect, a looped or restarted stream): start afresh.
-        # Schedule from the ideal time, not from `now`, so jitter does not lower the rate.
-        ideal = (self._next or now) + self.interval
-        self._next = ideal if abs(now - ideal) < 2 * self.interval else now + self.interval
-        return True
 
 
 class CameraGate:

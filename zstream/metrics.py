@@ -119,7 +119,7 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metr
 
     skipped = CounterMetricFamily(
         f"{PREFIX}frames_skipped",
-        "Frames skipped by design (an fps cap), not lost.",
+        "Frames skipped by design, not lost: fps_cap (not decoded), output_rate (validated, not written).",
         labels=["camera", "reason"],
     )
     for (camera, reason), n in sorted(per_reason("skipped").items()):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import simplejpeg
 
 from zstream.sources.base import chroma_size
 
@@ -28,13 +29,47 @@ def i420_to_color(y: np.ndarray, u: np.ndarray, v: np.ndarray, pixel_format: str
     return color[:height, :width]
 
 
+# JPEG (JFIF) stores full-range YCbCr; decoders give I420 in video range (luma 16..235,
+# chroma 16..240), which OpenCV's I420 conversion also assumes. Expanding the planes' range
+# lets libjpeg-turbo encode them as they are: no BGR frame, no colour conversion either way.
+_FULL_LUMA = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
+_FULL_CHROMA = np.clip(np.round((np.arange(256) - 128) * 255 / 224 + 128), 0, 255).astype(np.uint8)
+
+
 def jpeg_encode(y: np.ndarray, u: np.ndarray, v: np.ndarray, quality: int) -> tuple[bytes, tuple[int, ...]]:
-    """JPEG bytes of the frame, and the shape cv2.imdecode will give back."""
-    bgr = i420_to_color(y, u, v, "bgr24")
-    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError(f"JPEG encoding of a {bgr.shape[1]}x{bgr.shape[0]} frame failed")
-    return encoded.tobytes(), bgr.shape
+    """JPEG bytes of the frame, and the shape cv2.imdecode will give back (BGR)."""
+    encoded = simplejpeg.encode_jpeg_yuv_planes(
+        cv2.LUT(y, _FULL_LUMA), cv2.LUT(u, _FULL_CHROMA), cv2.LUT(v, _FULL_CHROMA), quality=quality
+    )
+    return encoded, (y.shape[0], y.shape[1], 3)
+
+
+def output_size(width: int, height: int, output_width: int) -> tuple[int, int]:
+    """The size a frame is written out at: `output_width` wide, aspect kept, even (I420);
+    frames already that narrow are never scaled up, nor are they with output_width 0."""
+    if not output_width or output_width >= width:
+        return width, height
+    return output_width, max(2, round(height * output_width / width / 2) * 2)
+
+
+def scale_i420(
+    y: np.ndarray, u: np.ndarray, v: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The planes at `width` x `height` (even); the same views when that is their size.
+    Area averaging: what a downscale should do to sensor noise and edges alike."""
+    if y.shape == (height, width):
+        return y, u, v
+    chroma = (width // 2, height // 2)
+    return (
+        cv2.resize(y, (width, height), interpolation=cv2.INTER_AREA),
+        cv2.resize(u, chroma, interpolation=cv2.INTER_AREA),
+        cv2.resize(v, chroma, interpolation=cv2.INTER_AREA),
+    )
+
+
+def i420_bytes(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> bytes:
+    """The planes back to back, the raw yuv420p payload."""
+    return b"".join(np.ascontiguousarray(plane).tobytes() for plane in (y, u, v))
 
 
 def i420_shape(width: int, height: int) -> tuple[int, ...]:

@@ -118,7 +118,11 @@ class StatsBoard:
 
 # Upper bounds (ms) of the capture-to-Redis latency histogram; counts per bucket are counters
 # ("latency_ms", "", bound), so they add up across processes and restarts like everything else.
-LATENCY_BUCKETS_MS = (5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+# Fine up to 500 ms, where batching and queueing live; 220 is the default batch timeout + 20 ms.
+LATENCY_BUCKETS_MS = (
+    *(5, 10, 20, 30, 50, 75, 100, 150, 200, 220, 250, 300, 400, 500),
+    *(750, 1000, 2000, 5000, 10000),
+)
 
 
 def latency_bucket(latency_s: float) -> str:
@@ -165,10 +169,12 @@ def unaccounted(counts: dict[CounterKey, int], committed: int, camera: str) -> i
 
     `committed` is the ring's own count of frames written into it: it lives in shared
     memory, so unlike a killed worker's last counters it survives any crash. Every such
-    frame was dropped at capture, written, sent to QC, or dropped downstream; while the
-    pipeline runs the rest are in flight, and after a drain they were lost in a crash.
+    frame was dropped at capture, written, sent to QC, left out by the output rate, or
+    dropped downstream; while the pipeline runs the rest are in flight, and after a drain
+    they were lost in a crash.
     """
     settled = total(counts, "written", camera) + total(counts, "qc_written", camera)
+    settled += by_reason(counts, "skipped", camera).get("output_rate", 0)
     settled += sum(
         n
         for reason, n in by_reason(counts, "dropped", camera).items()

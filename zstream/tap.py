@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -49,7 +49,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zstream.errors import WireError, ZStreamError
-from zstream.pixels import i420_shape, jpeg_encode
+from zstream.pixels import i420_bytes, i420_shape, jpeg_encode
 from zstream.rundir import TAP_ENDPOINT_FILE, replace_file
 from zstream.security import CurveServer, curve_client
 from zstream.sources.base import chroma_size, i420_size
@@ -57,7 +57,6 @@ from zstream.stats import Counters
 from zstream.wire import FrameMeta, TapFrame
 
 if TYPE_CHECKING:
-    from zstream.ring import Ring
     from zstream.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -183,9 +182,17 @@ class TapPublisher:
 
     # ---- publishing ---------------------------------------------------------------------
 
-    def publish(self, meta: FrameMeta, data: bytes, ring: Ring, slot: int, generation: int) -> None:
-        """Publish a validated frame (its batch metadata and payload `data`, its ring slot still
-        held) to the subscribers of its camera. Never blocks, never raises."""
+    def publish(
+        self,
+        meta: FrameMeta,
+        data: bytes,
+        planes: tuple[np.ndarray, np.ndarray, np.ndarray],
+        current: Callable[[], bool],
+    ) -> None:
+        """Publish a frame on its way to Redis (its batch metadata, its payload `data`, and its
+        I420 `planes` at its output size, which may be views into a ring slot still held, so
+        `current()` says whether that slot still holds it) to the subscribers of its camera.
+        Never blocks, never raises."""
         if not self.wants(meta.camera):
             return
         start = time.monotonic()
@@ -198,8 +205,8 @@ class TapPublisher:
             self.counters.drop(STAGE, "busy", meta.camera)
             return
         try:
-            payload, pixel_format, shape = self._payload(meta, data, ring, slot)
-            if not ring.is_current(slot, generation):  # rewritten while we read it: torn
+            payload, pixel_format, shape = self._payload(meta, data, planes)
+            if not current():  # rewritten while we read it: torn
                 self.counters.drop(STAGE, "overwritten", meta.camera)
                 return
             header = TapFrame(
@@ -234,17 +241,17 @@ class TapPublisher:
             self._budget_s -= time.monotonic() - start
 
     def _payload(
-        self, meta: FrameMeta, data: bytes, ring: Ring, slot: int
+        self, meta: FrameMeta, data: bytes, planes: tuple[np.ndarray, np.ndarray, np.ndarray]
     ) -> tuple[bytes, str | None, tuple[int, ...] | None]:
         if self.payload == "meta":
             return b"", None, None
         if self.payload == "raw":
             if meta.encoding == "raw" and meta.pixel_format == "yuv420p":
                 return data, "yuv420p", meta.shape  # the batch's own copy: no second one
-            return ring.frame(slot).tobytes(), "yuv420p", i420_shape(meta.width, meta.height)
+            return i420_bytes(*planes), "yuv420p", i420_shape(meta.width, meta.height)
         if meta.encoding == "jpeg" and self.batch_jpeg_quality == self.jpeg_quality:
             return data, "bgr24", meta.shape
-        encoded, shape = jpeg_encode(*ring.planes(slot), self.jpeg_quality)
+        encoded, shape = jpeg_encode(*planes, self.jpeg_quality)
         return encoded, "bgr24", tuple(shape)
 
     def _send(self, parts: list[bytes]) -> bool:

@@ -122,6 +122,21 @@ class BatcherSettings(Strict):
     )
     jpeg_quality: int = Field(90, ge=1, le=100)
     max_pending_batches: int = Field(64, ge=1, le=100000, description="batches held while Redis is down")
+    output_fps: float = Field(
+        5.0,
+        ge=0,
+        le=240,
+        description="frames per second per camera written to Redis (every frame is still decoded and "
+        "validated); 0: every frame",
+    )
+    output_width: int = Field(
+        640, ge=0, le=16384, description="frames written to Redis are scaled down to this width; 0: unscaled"
+    )
+
+    @field_validator("output_width")
+    @classmethod
+    def _output_width(cls, value: int) -> int:
+        return _check_output_width(value)
 
 
 class SupervisorSettings(Strict):
@@ -135,6 +150,12 @@ class SupervisorSettings(Strict):
         """Each stage's share of the shutdown timeout, upstream first; the batcher gets the most
         because it may be waiting for Redis."""
         return self.shutdown_timeout_s * {"capture": 0.25, "validate": 0.25, "batch": 0.5}[stage]
+
+
+def _check_output_width(value: int) -> int:
+    if value % 2:
+        raise ValueError(f"must be even (frames are I420, chroma is half the width), got {value}")
+    return value
 
 
 def _zmq_endpoint(value: str, *, optional: bool = False) -> str:
@@ -221,7 +242,11 @@ class Camera(Strict):
     transport: Literal["tcp", "udp"] | None = Field(
         None, description="rtsp:// and onvif:// cameras: RTP over the RTSP connection (tcp, default) or udp"
     )
-    fps: float | None = Field(None, gt=0, le=240, description="cap on delivered frames per second")
+    fps: float | None = Field(
+        None, gt=0, le=240, description="cap on frames decoded per second (see output_fps for Redis)"
+    )
+    output_fps: float | None = Field(None, ge=0, le=240, description="overrides batcher.output_fps")
+    output_width: int | None = Field(None, ge=0, le=16384, description="overrides batcher.output_width")
     resize: Size | None = Field(None, description="scale every frame to WIDTHxHEIGHT at capture")
     max_size: Size | None = Field(None, description="overrides capture.max_size for this camera")
     loop: bool = Field(False, description="files: start again at the end")
@@ -236,6 +261,11 @@ class Camera(Strict):
     @classmethod
     def _sizes(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
         return None if value is None else _check_size(value)
+
+    @field_validator("output_width")
+    @classmethod
+    def _output_width(cls, value: int | None) -> int | None:
+        return None if value is None else _check_output_width(value)
 
     @field_validator("thresholds")
     @classmethod
@@ -281,6 +311,12 @@ class Topology(Strict):
 
     def thresholds_for(self, camera: Camera) -> Thresholds:
         return self.validation.thresholds.model_copy(update=camera.thresholds)
+
+    def output_fps_for(self, camera: Camera) -> float:
+        return self.batcher.output_fps if camera.output_fps is None else camera.output_fps
+
+    def output_width_for(self, camera: Camera) -> int:
+        return self.batcher.output_width if camera.output_width is None else camera.output_width
 
     def ring_slots_for(self, camera: Camera) -> int:
         return camera.ring_slots or self.capture.ring_slots

@@ -1,8 +1,10 @@
 """Validation stage: measure each frame's quality on its luma plane, in place in shared memory.
 
 Every camera is routed to one validation worker (see topology.Placement), so its frames
-stay in order and its per-camera state lives in one process. Passing and failing frames
-both go on to the batcher, which writes them to the batch or the QC stream.
+stay in order and its per-camera state lives in one process. Every frame is validated;
+the camera's output rate then picks the frames that go on to the batcher (which writes
+them to the batch or the QC stream), and the slots of the others are released here,
+counted as skipped (output_rate), so they never cost the batcher a message.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import zmq
 
 from zstream.errors import RingError
 from zstream.quality import CameraQuality
+from zstream.rate import FpsCap
 from zstream.ring import RingCache
 from zstream.rundir import PipelineWatcher
 from zstream.stats import Counters, StatsReporter
@@ -37,6 +40,7 @@ class Validator(MessageIntake):
         # Per-camera state (frozen detection) is correct here because each camera is routed to
         # exactly one validation worker, which sees its frames in order.
         self._quality: dict[str, CameraQuality] = {}
+        self._output: dict[str, FpsCap] = {}  # per camera: which validated frames go to Redis
         self.apply(topology)
         self.pull = context.socket(zmq.PULL)
         # Per camera (each has its own pipe): with the sender's HWM, what may wait for us.
@@ -52,12 +56,13 @@ class Validator(MessageIntake):
         """Follow live camera changes: new cameras get their state, changed thresholds apply
         from the next frame (a camera's frozen-detection state survives a threshold change)."""
         self.topology = topology
-        quality = {}
+        quality, output = {}, {}
         for camera in topology.cameras:
-            thresholds = topology.thresholds_for(camera)
-            kept = self._quality.get(camera.id)
+            thresholds, fps = topology.thresholds_for(camera), topology.output_fps_for(camera)
+            kept, cap = self._quality.get(camera.id), self._output.get(camera.id)
             quality[camera.id] = kept if kept and kept.thresholds == thresholds else CameraQuality(thresholds)
-        self._quality = quality
+            output[camera.id] = cap if cap and cap.fps == fps else FpsCap(fps)
+        self._quality, self._output = quality, output
         self.rings.refresh()
 
     def accept(self, ref: FrameRef) -> None:
@@ -86,13 +91,17 @@ class Validator(MessageIntake):
             log.warning("camera %s: %s", ref.camera, exc)
             return
         reasons = assessment.reasons
-        verdict = Verdict(ref, assessment.metrics.as_dict(), reasons, time.time())
-        try:
-            self.push.send(encode(verdict), zmq.NOBLOCK)
-        except zmq.Again:
+        if self._output[ref.camera].admit(ref.pts if ref.pts is not None else ref.capture_ts):
+            verdict = Verdict(ref, assessment.metrics.as_dict(), reasons, time.time())
+            try:
+                self.push.send(encode(verdict), zmq.NOBLOCK)
+            except zmq.Again:
+                ring.release(ref.slot, ref.generation)
+                self.counters.drop(STAGE, "batcher_full", ref.camera)
+                return
+        else:
             ring.release(ref.slot, ref.generation)
-            self.counters.drop(STAGE, "batcher_full", ref.camera)
-            return
+            self.counters.add("skipped", ref.camera, "output_rate")
         self.counters.add("validated", ref.camera)
         if reasons:
             self.counters.add("rejected", ref.camera)  # frames, where "failed" counts reasons
