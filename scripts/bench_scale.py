@@ -9,8 +9,9 @@ a measured window reports:
   decoded %    frames the capture decoded (`received`) / frames the sources produced
                (10 fps x N x seconds); below 100 % the decoders fall behind real time
   validated %  frames validated / frames produced ("decoded and validated": every frame is)
-  delivered %  frames written to the Redis batch stream / frames the output rate selects
-               (output fps x N x seconds)
+  delivered %  frames written to the Redis batch stream / frames the output rate selected
+               (validated and not skipped: 5 of the 10 fps by default); a frame that failed
+               QC (counted) went to the QC stream instead
   drops        by stage:reason; QC-rejected frames (sent to the QC stream) separately
   latency      capture -> Redis p50 / p99, interpolated in the buckets of the
                zstream_capture_to_redis_latency_seconds histogram (mean from its sum)
@@ -38,7 +39,6 @@ import argparse
 import contextlib
 import datetime
 import json
-import os
 import platform
 import signal
 import subprocess
@@ -66,10 +66,11 @@ from zstream.sources.synthetic import TrafficScene  # noqa: E402
 from zstream.topology import load_topology  # noqa: E402
 
 SOURCE_FPS = 10
-WIDTH, HEIGHT = 1280, 720
+SIZE = (1280, 720)  # the issue's camera; --size changes it (sizing at 1080p)
 GOP = 10  # frames between key frames
 STARTUP_TIMEOUT_S = 60.0  # from `zstream up` to every camera streaming, plus 0.2 s per camera
 STOP_TIMEOUT_S = 45.0  # SIGINT, then SIGKILL of its process group (shutdown_timeout_s is 20)
+PROFILE_S = 10.0  # --profile: seconds of each worker's profile
 SAMPLE_S = 2.0  # RSS, liveness and the early stop are looked at this often in the window
 EARLY_STOP_AFTER_S = 10.0  # the window's first seconds are not judged (reports lag a second)
 STAGES = ("capture", "validate", "batch", "supervisor")
@@ -79,15 +80,15 @@ PLOT_MISSING = "matplotlib is not installed: no plot (`.venv/bin/pip install mat
 # ---- the clip --------------------------------------------------------------------------------
 
 
-def make_clip(path: Path, seconds: float) -> Path:
-    """A 720p H.264 clip of the traffic scene at 10 fps, a key frame every 10 frames, no B-frames."""
-    scene = TrafficScene(WIDTH, HEIGHT, seed=7, vehicles=8, label="scale", fps=SOURCE_FPS)
+def make_clip(path: Path, seconds: float, size: tuple[int, int] = SIZE) -> Path:
+    """An H.264 clip of the traffic scene at 10 fps, a key frame every 10 frames, no B-frames."""
+    scene = TrafficScene(*size, seed=7, vehicles=8, label="scale", fps=SOURCE_FPS)
     params = f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=0"
     with av.open(str(path), "w") as container:
         stream = container.add_stream(
             "libx264", rate=SOURCE_FPS, options={"preset": "veryfast", "x264-params": params}
         )
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        (stream.width, stream.height), stream.pix_fmt = size, "yuv420p"
         for index in range(round(seconds * SOURCE_FPS)):
             frame = av.VideoFrame.from_ndarray(scene.render(index), format="yuv420p")
             frame.pts = index
@@ -121,7 +122,9 @@ class Options:
     window: float
     warmup: float
     min_decoded: float
-    nice_capture: int = 0  # experiment: lower the capture workers' priority (every thread's nice)
+    capture_nice: int | None = None  # capture.nice; None: the topology's default
+    size: tuple[int, int] = SIZE
+    profile: Path | None = None  # write py-spy profiles of every worker here (the window's first 10 s)
 
 
 def topology_text(run_dir: Path, stream: str, cameras: list[str], options: Options) -> str:
@@ -129,8 +132,10 @@ def topology_text(run_dir: Path, stream: str, cameras: list[str], options: Optio
         f'run_dir = "{run_dir}"',
         f'[redis]\nurl = "{options.redis_url}"\nstream = "{stream}:frames"\nqc_stream = "{stream}:qc"\n'
         "maxlen = 100\nqc_maxlen = 1000",
-        f"[capture]\nworkers = {options.capture_workers}",
+        f'[capture]\nworkers = {options.capture_workers}\nmax_size = "{options.size[0]}x{options.size[1]}"'
+        + ("" if options.capture_nice is None else f"\nnice = {options.capture_nice}"),
         f"[validation]\nworkers = {options.validation_workers}",
+        "[supervisor]\nstats_interval_s = 0.25",
         f'[batcher]\nencoding = "jpeg"\njpeg_quality = {options.jpeg_quality}\n'
         f"output_fps = {options.output_fps}\noutput_width = {options.output_width}",
         '[control]\nendpoint = "tcp://127.0.0.1:*"',
@@ -180,8 +185,10 @@ class StepResult:
     cpu_redis: float | None = None  # % of one core
     cpu_rtsp: float | None = None
     cpu_machine_total: float = 0.0  # % of the machine, everything that ran
-    rss_mib: float = 0.0  # sum of RSS: counts what processes share (rings, libraries) once per process
-    pss_mib: float = 0.0  # sum of PSS: shared pages split between their processes, so a true total
+    # Both without shared memory (the rings: shm_mib). RSS sums count what processes share
+    # (libraries) once per process; PSS splits shared pages between them, so it is a true total.
+    rss_mib: float = 0.0
+    pss_mib: float = 0.0
     shm_mib: float = 0.0
     streaming: int = 0  # cameras streaming at the end of the window
     note: str = ""
@@ -229,6 +236,18 @@ def quantile(buckets: dict[float, float], q: float) -> float | None:
             return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
         lower, below = bound, buckets[bound]
     return lower
+
+
+def proc_fields(path: str) -> dict[str, int]:
+    """The "Name:   123 kB" lines of a /proc file, in bytes."""
+    fields = {}
+    with open(path) as lines:
+        for line in lines:
+            name, _, value = line.partition(":")
+            parts = value.split()
+            if len(parts) == 2 and parts[1] == "kB":
+                fields[name] = int(parts[0]) * 1024
+    return fields
 
 
 def processes(root: psutil.Process) -> list[psutil.Process]:
@@ -296,11 +315,12 @@ class Step:
             streaming = self._wait_streaming()
             if streaming < self.n:
                 result.note = f"only {streaming}/{self.n} cameras streaming after start-up; "
-            if self.options.nice_capture:
-                self._renice_capture(self.options.nice_capture)
-                result.note += f"capture workers at nice {self.options.nice_capture}; "
             time.sleep(self.options.warmup)
+            profiles = self._start_profiles() if self.options.profile else []
             self._measure(result)
+            if profiles:
+                result.note += "profiled (py-spy at 100 Hz) during the window; "
+                print(summarise_profiles(profiles), file=sys.stderr)
         except (RuntimeError, OSError, psutil.Error) as exc:
             result.failed = True
             result.note += str(exc)
@@ -319,6 +339,23 @@ class Step:
                 start_new_session=True,  # a Ctrl-C meant for this script reaches it through _stop only
             )
         self.root = psutil.Process(self.process.pid)
+
+    def _start_profiles(self) -> list[tuple[str, Path, subprocess.Popen[bytes]]]:
+        """py-spy record of every worker for the window's first seconds, in the background:
+        (worker, its raw stacks file, the py-spy process). Capture is sampled only while a
+        thread holds the GIL (--gil), else its dozens of threads waiting for it would dominate."""
+        assert self.options.profile is not None
+        self.options.profile.mkdir(parents=True, exist_ok=True)
+        started = []
+        seconds = str(int(min(PROFILE_S, self.options.window)))
+        for name, row in read_status(self.run_dir).get("workers", {}).items():
+            path = self.options.profile / f"profile-{self.n}-{name}.txt"
+            command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(row["pid"])]
+            command += ["--duration", seconds, "--rate", "100", "--format", "raw", "--output", str(path)]
+            command += ["--gil"] if name.startswith("capture") else []
+            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started.append((name, path, process))
+        return started
 
     def _alive(self) -> None:
         assert self.process is not None
@@ -342,14 +379,6 @@ class Step:
             raise RuntimeError(f"no metrics endpoint within the start-up timeout: see {self.log_file}")
         return streaming
 
-    def _renice_capture(self, nice: int) -> None:
-        """Every thread of the capture workers (Linux nice is per thread; camera threads exist by now)."""
-        for name, row in read_status(self.run_dir).get("workers", {}).items():
-            if name.startswith("capture-") and row["pid"]:
-                for task in Path(f"/proc/{row['pid']}/task").iterdir():
-                    with contextlib.suppress(OSError):
-                        os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
-
     def _snapshot(self) -> Snapshot:
         assert self.root is not None
         uptime, counters, dropped, latency, latency_sum = scrape(self.metrics)
@@ -372,13 +401,16 @@ class Step:
         return Snapshot(uptime, counters, dropped, latency, latency_sum, cpu, (busy, total_s), extra)
 
     def _memory(self) -> tuple[int, int]:
-        """(RSS, PSS) summed over the pipeline's processes."""
+        """(RSS, PSS) summed over the pipeline's processes, without their shared memory (the
+        rings, reported on their own): anonymous and file-backed pages, from /proc."""
         assert self.root is not None
         rss = pss = 0
         for process in processes(self.root):
-            with contextlib.suppress(psutil.Error):
-                memory = process.memory_full_info()
-                rss, pss = rss + memory.rss, pss + memory.pss
+            with contextlib.suppress(OSError):
+                status = proc_fields(f"/proc/{process.pid}/status")
+                rollup = proc_fields(f"/proc/{process.pid}/smaps_rollup")
+                rss += status.get("RssAnon", 0) + status.get("RssFile", 0)
+                pss += rollup.get("Pss_Anon", 0) + rollup.get("Pss_File", 0)
         return rss, pss
 
     def _measure(self, result: StepResult) -> None:
@@ -408,9 +440,10 @@ class Step:
     def _share(self, samples: list[Snapshot], counter: str, fps: float) -> float | None:
         """The rate of `counter` over the samples, in % of `fps` frames per second per camera.
 
-        A least-squares slope against the pipeline's uptime: workers report every second, so
-        a count is up to a second old, and two readings alone would be off by that much."""
-        points = sorted({s.uptime: s.counters.get(counter, 0.0) for s in samples}.items())
+        A least-squares slope against the pipeline's uptime: workers report every
+        stats_interval_s, so a count is up to that old, and two readings alone would be off by
+        that much. `counter` "selected" is validated less skipped (by the output rate)."""
+        points = sorted({s.uptime: self._count(s, counter) for s in samples}.items())
         if len(points) < 2:
             return None
         times, counts = zip(*points, strict=True)
@@ -419,16 +452,24 @@ class Step:
         rate = sum((t - mean_t) * (c - mean_c) for t, c in points) / spread
         return 100.0 * rate / (fps * self.n)
 
+    @staticmethod
+    def _count(sample: Snapshot, counter: str) -> float:
+        if counter == "selected":
+            return sample.counters.get("validated", 0.0) - sample.counters.get("skipped", 0.0)
+        return sample.counters.get(counter, 0.0)
+
     def _fill(self, result: StepResult, samples: list[Snapshot], memory: tuple[int, int], shm: int) -> None:
         first, last = samples[0], samples[-1]
         seconds = last.uptime - first.uptime
         if seconds <= 0:
             raise RuntimeError("the pipeline's counters did not move during the window")
-        output_fps = self.options.output_fps or SOURCE_FPS
         result.seconds = seconds
         result.decoded = self._share(samples, "received", SOURCE_FPS) or 0.0
         result.validated = self._share(samples, "validated", SOURCE_FPS) or 0.0
-        result.delivered = self._share(samples, "written", output_fps) or 0.0
+        # Against what the output rate selected (not its nominal fps): a share of counted frames,
+        # both from the same counters, so the slopes' noise mostly cancels.
+        written, selected = self._share(samples, "written", 1.0), self._share(samples, "selected", 1.0)
+        result.delivered = 100.0 * written / selected if written and selected else 0.0
 
         def delta(now: dict[Any, float], then: dict[Any, float], key: Any) -> float:
             return now.get(key, 0.0) - then.get(key, 0.0)
@@ -491,13 +532,35 @@ class Step:
                 path.unlink(missing_ok=True)
 
 
+def summarise_profiles(profiles: list[tuple[str, Path, subprocess.Popen[bytes]]], top: int = 8) -> str:
+    """Per worker, the functions where its samples were (own time), in % of its samples."""
+    lines = []
+    for name, path, process in profiles:
+        try:
+            process.wait(PROFILE_S + 30)
+            stacks = path.read_text().splitlines()
+        except (subprocess.TimeoutExpired, OSError) as exc:
+            process.kill()
+            lines.append(f"profile of {name}: none ({exc})")
+            continue
+        own: dict[str, int] = defaultdict(int)
+        for stack in stacks:
+            frames, _, count = stack.rpartition(" ")
+            own[frames.rpartition(";")[2]] += int(count)
+        total = sum(own.values()) or 1
+        ranked = sorted(own.items(), key=lambda item: -item[1])[:top]
+        lines.append(f"profile of {name} ({total} samples, {path}):")
+        lines += [f"  {100 * n / total:5.1f} %  {where}" for where, n in ranked]
+    return "\n".join(lines)
+
+
 # ---- the ramp, the table, the plot -------------------------------------------------------------
 
 
 def ramp(steps: list[int], options: Options, rtsp: bool, clip_seconds: float) -> list[StepResult]:
     results: list[StepResult] = []
     with tempfile.TemporaryDirectory(prefix="zs-scale-", dir="/tmp") as workdir:
-        clip = make_clip(Path(workdir) / "clip.mp4", clip_seconds)
+        clip = make_clip(Path(workdir) / "clip.mp4", clip_seconds, options.size)
         with contextlib.ExitStack() as stack:
             extra: dict[str, int] = {}
             url = str(clip)
@@ -537,7 +600,7 @@ HEADER = (
     "CPU ms/frame: capture / validate / batch",
     "Redis CPU %",
     "RTSP server CPU %",
-    "RSS / PSS MiB",
+    "RSS / PSS MiB excl. shm",
     "shm MiB",
     "note",
 )
@@ -581,23 +644,25 @@ def table(results: list[StepResult]) -> str:
 def describe(options: Options, mode: str) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     rate = f"{options.output_fps:g} fps" if options.output_fps else f"every frame ({SOURCE_FPS} fps)"
-    output = rate + (f", {options.output_width} px wide" if options.output_width else ", 1280x720")
+    width, height = options.size
+    output = rate + (f", {options.output_width} px wide" if options.output_width else f", {width}x{height}")
     return (
         f"Scale benchmark ({mode} cameras), run of {when} on {platform.node()} "
         f"({psutil.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}): "
-        f"{WIDTH}x{HEIGHT} H.264 at {SOURCE_FPS} fps in real time (key frame every {GOP}), "
-        f"{options.capture_workers} capture / {options.validation_workers} validation workers, "
+        f"{width}x{height} H.264 at {SOURCE_FPS} fps in real time (key frame every {GOP}), "
+        f"{options.capture_workers} capture / {options.validation_workers} validation workers "
+        f"(capture.nice {'19, the default' if options.capture_nice is None else options.capture_nice}), "
         f"output {output} as JPEG q{options.jpeg_quality} (after validation); "
         f"{options.warmup:g} s warm-up, {options.window:g} s window per step.\n\n"
-        "decoded % = frames decoded by capture / frames produced (10 fps x N x s); validated % = frames "
-        "validated / frames produced; delivered % = frames written to the Redis batch stream / output fps "
-        "x N x s. CPU % machine: pipeline processes in % of all CPUs (everything that ran, other load "
-        "included, in brackets); by stage in % of one core; ms/frame: capture per frame decoded, "
-        "validate per frame validated, batch per frame written. RSS sums count shared pages (the rings "
-        "are mapped by three stages) once per process; PSS splits them, so it is the true total. "
-        "Latency: capture (frame in shared memory) "
-        "to Redis, interpolated in the histogram's buckets (..., 150, 200, 220, 250, 300 ms ...), mean "
-        "exact."
+        "decoded % = frames decoded by capture / frames produced (10 fps x N x s); validated % = "
+        "frames validated / frames produced; delivered % = frames written to the Redis batch stream "
+        "/ frames the output rate selected (validated, not skipped). CPU % machine: pipeline "
+        "processes in % of all CPUs (everything that ran, other load included, in brackets); by "
+        "stage in % of one core; ms/frame: capture per frame decoded, validate per frame validated, "
+        "batch per frame written. Memory without shared memory (the rings: shm MiB): RSS sums count "
+        "shared library pages once per process; PSS splits them, so it is the true total. Latency: "
+        "capture (frame in shared memory) to Redis, interpolated in the histogram's buckets (..., "
+        "150, 200, 220, 250, 300 ms ...), mean exact."
     )
 
 
@@ -653,17 +718,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--capture-workers", type=int, default=2)
     parser.add_argument("--validation-workers", type=int, default=2)
     parser.add_argument("--output-fps", type=float, default=5.0, help="per camera to Redis; 0 = all")
-    parser.add_argument("--output-width", type=int, default=640, help="of frames to Redis; 0 = 1280")
+    parser.add_argument("--output-width", type=int, default=640, help="of frames to Redis; 0 = unscaled")
+    parser.add_argument("--size", default="1280x720", help="WxH of the cameras (1280x720)")
     parser.add_argument("--jpeg-quality", type=int, default=90)
     parser.add_argument("--clip-seconds", type=float, help="length of the looped clip (20)")
     parser.add_argument(
         "--min-decoded", type=float, default=50.0, help="decoded %% below which the ramp stops (saturated)"
     )
     parser.add_argument(
-        "--nice-capture",
-        type=int,
-        default=0,
-        help="experiment: run the capture workers' threads at this nice (downstream first under overload)",
+        "--capture-nice", type=int, help="capture.nice of the topology (default: the topology's, 19)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy profiles of every worker (into --out), summarised"
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory of the results")
@@ -672,6 +738,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, default in zip(("steps", "window", "warmup", "clip_seconds"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
+    try:
+        args.frame_size = tuple(int(n) for n in args.size.lower().split("x"))
+        assert len(args.frame_size) == 2 and all(n > 0 and n % 2 == 0 for n in args.frame_size)
+    except (ValueError, AssertionError):
+        parser.error(f"--size: expected an even WIDTHxHEIGHT such as 1920x1080, got {args.size!r}")
     try:
         args.step_list = [int(n) for n in args.steps.split(",") if n.strip()]
     except ValueError:
@@ -693,7 +764,9 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window,
         warmup=args.warmup,
         min_decoded=args.min_decoded,
-        nice_capture=args.nice_capture,
+        capture_nice=args.capture_nice,
+        profile=args.out if args.profile else None,
+        size=args.frame_size,
     )
     try:
         redis.Redis.from_url(args.redis_url, socket_connect_timeout=2).ping()
@@ -710,7 +783,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"scale-{mode}" + ("-quick" if args.quick else "")
+    size = "" if options.size == SIZE else f"-{args.size}"
+    name = f"scale-{mode}{size}" + ("-quick" if args.quick else "")
     (args.out / f"{name}.md").write_text(report)
     data = {"description": describe(options, mode), "steps": [asdict(r) for r in results]}
     (args.out / f"{name}.json").write_text(json.dumps(data, indent=1))

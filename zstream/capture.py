@@ -8,6 +8,7 @@ validation is full, the frame is dropped by the camera's policy and counted with
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -251,6 +252,10 @@ class CaptureWorker:
 def run(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
     """Body of capture worker `index`: its cameras until `stop`, then a final report."""
     topology, placement = watcher.read()
+    # Before any camera thread starts (threads inherit it). Linux weighs CPU per thread: dozens of
+    # decoding threads at the downstream stages' priority would starve their one thread each, and a
+    # frame dropped late has cost its decoding for nothing. Only ever lowered; read at start.
+    os.nice(max(0, topology.capture.nice - os.nice(0)))
     context = zmq.Context.instance()
     counters = Counters()
     reporter = StatsReporter.for_worker(context, topology, f"capture-{index}", counters)

@@ -93,6 +93,13 @@ class CaptureSettings(Strict):
         4, ge=1, le=10000, description="frame references queued per camera and hop; keep 2x below ring_slots"
     )
     decoder_threads: int = Field(1, ge=0, le=32, description="PyAV decoder threads per camera, 0 = auto")
+    nice: int = Field(
+        19,
+        ge=0,
+        le=19,
+        description="scheduling niceness of the capture processes: when the CPU is short, decoding "
+        "yields to validation and batching, so frames are dropped before work is spent on them",
+    )
     max_size: Size = Field((1920, 1080), description="largest frame a ring slot holds when not resizing")
     open_timeout_s: float = Field(10.0, gt=0, le=300)
     read_timeout_s: float = Field(10.0, gt=0, le=300)
