@@ -101,3 +101,24 @@ def test_scale_benchmark_quick_run_prints_its_table(tmp_path: Path) -> None:
     decoded, delivered = (float(cell) for cell in rows[0].split("|")[2:5:2])
     assert decoded > 0 and delivered > 0
     assert (tmp_path / "scale-file-quick.md").read_text().count("| 2 |") == 1
+
+
+def test_output_benchmark_quick_run_compares_with_opencv_at_the_same_quality() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_output.py", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if re.match(r"\| \d+x\d+ \|", line)]
+    assert [(row[0].strip(), row[1].strip()) for row in rows] == [
+        ("1280x720", "640x360"),
+        ("1280x720", "1280x720"),
+        ("1920x1080", "640x360"),
+        ("1920x1080", "1920x1080"),
+    ]
+    for row in rows:  # decoded back, both paths are as close to the unencoded frame
+        opencv, ours = (float(value) for value in row[5].split("/"))
+        assert ours <= opencv + 0.5, row

@@ -213,6 +213,24 @@ def test_every_frame_is_validated_and_the_output_rate_and_width_pick_what_reache
     assert all(data == reference[meta.seq].tobytes() for meta, data in found["all"])
 
 
+def test_capture_workers_run_at_a_lower_priority_than_the_stages_after_them(
+    pipeline, run_dir: Path, streams: tuple[str, str]
+) -> None:
+    """Every decoding thread is niced (capture.nice); validation and batching keep the
+    supervisor's priority, so under overload they are served first."""
+    text = topology_text(run_dir, streams, [{"id": "a", "url": SYNTH}, {"id": "b", "url": SYNTH}])
+    running = pipeline(text.replace("[capture]\n", "[capture]\nnice = 7\n"))
+    wait_until(lambda: running.camera("b")["state"] == "streaming", 60, message="cameras streaming")
+    base = os.getpriority(os.PRIO_PROCESS, running.process.pid)
+    pids = running.worker_pids()
+    for name, pid in pids.items():
+        threads = [int(task) for task in os.listdir(f"/proc/{pid}/task")]
+        nice = {os.getpriority(os.PRIO_PROCESS, thread) for thread in threads}
+        assert nice == ({max(base, 7)} if name.startswith("capture-") else {base}), (name, nice)
+    assert {"capture-0", "capture-1", "validate-0", "batch-0"} <= set(pids)
+    assert_clean_exit(running)
+
+
 def test_failing_frames_go_to_the_qc_stream_with_reasons(
     pipeline, run_dir: Path, streams: tuple[str, str], redis_client: redis.Redis
 ) -> None:
