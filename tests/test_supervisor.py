@@ -18,7 +18,8 @@ def test_delay_doubles_per_consecutive_failure_up_to_the_cap() -> None:
 def test_latency_quantiles_come_from_the_bucket_counts() -> None:
     from zstream.stats import latency_bucket, latency_quantile
 
-    assert [latency_bucket(s) for s in (0.001, 0.005, 0.0051, 0.15, 99.0)] == ["5", "5", "10", "200", "inf"]
+    seconds = (0.001, 0.005, 0.0051, 0.15, 0.16, 0.21, 99.0)
+    assert [latency_bucket(s) for s in seconds] == ["5", "5", "10", "150", "200", "220", "inf"]
     counts = {("latency_ms", "", "50"): 90, ("latency_ms", "", "500"): 9, ("latency_ms", "", "inf"): 1}
     assert latency_quantile(counts, 0.5) == "<= 50 ms"
     assert latency_quantile(counts, 0.95) == "<= 500 ms"

@@ -7,6 +7,7 @@ validation is full, the frame is dropped by the camera's policy and counted with
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -249,13 +250,21 @@ class CaptureWorker:
         return self._stop(list(self.threads.values()))
 
 
+def lower_priority(nice: int) -> None:
+    """Every thread of this process at niceness `nice` or lower priority, before any camera thread
+    starts (new threads inherit their creator's). Linux weighs CPU per thread: dozens of decoding
+    threads at the downstream stages' priority would starve their one thread each, and a frame
+    dropped late has cost its decoding for nothing. Only ever lowered; read at start."""
+    for task in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            tid = int(task)
+            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+
+
 def run(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
     """Body of capture worker `index`: its cameras until `stop`, then a final report."""
     topology, placement = watcher.read()
-    # Before any camera thread starts (threads inherit it). Linux weighs CPU per thread: dozens of
-    # decoding threads at the downstream stages' priority would starve their one thread each, and a
-    # frame dropped late has cost its decoding for nothing. Only ever lowered; read at start.
-    os.nice(max(0, topology.capture.nice - os.nice(0)))
+    lower_priority(topology.capture.nice)
     context = zmq.Context.instance()
     counters = Counters()
     reporter = StatsReporter.for_worker(context, topology, f"capture-{index}", counters)
