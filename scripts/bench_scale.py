@@ -102,6 +102,47 @@ def make_clip(path: Path, seconds: float, size: tuple[int, int] = SIZE) -> Path:
     return path
 
 
+@dataclass
+class Ceiling:
+    """The baseline of the run: what FFmpeg's decoder alone gets through this clip on this machine."""
+
+    fps: float  # frames per second, all cores together
+    processes: int
+
+    @property
+    def cameras(self) -> float:
+        return self.fps / SOURCE_FPS
+
+
+def decode_ceiling(clip: Path, passes: int) -> Ceiling:
+    """Decode-only throughput: one `ffmpeg -threads 1 -f null` per core, all at once, each playing
+    the clip `passes` times. No pipeline on this machine can decode more cameras than this: it has
+    no copy, no validation, no output and no other process to share the cores with."""
+    frames = sum(1 for _ in av.open(str(clip)).demux(video=0)) - 1  # less the final empty packet
+    command = ["ffmpeg", "-v", "error", "-nostdin", "-threads", "1", "-stream_loop", str(passes - 1)]
+    command += ["-i", str(clip), "-f", "null", "-"]
+    cores = psutil.cpu_count() or 1
+    started = time.perf_counter()
+    running = [subprocess.Popen(command) for _ in range(cores)]
+    if any(process.wait(600) for process in running):
+        raise RuntimeError(f"ffmpeg failed on {clip}: {' '.join(command)}")
+    return Ceiling(cores * passes * frames / (time.perf_counter() - started), cores)
+
+
+def sustained(results: list[StepResult]) -> StepResult | None:
+    """The largest step that met every target (decoded, validated and delivered >= 99.9 %, p99
+    latency within the target, nothing lost), below the first that did not."""
+    best = None
+    for r in results:
+        p99 = r.latency_p99_ms
+        if r.failed or min(r.decoded, r.validated, r.delivered) < 99.9 or p99 is None or r.lost:
+            break
+        if p99 > TARGET_LATENCY_MS:
+            break
+        best = r
+    return best
+
+
 @contextlib.contextmanager
 def rtsp_source(clip: Path) -> Iterator[tuple[str, int]]:
     """Serve the clip, looped, from scripts/rtsp_server.py; yield (its URL, its pid)."""
@@ -174,6 +215,7 @@ class StepResult:
     cameras: int
     seconds: float = 0.0  # the measured window, by the pipeline's own clock
     decoded: float = 0.0  # %
+    of_ceiling: float = 0.0  # frames decoded per second, in % of the run's decode ceiling
     validated: float = 0.0
     delivered: float = 0.0
     rejected: int = 0  # frames that failed QC (to the QC stream, not the batch stream)
@@ -571,10 +613,16 @@ def summarise_profiles(profiles: list[tuple[str, Path, subprocess.Popen[bytes]]]
 # ---- the ramp, the table, the plot -------------------------------------------------------------
 
 
-def ramp(steps: list[int], options: Options, rtsp: bool, clip_seconds: float) -> list[StepResult]:
+def ramp(
+    steps: list[int], options: Options, rtsp: bool, clip_seconds: float, passes: int
+) -> tuple[Ceiling, list[StepResult]]:
     results: list[StepResult] = []
     with tempfile.TemporaryDirectory(prefix="zs-scale-", dir="/tmp") as workdir:
         clip = make_clip(Path(workdir) / "clip.mp4", clip_seconds, options.size)
+        ceiling = decode_ceiling(clip, passes)
+        print(
+            f"ceiling: ffmpeg decodes {ceiling.fps:.0f} fps = {ceiling.cameras:.0f} cameras", file=sys.stderr
+        )
         with contextlib.ExitStack() as stack:
             extra: dict[str, int] = {}
             url = str(clip)
@@ -589,6 +637,7 @@ def ramp(steps: list[int], options: Options, rtsp: bool, clip_seconds: float) ->
                 print(f"step: {n} cameras ...", file=sys.stderr, flush=True)
                 step = Step(Path(workdir), cameras, options, extra)
                 result = step.run()
+                result.of_ceiling = 100 * result.decoded / 100 * n * SOURCE_FPS / ceiling.fps
                 results.append(result)
                 print(row(result), file=sys.stderr, flush=True)
                 if result.failed:
@@ -598,12 +647,13 @@ def ramp(steps: list[int], options: Options, rtsp: bool, clip_seconds: float) ->
                 if result.decoded < options.min_decoded:
                     result.note += f"decoded < {options.min_decoded:.0f} %: ramp stopped"
                     break
-    return results
+    return ceiling, results
 
 
 HEADER = (
     "cameras",
     "decoded %",
+    "decoded fps % of ceiling",
     "validated %",
     "delivered %",
     "drops (stage:reason)",
@@ -631,6 +681,7 @@ def cells(r: StepResult) -> list[str]:
     return [
         f"{r.cameras}",
         f"{r.decoded:.1f}",
+        f"{r.of_ceiling:.0f}",
         f"{r.validated:.1f}",
         f"{r.delivered:.1f}",
         drops,
@@ -655,6 +706,23 @@ def row(result: StepResult) -> str:
 def table(results: list[StepResult]) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     return "\n".join(lines + [row(r) for r in results])
+
+
+def verdict(ceiling: Ceiling, results: list[StepResult]) -> str:
+    """The run in two sentences: the baseline, and how close the pipeline came to it."""
+    line = (
+        f"Decode ceiling (baseline, same clip, same run): {ceiling.processes} x `ffmpeg -threads 1 -f null` "
+        f"at once decode {ceiling.fps:.0f} fps, {ceiling.cameras:.0f} cameras at {SOURCE_FPS} fps, "
+        "with no copy, validation or output. "
+    )
+    best = sustained(results)
+    if best is None:
+        return line + "No step met every target (decoded, validated, delivered >= 99.9 %, p99 latency)."
+    return line + (
+        f"Largest step meeting every target (decoded, validated, delivered >= 99.9 %, p99 <= "
+        f"{TARGET_LATENCY_MS} ms, nothing lost): {best.cameras} cameras, "
+        f"{best.cameras / ceiling.cameras:.2f} of the ceiling."
+    )
 
 
 def describe(options: Options, mode: str) -> str:
@@ -682,7 +750,7 @@ def describe(options: Options, mode: str) -> str:
     )
 
 
-def plot(path: Path, results: dict[str, list[StepResult]]) -> str:
+def plot(path: Path, results: dict[str, list[StepResult]], ceiling: Ceiling) -> str:
     """delivered % (and decoded %), latency and CPU against camera count; '' or why not."""
     try:
         import matplotlib
@@ -706,6 +774,9 @@ def plot(path: Path, results: dict[str, list[StepResult]]) -> str:
         cpu.plot(x, [r.cpu_machine for r in rows], "o-", color=color, label=f"pipeline ({mode})")
         cpu.plot(x, [r.cpu_machine_total for r in rows], ":", color=color, label=f"machine total ({mode})")
     rates.axhline(99.9, color="grey", linewidth=0.8, linestyle=":", label="target 99.9 %")
+    rates.axvline(
+        ceiling.cameras, color="black", linewidth=0.8, linestyle="-.", label="ffmpeg decode ceiling"
+    )
     latency.axhline(TARGET_LATENCY_MS, color="grey", linewidth=0.8, linestyle=":", label="target p99")
     rates.set(title="frames", xlabel="cameras", ylabel="%", ylim=(0, 110))
     latency.set(title="capture -> Redis latency", xlabel="cameras", ylabel="ms", yscale="log")
@@ -741,6 +812,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jpeg-quality", type=int, default=90)
     parser.add_argument("--clip-seconds", type=float, help="length of the looped clip (20)")
     parser.add_argument(
+        "--passes", type=int, help="times each ffmpeg of the decode ceiling plays the clip (5)"
+    )
+    parser.add_argument(
         "--min-decoded", type=float, default=50.0, help="decoded %% below which the ramp stops (saturated)"
     )
     parser.add_argument(
@@ -752,8 +826,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory of the results")
     args = parser.parse_args(argv)
-    defaults = ("2", 4.0, 2.0, 3.0) if args.quick else ("10,25,50,75,100,150", 30.0, 10.0, 20.0)
-    for name, default in zip(("steps", "window", "warmup", "clip_seconds"), defaults, strict=True):
+    defaults = ("2", 4.0, 2.0, 3.0, 1) if args.quick else ("10,25,50,75,100,150", 30.0, 10.0, 20.0, 5)
+    for name, default in zip(("steps", "window", "warmup", "clip_seconds", "passes"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
     try:
@@ -793,11 +867,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     mode = "rtsp" if args.rtsp else "file"
     try:
-        results = ramp(args.step_list, options, args.rtsp, args.clip_seconds)
+        ceiling, results = ramp(args.step_list, options, args.rtsp, args.clip_seconds, args.passes)
     except RuntimeError as exc:  # the RTSP server did not start (GStreamer missing, ...)
         print(f"bench_scale: {exc}", file=sys.stderr)
         return 2
-    report = describe(options, mode) + "\n\n" + table(results) + "\n"
+    report = describe(options, mode) + "\n\n" + table(results) + "\n\n" + verdict(ceiling, results) + "\n"
     print(report)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -805,11 +879,12 @@ def main(argv: list[str] | None = None) -> int:
     name = f"scale-{mode}{size}" + ("-quick" if args.quick else "")
     (args.out / f"{name}.md").write_text(report)
     data = {"description": describe(options, mode), "steps": [asdict(r) for r in results]}
+    data["ceiling"] = asdict(ceiling) | {"cameras": ceiling.cameras}
     (args.out / f"{name}.json").write_text(json.dumps(data, indent=1))
     # Both kinds of camera on one plot when the other mode's results are there (same --quick or not).
     other = "file" if args.rtsp else "rtsp"
     series = {mode: results, other: load_results(args.out / f"{name.replace(mode, other)}.json")}
-    why_not = plot(args.out / f"{name}.png", series)
+    why_not = plot(args.out / f"{name}.png", series, ceiling)
     print(why_not or f"plot: {args.out / f'{name}.png'}", file=sys.stderr if why_not else sys.stdout)
     print(f"table: {args.out / f'{name}.md'}")
     return 1 if not results or any(r.failed or r.delivered <= 0 for r in results) else 0

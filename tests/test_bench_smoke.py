@@ -7,6 +7,7 @@ timing target is.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -96,11 +97,18 @@ def test_scale_benchmark_quick_run_prints_its_table(tmp_path: Path) -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| 2 |")]
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| cameras |"))
+    rows = [line for line in lines if line.startswith("| 2 |")]
     assert len(rows) == 1
-    decoded, delivered = (float(cell) for cell in rows[0].split("|")[2:5:2])
-    assert decoded > 0 and delivered > 0
+    cells = dict(zip(header.split("|"), rows[0].split("|"), strict=True))
+    assert float(cells[" decoded % "]) > 0 and float(cells[" delivered % "]) > 0
+    assert float(cells[" decoded fps % of ceiling "]) > 0
     assert (tmp_path / "scale-file-quick.md").read_text().count("| 2 |") == 1
+    # The baseline of the same run: FFmpeg's decode-only throughput of the clip on every core.
+    ceiling = json.loads((tmp_path / "scale-file-quick.json").read_text())["ceiling"]
+    assert ceiling["fps"] > 0 and ceiling["processes"] >= 1
+    assert "Decode ceiling (baseline, same clip, same run)" in result.stdout
 
 
 def test_output_benchmark_quick_run_compares_with_opencv_at_the_same_quality() -> None:

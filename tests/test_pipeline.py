@@ -216,18 +216,28 @@ def test_every_frame_is_validated_and_the_output_rate_and_width_pick_what_reache
 def test_capture_workers_run_at_a_lower_priority_than_the_stages_after_them(
     pipeline, run_dir: Path, streams: tuple[str, str]
 ) -> None:
-    """Every decoding thread is niced (capture.nice); validation and batching keep the
-    supervisor's priority, so under overload they are served first."""
-    text = topology_text(run_dir, streams, [{"id": "a", "url": SYNTH}, {"id": "b", "url": SYNTH}])
+    """Every camera's decoding thread is niced (capture.nice); the capture workers' ZeroMQ I/O
+    threads, validation and batching keep the supervisor's priority, so under overload they
+    are served first."""
+    cameras = [{"id": name, "url": SYNTH} for name in ("a", "b", "c")]
+    text = topology_text(run_dir, streams, cameras)
     running = pipeline(text.replace("[capture]\n", "[capture]\nnice = 7\n"))
-    wait_until(lambda: running.camera("b")["state"] == "streaming", 60, message="cameras streaming")
+    wait_until(
+        lambda: all(running.camera(name)["state"] == "streaming" for name in "abc"), 60, message="streaming"
+    )
     base = os.getpriority(os.PRIO_PROCESS, running.process.pid)
-    pids = running.worker_pids()
-    for name, pid in pids.items():
-        threads = [int(task) for task in os.listdir(f"/proc/{pid}/task")]
-        nice = {os.getpriority(os.PRIO_PROCESS, thread) for thread in threads}
-        assert nice == ({max(base, 7)} if name.startswith("capture-") else {base}), (name, nice)
-    assert {"capture-0", "capture-1", "validate-0", "batch-0"} <= set(pids)
+    niced: dict[str, int] = {}
+    for name, pid in running.worker_pids().items():
+        threads = {}
+        for task in os.listdir(f"/proc/{pid}/task"):
+            comm = Path(f"/proc/{pid}/task/{task}/comm").read_text().strip()
+            threads[int(task)] = (comm, os.getpriority(os.PRIO_PROCESS, int(task)))
+        niced[name] = sum(1 for _, nice in threads.values() if nice == max(base, 7))
+        assert {nice for _, nice in threads.values()} <= {base, max(base, 7)}, (name, threads)
+        io_threads = [nice for comm, nice in threads.values() if comm.startswith("ZMQbg/IO")]
+        assert io_threads and set(io_threads) == {base}, (name, threads)
+    # Cameras a and c on capture-0, b on capture-1: one niced thread per camera, nowhere else.
+    assert niced == {"capture-0": 2, "capture-1": 1, "validate-0": 0, "validate-1": 0, "batch-0": 0}
     assert_clean_exit(running)
 
 

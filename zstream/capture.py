@@ -7,7 +7,6 @@ validation is full, the frame is dropped by the camera's policy and counted with
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -78,6 +77,7 @@ class CameraThread(threading.Thread):
         self._push.connect(topology.endpoint(f"validate-{validator}"))
 
     def run(self) -> None:
+        lower_priority(self.topology.capture.nice)
         try:
             self._run()
         finally:
@@ -180,6 +180,18 @@ class CameraThread(threading.Thread):
         self.stop.wait(delay)
 
 
+def lower_priority(nice: int) -> None:
+    """Run the calling thread (a camera's, and the decoder threads it starts) at niceness `nice`.
+
+    Linux weighs CPU per thread: dozens of decoding threads at the priority of validation and
+    batching would starve their one thread each, and a frame dropped late has cost its decoding
+    for nothing. Only the cameras' threads: the worker's ZeroMQ I/O thread carries every camera's
+    references, and niced among 100 decoders it fell behind until the queues to validation
+    overflowed (queue_full drops while validation sat idle). Only ever lowered."""
+    tid = threading.get_native_id()
+    os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
+
+
 def _fill(destination: np.ndarray, source: np.ndarray) -> None:
     """Copy a plane into the ring, scaling it on the way when capture resizes."""
     if destination.shape == source.shape:
@@ -250,21 +262,9 @@ class CaptureWorker:
         return self._stop(list(self.threads.values()))
 
 
-def lower_priority(nice: int) -> None:
-    """Every thread of this process at niceness `nice` or lower priority, before any camera thread
-    starts (new threads inherit their creator's). Linux weighs CPU per thread: dozens of decoding
-    threads at the downstream stages' priority would starve their one thread each, and a frame
-    dropped late has cost its decoding for nothing. Only ever lowered; read at start."""
-    for task in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            tid = int(task)
-            os.setpriority(os.PRIO_PROCESS, tid, max(nice, os.getpriority(os.PRIO_PROCESS, tid)))
-
-
 def run(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
     """Body of capture worker `index`: its cameras until `stop`, then a final report."""
     topology, placement = watcher.read()
-    lower_priority(topology.capture.nice)
     context = zmq.Context.instance()
     counters = Counters()
     reporter = StatsReporter.for_worker(context, topology, f"capture-{index}", counters)
