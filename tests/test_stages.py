@@ -3,6 +3,8 @@ counted with its reason, the stage survives, and good frames still pass."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,3 +96,29 @@ def test_batcher_rejects_bad_verdicts_and_batches_good_ones(setup: tuple[Topolog
     assert [meta.seq for meta, _ in batcher.open.frames] == [good.seq]
     assert [entry.fields["reasons"] for entry in batcher.qc] == ["too_dark"]
     batcher.rings.close()
+
+
+def test_batch_timeout_counts_from_the_oldest_frames_capture(setup: tuple[Topology, Ring]) -> None:
+    """A partial batch is sealed batch_timeout_ms (200) after its oldest frame was captured, not
+    after the batch opened: time a frame spent upstream is not waited again at the batcher."""
+    topology, ring = setup
+    batcher = Batcher(topology, Counters(), client=None)
+    try:
+
+        def verdict(captured_ago: float) -> bytes:
+            ref = dataclasses.replace(written(ring), capture_ts=time.time() - captured_ago)
+            return encode(Verdict(ref, {"brightness": 100.0}, (), time.time()))
+
+        batcher.handle(verdict(0.0))
+        assert 0.15 < batcher.seal_if_due() <= 0.2  # a fresh frame: nearly the whole timeout
+        batcher.seal()
+        batcher.handle(verdict(0.15))
+        batcher.handle(verdict(0.0))  # a younger frame joining does not move the deadline
+        assert 0.0 < batcher.seal_if_due() <= 0.05
+        assert len(batcher.sealed) == 1 and len(batcher.open.frames) == 2
+        batcher.seal()
+        batcher.handle(verdict(1.0))  # already older than the timeout: sealed at the next look
+        batcher.seal_if_due()
+        assert not batcher.open.frames and [len(b.frames) for b in batcher.sealed] == [1, 2, 1]
+    finally:
+        batcher.rings.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import threading
@@ -58,7 +59,7 @@ def retry_delay(failures: int) -> float:
 @dataclass
 class Batch:
     frames: list[tuple[FrameMeta, bytes]] = field(default_factory=list)
-    opened: float = field(default_factory=time.monotonic)
+    due: float = math.inf  # monotonic time at which it is sealed, however full (see Batcher.add)
     entry_id: str | None = None  # fixed at the first write attempt; retries reuse it
     name: str | None = None  # the `batch` field of its meta, also fixed at the first attempt
 
@@ -173,9 +174,7 @@ class Batcher(MessageIntake):
             payload = self._read_pixels(ring, verdict)
             if payload is None:
                 return
-            self.open.frames.append(payload)
-            if len(self.open.frames) >= self.settings.batch_size:
-                self.seal()
+            self.add(payload)
         else:
             self._queue_qc(QcEntry(ref.camera, encode_qc_entry(verdict)))
         self._last_seq[ref.camera] = (
@@ -222,6 +221,18 @@ class Batcher(MessageIntake):
             self.tap.publish(meta, data, planes, lambda: ring.is_current(ref.slot, ref.generation))
         return meta, data
 
+    def add(self, frame: tuple[FrameMeta, bytes]) -> None:
+        """Put a frame in the open batch; seal it when full. The batch timeout counts from its
+        oldest frame's capture, not from the batch's opening: a frame that spent 30 ms in
+        validation's queue then waits 170 ms more at most, so every frame reaches Redis within
+        the timeout (plus the write) of its capture, whatever the load upstream."""
+        if not self.open.frames:
+            waited = min(max(0.0, time.time() - frame[0].capture_ts), self.settings.batch_timeout_ms / 1000)
+            self.open.due = time.monotonic() + self.settings.batch_timeout_ms / 1000 - waited
+        self.open.frames.append(frame)
+        if len(self.open.frames) >= self.settings.batch_size:
+            self.seal()
+
     def seal(self) -> None:
         """Close the open batch and queue it for Redis; shed the oldest beyond the bound."""
         if not self.open.frames:
@@ -248,7 +259,7 @@ class Batcher(MessageIntake):
         """Seal the open batch when it is old enough; returns seconds until it will be."""
         if not self.open.frames:
             return self.settings.batch_timeout_ms / 1000
-        remaining = self.settings.batch_timeout_ms / 1000 - (time.monotonic() - self.open.opened)
+        remaining = self.open.due - time.monotonic()
         if remaining <= 0:
             self.seal()
             return self.settings.batch_timeout_ms / 1000

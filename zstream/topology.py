@@ -122,7 +122,12 @@ class ValidationSettings(Strict):
 
 class BatcherSettings(Strict):
     batch_size: int = Field(8, ge=1, le=1024, description="frames per Redis entry at most")
-    batch_timeout_ms: int = Field(200, ge=1, le=60000, description="flush a partial batch this old")
+    batch_timeout_ms: int = Field(
+        200,
+        ge=1,
+        le=60000,
+        description="write a partial batch once its oldest frame was captured this long ago",
+    )
     encoding: Literal["jpeg", "raw"] = Field("jpeg", description="how pixels are stored in Redis")
     pixel_format: Literal["yuv420p", "bgr24", "rgb24"] = Field(
         "yuv420p", description="layout of raw pixels; yuv420p is bit-identical to what was decoded"
