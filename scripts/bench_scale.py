@@ -23,6 +23,11 @@ a measured window reports:
                RTSP server beside it; the machine's total, so other load shows
   memory       RSS of all pipeline processes (max over the window); the rings in /dev/shm
 
+Baselines, from the same run on the same clip: the decode ceiling (one `ffmpeg -threads 1 -f null`
+per core, all at once: what no pipeline here can exceed), and 20 bare PyAV decoders paced like
+cameras (what capture's CPU per frame compares with). The report ends with the largest step that
+met every target, as a share of the ceiling.
+
 Every frame is decoded and validated; the output rate (batcher.output_fps, output_width:
 5 fps at 640 px wide by default, JPEG) picks what goes to Redis, after validation. A step
 whose decoded % falls below --min-decoded stops early, and so does the ramp: the machine
