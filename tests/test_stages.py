@@ -122,3 +122,30 @@ def test_batch_timeout_counts_from_the_oldest_frames_capture(setup: tuple[Topolo
         assert not batcher.open.frames and [len(b.frames) for b in batcher.sealed] == [1, 2, 1]
     finally:
         batcher.rings.close()
+
+
+def test_a_frame_rewritten_while_validation_reads_its_header_counts_as_overwritten(
+    setup: tuple[Topology, Ring], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slot passes the first generation check, then capture rewrites it before its header
+    is read: the frame was overwritten (drop_oldest), not a bad reference."""
+    topology, ring = setup
+    counters = Counters()
+    validator = Validator(topology, 0, zmq.Context.instance(), counters)
+    try:
+        stale = written(ring)
+        for _ in range(4):  # a lap of the 4-slot ring: the stale frame's slot holds a newer one
+            written(ring)
+        looks = []
+        real = Ring.is_current
+
+        def first_look_misses_the_rewrite(self: Ring, slot: int, generation: int) -> bool:
+            looks.append(slot)
+            return len(looks) == 1 or real(self, slot, generation)
+
+        monkeypatch.setattr(Ring, "is_current", first_look_misses_the_rewrite)
+        validator.handle(encode(stale))
+        assert drops(counters, "validate") == {"overwritten": 1}
+        assert len(looks) == 2 and ("validated", "cam", "") not in counters.snapshot()
+    finally:
+        validator.close()

@@ -78,6 +78,9 @@ class Validator(MessageIntake):
                 return
             info = ring.info(ref.slot)
             if (info.seq, info.width, info.height) != (ref.seq, ref.width, ref.height):
+                if not ring.is_current(ref.slot, ref.generation):  # rewritten between the two looks
+                    self.counters.drop(STAGE, "overwritten", ref.camera)
+                    return
                 raise RingError(f"reference to slot {ref.slot} does not match what the slot holds")
             luma = ring.planes(ref.slot)[0]
             # Stream time when there is one: a file read faster than real time freezes in stream
