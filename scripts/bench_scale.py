@@ -96,7 +96,8 @@ SAMPLE_S = 0.37
 STATS_INTERVAL_S = 0.2  # how often workers report: a counter is at most this old when read
 EARLY_STOP_AFTER_S = 10.0  # the window's first seconds are not judged (reports lag a second)
 PACED_THREADS = 20  # bare decoders paced like cameras, the baseline of capture's cost per frame
-PACED_S = 10.0
+PACED_S = 10.0  # how long they run (QUICK_PACED_S with --quick)
+QUICK_PACED_S = 2.0
 STAGES = ("capture", "validate", "batch", "supervisor")
 PLOT_MISSING = "matplotlib is not installed: no plot (`.venv/bin/pip install matplotlib`)"
 
@@ -144,7 +145,8 @@ def decode_ceiling(clip: Path, passes: int) -> Ceiling:
     """Decode-only throughput: one `ffmpeg -threads 1 -f null` per core, all at once, each playing
     the clip `passes` times. No pipeline on this machine can decode more cameras than this: it has
     no copy, no validation, no output and no other process to share the cores with."""
-    frames = sum(1 for _ in av.open(str(clip)).demux(video=0)) - 1  # less the final empty packet
+    with av.open(str(clip)) as container:
+        frames = sum(1 for _ in container.demux(video=0)) - 1  # less the final empty packet
     command = ["ffmpeg", "-v", "error", "-nostdin", "-threads", "1", "-stream_loop", str(passes - 1)]
     command += ["-i", str(clip), "-f", "null", "-"]
     cores = psutil.cpu_count() or 1
@@ -682,14 +684,14 @@ def summarise_profiles(profiles: list[tuple[str, Path, subprocess.Popen[bytes]]]
 
 
 def ramp(
-    steps: list[int], options: Options, rtsp: bool, clip_seconds: float, passes: int
+    steps: list[int], options: Options, rtsp: bool, clip_seconds: float, passes: int, paced_s: float
 ) -> tuple[Ceiling, list[StepResult]]:
     results: list[StepResult] = []
     with tempfile.TemporaryDirectory(prefix="zs-scale-", dir="/tmp") as workdir:
         clip = make_clip(Path(workdir) / "clip.mp4", clip_seconds, options.size)
         ceiling = decode_ceiling(clip, passes)
         ceiling.paced_threads = PACED_THREADS
-        ceiling.paced_ms = paced_cost(clip, PACED_THREADS, PACED_S if passes > 1 else 2.0)
+        ceiling.paced_ms = paced_cost(clip, PACED_THREADS, paced_s)
         print(
             f"ceiling: ffmpeg decodes {ceiling.fps:.0f} fps = {ceiling.cameras:.0f} cameras", file=sys.stderr
         )
@@ -707,7 +709,7 @@ def ramp(
                 print(f"step: {n} cameras ...", file=sys.stderr, flush=True)
                 step = Step(Path(workdir), cameras, options, extra)
                 result = step.run()
-                result.of_ceiling = 100 * result.decoded / 100 * n * SOURCE_FPS / ceiling.fps
+                result.of_ceiling = result.decoded * n * SOURCE_FPS / ceiling.fps
                 results.append(result)
                 print(row(result), file=sys.stderr, flush=True)
                 if result.failed:
@@ -941,7 +943,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     mode = "rtsp" if args.rtsp else "file"
     try:
-        ceiling, results = ramp(args.step_list, options, args.rtsp, args.clip_seconds, args.passes)
+        paced_s = QUICK_PACED_S if args.quick else PACED_S
+        ceiling, results = ramp(args.step_list, options, args.rtsp, args.clip_seconds, args.passes, paced_s)
     except RuntimeError as exc:  # the RTSP server did not start (GStreamer missing, ...)
         print(f"bench_scale: {exc}", file=sys.stderr)
         return 2
