@@ -4,9 +4,11 @@ clients whose keys are allowed, /metrics wants its bearer token."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +18,7 @@ import pytest
 import redis
 import zmq.auth
 
-from tests.conftest import REDIS_URL, REPO, topology_text, wait_until
+from tests.conftest import REDIS_URL, REPO, Pipeline, shm_segments, topology_text, wait_until
 from tests.redis_server import TLS_PASSWORD, PrivateRedis
 from tests.test_pipeline import SYNTH, assert_clean_exit
 from tests.test_topology import GOOD_CAMERA, problems_of
@@ -153,3 +155,69 @@ def test_a_camera_password_appears_nowhere(
     assert "admin:****@127.0.0.1:9" in seen[2]  # shown, masked
     for text in seen:
         assert secret not in text
+
+
+# Run as another local user: every file it can open is searched for the passwords.
+SEARCH_AS_ANOTHER_USER = """
+import os, sys
+secrets = sys.argv[1].encode(), sys.argv[2].encode()
+for root in sys.argv[3:]:
+    paths = [root] if os.path.isfile(root) else [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
+    for path in paths:
+        try:
+            data = open(path, "rb").read()
+        except OSError:
+            continue
+        if any(secret in data for secret in secrets):
+            print(path)
+"""
+
+
+def test_no_file_another_local_user_can_read_holds_a_camera_password(
+    streams: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    """The run dir and overlay sit in a world-readable folder, like the default /tmp/zstream."""
+    if os.geteuid() != 0:
+        pytest.fail("this test reads the run's files as user 'nobody', which needs root (CI runs as root)")
+    in_file, added_live = "s3cret-in-file", "s3cret-added-live"
+    shared = Path(tempfile.mkdtemp(prefix="zs-", dir="/tmp"))
+    try:
+        shared.chmod(0o755)
+        run_dir = shared / "run"
+        cameras = [{"id": "ok", "url": SYNTH}, {"id": "cam", "url": f"rtsp://admin:{in_file}@127.0.0.1:9/s"}]
+        topology_file = shared / "topology.toml"
+        topology_file.write_text(topology_text(run_dir, streams, cameras))
+        topology_file.chmod(0o644)
+        running = Pipeline(topology_file, run_dir)
+        try:
+            wait_until(lambda: redis_client.xlen(streams[0]) > 0, 30, message="batches")
+            added = subprocess.run(
+                [sys.executable, "-m", "zstream.cli", "cameras", "add", "live", "-t", str(topology_file),
+                 f"rtsp://admin:{added_live}@127.0.0.1:9/live"],
+                capture_output=True, text=True, timeout=30, cwd=REPO,
+            )  # fmt: skip
+            assert added.returncode == 0, added.stderr
+            wait_until(lambda: running.camera("live").get("reconnects", 0) >= 1, 30, message="live camera")
+            run_id = load_topology(topology_file).run_id
+            # The operator's own file is theirs to protect: zstream says so.
+            assert "other users can read it (mode 644): chmod 600" in running.log
+            created = [str(p) for p in shared.iterdir() if p != topology_file] + [
+                *map(str, shm_segments(run_id))
+            ]
+            # Root can read them all: the passwords are there (the workers need them) ...
+            assert in_file in (run_dir / "topology.json").read_text()
+            assert added_live in (shared / "topology.live.json").read_text()
+            # ... and nobody else can read any file that holds one.
+            readable = subprocess.run(
+                ["/usr/bin/python3", "-c", SEARCH_AS_ANOTHER_USER, in_file, added_live, *created],
+                capture_output=True, text=True, timeout=30, user="nobody", group="nogroup", cwd="/",
+            )  # fmt: skip
+            assert readable.returncode == 0, readable.stderr
+            assert readable.stdout == "", f"passwords readable by another user in: {readable.stdout}"
+            assert run_dir.stat().st_mode & 0o777 == 0o700
+            assert all(p.stat().st_mode & 0o077 == 0 for p in run_dir.iterdir() if p.is_file())
+        finally:
+            assert running.stop() == 0, running.log
+        assert in_file not in running.log and added_live not in running.log
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

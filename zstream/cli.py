@@ -70,12 +70,15 @@ def validate(topology_file: str) -> None:
 )
 def up(topology_file: str, log_level: str) -> None:
     """Run the pipeline described by TOPOLOGY_FILE until Ctrl-C (which drains it first)."""
+    from zstream import preflight
     from zstream.live import LiveCameras, overlay_path
     from zstream.supervisor import Supervisor
 
     topology = _load(topology_file)
     os.environ["ZSTREAM_LOG_LEVEL"] = log_level.upper()  # inherited by every worker
     configure_logging("supervisor", log_level.upper())
+    if warning := preflight.readable_passwords(topology_file, topology):
+        logging.getLogger("zstream").warning("%s", warning)
     live = LiveCameras(overlay_path(topology_file), Path(topology_file).resolve().parent)
     try:
         code = Supervisor(topology, live).run()

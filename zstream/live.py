@@ -106,7 +106,7 @@ class LiveCameras:
             None if camera is None else camera.model_dump(mode="json", exclude_defaults=True)
         )
         text = json.dumps({"version": OVERLAY_VERSION, "cameras": self.overlay}, indent=1) + "\n"
-        replace_file(self.path, text, mode=0o600)  # camera URLs may hold passwords
+        replace_file(self.path, text)  # private (0600): camera URLs may hold passwords
         log.info("camera %s: live change saved in %s", camera_id, self.path)
 
     def _validated(

@@ -28,6 +28,19 @@ def check_platform() -> None:
         raise PreflightError(f"zstream's shared-memory rings need an x86-64 CPU; this machine is {machine}")
 
 
+def readable_passwords(topology_file: str, topology: Topology) -> str | None:
+    """A warning when the operator's topology file holds camera passwords and other local users
+    can read it. zstream keeps every file it writes private; this one is the operator's."""
+    mode = os.stat(topology_file).st_mode & 0o777
+    with_password = [c.id for c in topology.cameras if mask_url(c.url) != c.url]
+    if not with_password or not mode & 0o044:
+        return None
+    return (
+        f"{topology_file} holds the passwords of cameras {', '.join(with_password)} and other users "
+        f"can read it (mode {mode:o}): chmod 600 {topology_file}"
+    )
+
+
 def shared_memory_needed(topology: Topology) -> int:
     return sum(topology.ring_bytes(camera) for camera in topology.cameras)
 

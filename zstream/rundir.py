@@ -27,6 +27,8 @@ PLACEMENT_FILE = "placement.json"
 STATUS_FILE = "status.json"
 ENDPOINTS_FILE = "endpoints.json"  # the control, tap and metrics addresses actually bound
 TAP_ENDPOINT_FILE = "tap.endpoint"  # written by the batcher, which binds the tap
+PRIVATE_DIR = 0o700  # the run dir: its files name cameras with their passwords, its sockets take frames
+PRIVATE_FILE = 0o600
 
 
 def write_pipeline(run_dir: Path, topology: Topology, placement: Placement) -> None:
@@ -39,11 +41,18 @@ def write_pipeline(run_dir: Path, topology: Topology, placement: Placement) -> N
     replace_file(run_dir / TOPOLOGY_FILE, topology.model_dump_json())
 
 
-def replace_file(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write `text` to `path` atomically: a reader sees the old file or the new one, whole."""
+def replace_file(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically: a reader sees the old file or the new one, whole.
+
+    Every file zstream writes is private to its user (0600), from its creation on: the
+    topology and the live overlay hold camera URLs with their passwords, and a file made with
+    the umask's mode and narrowed afterwards would be readable by anyone in between.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
+    tmp.unlink(missing_ok=True)  # a crash's leftover, possibly of an older, wider mode
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
     tmp.replace(path)
 
 
@@ -83,6 +92,19 @@ class PipelineWatcher:
         return info.st_ino, info.st_mtime_ns
 
 
+def make_private_dir(path: Path) -> None:
+    """Create `path` (mode 0700), or make an existing one of ours private; refuse one that belongs
+    to another user, who could read (or swap) what we put in it."""
+    path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.geteuid():
+        raise PreflightError(
+            f"run_dir {path} belongs to another user (uid {info.st_uid}); choose a run_dir of your own"
+        )
+    if info.st_mode & 0o777 != PRIVATE_DIR:
+        path.chmod(PRIVATE_DIR)
+
+
 class RunDir:
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
@@ -92,7 +114,7 @@ class RunDir:
     def acquire(self) -> None:
         """Lock the run dir for a new pipeline and clear what an earlier run left; refuses
         when another pipeline holds it."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path)
         if not self._try_lock():
             owner = (self.path / LOCK_FILE).read_text().strip() or "?"
             raise PreflightError(f"another `zstream up` (pid {owner}) is running with run_dir {self.path}")
@@ -115,7 +137,8 @@ class RunDir:
         """Take the lock without waiting. The lock file is re-checked after locking: a file
         unlinked meanwhile by a cleanup is no longer the lock of this run dir."""
         for _ in range(3):
-            lock = open(self.path / LOCK_FILE, "a+")  # noqa: SIM115 - held until release()
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+            lock = os.fdopen(fd, "a+")  # held until release()
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
