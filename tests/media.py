@@ -56,6 +56,7 @@ def make_h264_clip(
     gop: int = 10,
     bframes: int = 0,
     seed: int = 1234,
+    marks: bool = False,
 ) -> Path:
     """Write an H.264 (yuv420p) mp4 of `frames` frames and return its path.
 
@@ -78,13 +79,34 @@ def make_h264_clip(
         stream.pix_fmt = "yuv420p"
         stream.gop_size = gop
         for index in range(frames):
-            frame = av.VideoFrame.from_ndarray(_picture(index, width, height, rng), format="rgb24")
+            picture = _picture(index, width, height, rng)
+            if marks:
+                _mark(picture, index)
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
             # Convert here rather than in the encoder so the colour conversion is fixed.
             frame = frame.reformat(format="yuv420p")
             frame.pts = index
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
+
+
+MARK_BITS, MARK_SIZE = 12, 16
+
+
+def _mark(picture: np.ndarray, index: int) -> None:
+    """Write the frame's index in its top-left corner, one black or white block per bit, big
+    enough to survive compression: a frame then says which it is, whatever the pipeline did."""
+    for bit in range(MARK_BITS):
+        value = 255 if index >> bit & 1 else 0
+        picture[:MARK_SIZE, bit * MARK_SIZE : (bit + 1) * MARK_SIZE] = value
+
+
+def read_mark(luma: np.ndarray) -> int:
+    """The index _mark wrote into a frame, read from its (decoded) luma plane."""
+    blocks = luma[2 : MARK_SIZE - 2, : MARK_BITS * MARK_SIZE].reshape(MARK_SIZE - 4, MARK_BITS, MARK_SIZE)
+    bits = blocks[:, :, 2:-2].mean(axis=(0, 2)) > 128
+    return sum(1 << bit for bit, on in enumerate(bits) if on)
 
 
 def frame_to_i420(frame: av.VideoFrame) -> np.ndarray:

@@ -199,3 +199,17 @@ def test_an_unreachable_control_endpoint_is_one_line_naming_it() -> None:
     assert result.stderr.strip() == (
         "zstream: no answer from the control endpoint tcp://127.0.0.1:9 within 5 s (is `zstream up` running?)"
     )
+
+
+@pytest.mark.parametrize("command", [("status",), ("cameras", "ls"), ("health",), ("top",)])
+def test_no_pipeline_on_a_run_dir_whose_control_port_is_picked_at_start_is_said_so(
+    run_dir: Path, tmp_path: Path, streams: tuple[str, str], command: tuple[str, ...]
+) -> None:
+    topology = tmp_path / "topology.toml"
+    topology.write_text(topology_text(run_dir, streams, [{"id": "a", "url": "synthetic://traffic"}]))
+    result = zstream(*command, topology=topology)
+    assert result.returncode == 1, result
+    assert result.stderr.strip() == (
+        f"zstream: no pipeline is running on run_dir {run_dir} (a running one publishes its control "
+        f"endpoint in {run_dir}/endpoints.json)"
+    )

@@ -311,10 +311,12 @@ def test_mjpeg_garbage_parts_are_counted_and_skipped_and_whole_pictures_still_de
         found, status = finish(running, pid, redis_client, streams)
     cameras_status = status["cameras"]
 
-    # All garbage: 25 corrupt parts and not one frame make the camera reconnect, saying why.
+    # All garbage: 25 corrupt parts and not one frame since the connection opened: not video at all,
+    # so the camera fails (retried slowly, every reconnect_max_s), saying why.
     assert "garbage" not in found and cameras_status["garbage"]["corrupt_packets"] >= 25
     assert cameras_status["garbage"]["reconnects"] >= 2
-    assert "packets did not decode and not one frame did in between" in running.log
+    said = [line for line in running.log.splitlines() if "camera garbage" in line and ": failed:" in line]
+    assert said and "none of its first 25 packets decoded (not a video FFmpeg can read)" in said[0]
 
     # Mixed: the garbage and the cut JPEG are counted, never delivered; every whole picture is.
     delivered = found["mixed"]
@@ -421,3 +423,28 @@ def test_a_camera_that_switches_codec_mid_stream_reconnects_and_decodes_the_new_
     assert status["cameras"]["switch"]["corrupt_packets"] >= 1
     assert status["cameras"]["switch"]["reconnects"] >= 1 and connections["/cam.ts"] >= 2
     assert "(did the camera change codec?)" in running.log
+
+
+def test_a_camera_whose_file_is_not_video_fails_with_what_is_wrong(
+    pipeline, run_dir: Path, tmp_path: Path, streams: tuple[str, str], redis_client: redis.Redis
+) -> None:
+    """Random bytes and text are refusals (`failed`, slow retry), not network trouble (`reconnecting`)."""
+    noise = tmp_path / "noise.bin"
+    noise.write_bytes(np.random.default_rng(3).integers(0, 256, 200_000, dtype=np.uint8).tobytes())
+    text = tmp_path / "notes.txt"
+    text.write_text("".join(f"camera notes, line {i}\n" for i in range(200)))
+    named_as_video = tmp_path / "noise.mp4"
+    named_as_video.write_bytes(noise.read_bytes())
+    cameras = [
+        {"id": p.stem + p.suffix.replace(".", "-"), "url": str(p)} for p in (noise, text, named_as_video)
+    ]
+    running, pid = start(pipeline, run_dir, streams, cameras)
+    for camera in cameras:
+        state = wait_until(
+            lambda c=camera["id"]: running.camera(c)["state"] == "failed" and running.camera(c),
+            20,
+            message=f"{camera['id']} failed",
+        )
+        assert "not video" in state["detail"] or "not a video" in state["detail"], state
+    found, _ = finish(running, pid, redis_client, streams)
+    assert set(found) == {"ok"}

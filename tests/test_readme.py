@@ -47,3 +47,13 @@ def test_readme_commands_exist_and_ci_runs_the_test_command() -> None:
     for script in ("scripts/run", "scripts/test", "scripts/setup"):
         assert (REPO / script).stat().st_mode & 0o111, f"{script} is not executable"
     assert "scripts/test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_shipped_topology_uses_the_worker_layout_the_readme_recommends() -> None:
+    """README's Sizing measures one capture and one validation worker as best on 2 cores."""
+    from zstream.topology import load_topology
+
+    recommended = re.search(r"\| (\d+) / (\d+) \(default\) \|", README)
+    assert recommended, "README's worker table lost its default row"
+    shipped = load_topology(REPO / "topology.toml")
+    assert (shipped.capture.workers, shipped.validation.workers) == tuple(map(int, recommended.groups()))

@@ -41,10 +41,11 @@ SYNTH = "synthetic://traffic?size=320x240&fps=25"
 def final_rows(log: str) -> dict[str, dict[str, int]]:
     """The per-camera lines of the supervisor's final summary."""
     rows = {}
-    pattern = r"(\S+)\s+\S+\s+captured\s+(\d+)\s+written\s+(\d+)\s+dropped (\d+)\s+lost (\d+)"
+    parts = ("captured", "written", "qc", "skipped", "dropped", "lost")
+    pattern = r"(\S+)\s+\S+\s+" + r"\s+".join(rf"{part}\s+(\d+)" for part in parts)
     for match in re.finditer(pattern, log):
         camera, *counts = match.groups()
-        rows[camera] = dict(zip(("captured", "written", "dropped", "lost"), map(int, counts), strict=True))
+        rows[camera] = dict(zip(parts, map(int, counts), strict=True))
     return rows
 
 

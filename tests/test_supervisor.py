@@ -1,9 +1,13 @@
-"""Restart back-off: exponential, capped, jittered so crashed workers do not restart in step."""
+"""Restart back-off, counters and rates as the supervisor computes them from workers' reports."""
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 
+import pytest
+
+from zstream.stats import CameraRates
 from zstream.supervisor import RestartPolicy
 
 
@@ -44,3 +48,43 @@ def test_counters_split_by_camera_lose_nothing_and_mix_nothing() -> None:
         by_reason(split["a"], "dropped", "a") == {"batch:overwritten": 2}
         and split["b"].get(("dropped", "a", "")) is None
     )
+
+
+def _rates_of(received: Callable[[float], int], written: Callable[[float], int], until: float) -> list:
+    """fps in/out as status shows them each second, for counts given as functions of time."""
+    rates, views = CameraRates(), []
+    for step in range(int(until * 10) + 1):  # the supervisor samples once per stats interval (1 s)
+        now = step / 10
+        if step % 10 == 0:
+            counts = {("received", "cam", ""): received(now), ("written", "cam", ""): written(now)}
+            counts[("written_span_us", "cam", "")] = round(written(now) * 1e5)  # 10 fps: 0.1 s a frame
+            rates.update({"cam": counts}, ["cam"], now)
+            views.append((now, rates.view("cam", now)))
+    return views
+
+
+@pytest.mark.parametrize("phase", [0.0, 0.13, 0.37, 0.61, 0.89])
+@pytest.mark.parametrize("batch_every_s", [0.3, 0.8, 1.6])
+def test_fps_out_is_right_when_frames_leave_in_batches(phase: float, batch_every_s: float) -> None:
+    """A 10 fps camera written in batches, reports sampled once a second, whatever the phase."""
+
+    def received(t: float) -> int:
+        return int(max(0.0, t - 2.0) * 10)  # the camera starts 2 s in
+
+    def written(t: float) -> int:
+        batches = int(max(0.0, t - 2.0 - phase) / batch_every_s)
+        return int(batches * batch_every_s * 10)
+
+    for now, view in _rates_of(received, written, until=20):
+        if now >= 2.0 + 2 * batch_every_s + 3:  # a few steps in: no ramp-up, even this early
+            assert abs(view["fps_in"] - 10) <= 0.5, (now, view)
+            assert abs(view["fps_out"] - 10) <= 0.5, (now, view)
+
+
+def test_fps_falls_to_zero_when_a_camera_stops() -> None:
+    def counts(t: float) -> int:
+        return int(min(t, 10.0) * 10)  # stops at 10 s
+
+    views = dict(_rates_of(counts, counts, until=20))
+    assert views[9.0]["fps_in"] == pytest.approx(10, abs=0.5)
+    assert views[20.0]["fps_in"] == 0 and views[20.0]["fps_out"] == 0

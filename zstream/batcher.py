@@ -19,11 +19,10 @@ import os
 import random
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import redis.asyncio as aioredis
 import uvloop
 import zmq
@@ -36,10 +35,17 @@ from zstream.errors import RingError, mask_url
 from zstream.pixels import i420_bytes, i420_shape, i420_to_color, jpeg_encode, output_size, scale_i420
 from zstream.ring import RingCache
 from zstream.rundir import PipelineWatcher
-from zstream.stats import Counters, StatsReporter, latency_bucket
+from zstream.stats import Counters, InFlightWrites, StatsReporter, in_flight_path, latency_bucket
 from zstream.tap import TapPublisher
 from zstream.topology import Topology
-from zstream.wire import MAX_MESSAGE_BYTES, FrameMeta, Verdict, encode_batch_entry, encode_qc_entry
+from zstream.wire import (
+    MAX_MESSAGE_BYTES,
+    FrameMeta,
+    Verdict,
+    batch_name,
+    encode_batch_entry,
+    encode_qc_entry,
+)
 from zstream.worker import DRAIN_IDLE_S, MessageIntake
 
 log = logging.getLogger(__name__)
@@ -114,13 +120,6 @@ def _is_duplicate_id(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and "equal or smaller" in str(exc)
 
 
-def _batch_name(fields: dict[bytes, bytes]) -> str | None:
-    try:
-        return msgpack.unpackb(fields[b"meta"], raw=False)["batch"]
-    except (KeyError, TypeError, ValueError, msgpack.UnpackException):
-        return None
-
-
 class Batcher(MessageIntake):
     """Turns verdicts into sealed batches and QC entries; `writer` sends them to Redis."""
 
@@ -139,9 +138,11 @@ class Batcher(MessageIntake):
         self._ids = {"batch": EntryIds(), "qc": EntryIds()}
         self.wake = asyncio.Event()
         self._last_seq: dict[str, int] = {}
+        self._last_written_ts: dict[str, float] = {}  # capture time of each camera's last written frame
         self._batches = 0
         self.shed = 0  # batches shed because Redis was down too long
         self.tap: TapPublisher | None = None  # validated frames also go to the tap's subscribers
+        self.in_flight: InFlightWrites | None = None  # what a kill -9 mid-write must not lose track of
 
     def apply(self, topology: Topology) -> None:
         """Follow live changes: the cameras' output widths, and rings removed or resized."""
@@ -338,14 +339,25 @@ class Batcher(MessageIntake):
                 self._shed()
                 raise
             self.writing = None
-            self.counters.add("batches_written")
             self.counters.add("batch_frames", reason=str(len(batch.frames)))  # histogram
             written = time.time()
             for meta, _ in batch.frames:
                 self.counters.add("written", meta.camera)
                 self.counters.add("latency_ms", reason=latency_bucket(written - meta.capture_ts))
+                self._count_span(meta)
+            self.counters.add("batches_written")
+            if self.in_flight is not None:
+                self.in_flight.done("batch")
             latency_ms = sum(max(0.0, written - meta.capture_ts) for meta, _ in batch.frames) * 1000
             self.counters.add("latency_ms_sum", n=round(latency_ms))
+
+    def _count_span(self, meta: FrameMeta) -> None:
+        """The camera time the written frames cover (capture to capture): fps_out is written frames
+        per second of it, so it is right however frames are grouped into batches (see CameraRates)."""
+        previous = self._last_written_ts.get(meta.camera)
+        if previous is not None and meta.capture_ts > previous:
+            self.counters.add("written_span_us", meta.camera, n=round((meta.capture_ts - previous) * 1e6))
+        self._last_written_ts[meta.camera] = meta.capture_ts
 
     async def _write_batch(self, batch: Batch) -> None:
         settings = self.topology.redis
@@ -354,6 +366,7 @@ class Batcher(MessageIntake):
             self._batches += 1
             batch.name = f"{os.getpid()}-{self._batches}"
         fields = encode_batch_entry(batch.name, time.time(), batch.frames)
+        self._note_batch(batch)
         try:
             await self.redis.xadd(
                 settings.stream, fields, id=batch.entry_id, maxlen=settings.maxlen, approximate=True
@@ -361,11 +374,36 @@ class Batcher(MessageIntake):
         except ResponseError as exc:
             if not _is_duplicate_id(exc):
                 raise
-            if await self._landed(settings.stream, batch.entry_id, lambda f: _batch_name(f) == batch.name):
+            if await self._landed(settings.stream, batch.entry_id, lambda f: batch_name(f) == batch.name):
                 return  # an earlier attempt landed after all (a timeout): Redis refused the copy
             await self._skip_past_top(settings.stream, "batch")  # someone wrote past our ids
             batch.entry_id = None
             raise
+
+    def _note_batch(self, batch: Batch) -> None:
+        if self.in_flight is None:
+            return
+        frames = Counter(meta.camera for meta, _ in batch.frames)
+        record = {
+            "stream": self.topology.redis.stream,
+            "id": batch.entry_id,
+            "name": batch.name,
+            "frames": dict(frames),
+            "base": {camera: self.counters.get("written", camera) for camera in frames},
+            "batches_base": self.counters.get("batches_written"),
+        }
+        self.in_flight.note("batch", record)
+
+    def _note_qc(self, chunk: list[QcEntry]) -> None:
+        if self.in_flight is None:
+            return
+        cameras = {entry.camera for entry in chunk}
+        record = {
+            "stream": self.topology.redis.qc_stream,
+            "entries": [[entry.entry_id, entry.camera, entry.fields["seq"]] for entry in chunk],
+            "base": {camera: self.counters.get("qc_written", camera) for camera in cameras},
+        }
+        self.in_flight.note("qc", record)
 
     async def _write_qc(self) -> None:
         """Up to QC_CHUNK entries in one round trip; what landed leaves the queue, even when
@@ -386,6 +424,7 @@ class Batcher(MessageIntake):
         failed: list[QcEntry] = []
         error: BaseException | None = None
         settled = 0
+        self._note_qc(chunk)
         try:
             results = await pipe.execute(raise_on_error=False)
             for entry, result in zip(chunk, results, strict=True):
@@ -404,6 +443,8 @@ class Batcher(MessageIntake):
             if back:
                 self.qc.extendleft(reversed(back))
                 self._trim_qc()
+            elif self.in_flight is not None:
+                self.in_flight.done("qc")
         if error is not None:
             if _is_duplicate_id(error):  # someone wrote past our ids: continue after them
                 await self._skip_past_top(settings.qc_stream, "qc")
@@ -433,10 +474,9 @@ class Batcher(MessageIntake):
         self.open = Batch()
 
 
-async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
+async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:
     topology, _ = watcher.read()
     context = zmq.asyncio.Context()
-    counters = Counters()
     reporter = StatsReporter.for_worker(zmq.Context.instance(), topology, f"batch-{index}", counters)
     client = aioredis.from_url(
         topology.redis.url,
@@ -445,6 +485,7 @@ async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event) ->
         retry=Retry(NoBackoff(), 0),  # the writer retries, with its own back-off and entry-id checks
     )
     batcher = Batcher(topology, counters, client)
+    batcher.in_flight = InFlightWrites(in_flight_path(watcher.run_dir, f"batch-{index}", os.getpid()))
     batcher.tap = TapPublisher.open(topology, counters)
     pull = context.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, 10000)
@@ -496,6 +537,6 @@ async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event) ->
         zmq.Context.instance().term()
 
 
-def run(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
+def run(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:
     """Body of the batcher worker."""
-    uvloop.run(_serve(watcher, index, stop))
+    uvloop.run(_serve(watcher, index, stop, counters))

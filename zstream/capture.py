@@ -22,7 +22,7 @@ from zstream.errors import RingError, SourceError, SourceRejected, ZStreamError,
 from zstream.rate import FpsCap
 from zstream.ring import Ring, WriteSlot, ring_path
 from zstream.rundir import PipelineWatcher
-from zstream.sources import DecodedFrame, FrameSource, open_source
+from zstream.sources import DecodedFrame, FrameSource, Resumable, open_source
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Camera, Placement, Topology
 from zstream.wire import FrameRef, encode
@@ -30,6 +30,7 @@ from zstream.wire import FrameRef, encode
 log = logging.getLogger(__name__)
 STAGE = "capture"
 WAIT_POLL_S = 0.002  # how often a camera with the "wait" policy looks for room downstream
+HAND_OVER_S = 2.0  # how long a stopping camera waits for downstream to take its last frames
 
 
 class CameraGate:
@@ -62,9 +63,14 @@ class CameraThread(threading.Thread):
         context: zmq.Context,
         counters: Counters,
         stop: threading.Event,
+        resume: bool = True,
     ) -> None:
         super().__init__(name=f"camera-{camera.id}", daemon=True)
         self.camera = camera
+        # A recording continues after the last frame in its ring (this worker was restarted, or
+        # the source reconnects), unless the camera was just changed: the ring's last frame then
+        # came from its old configuration.
+        self._resume = resume
         self.topology = topology
         self.counters = counters
         self.stop = stop
@@ -73,7 +79,7 @@ class CameraThread(threading.Thread):
         self._ring = Ring.attach(ring_path(topology.run_id, camera.id))
         self._push = context.socket(zmq.PUSH)
         self._push.setsockopt(zmq.SNDHWM, topology.capture.queue_depth)
-        self._push.setsockopt(zmq.LINGER, 2000)  # on shutdown, hand queued refs to validation
+        self._push.setsockopt(zmq.LINGER, int(HAND_OVER_S * 1000))  # on shutdown, hand queued refs on
         self._push.connect(topology.endpoint(f"validate-{validator}"))
 
     def run(self) -> None:
@@ -81,8 +87,19 @@ class CameraThread(threading.Thread):
         try:
             self._run()
         finally:
+            self._hand_over()
             self._push.close()
             self._ring.close()
+
+    def _hand_over(self) -> None:
+        """Wait (up to HAND_OVER_S) until the frames this camera announced have left its ring.
+
+        ZeroMQ loses the references still queued when a connection closes while the receiver's
+        queue is full (the last 4 frames of a file read flat out went missing, uncounted), so the
+        socket is closed only once downstream has taken them all."""
+        deadline = time.monotonic() + HAND_OVER_S
+        while self._ring.frames_in_flight() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _run(self) -> None:
         """Stream until stopped or the source ends; every failure is retried after a back-off."""
@@ -93,9 +110,12 @@ class CameraThread(threading.Thread):
                 self.lifecycle.change(CameraState.CONNECTING)
                 source = open_source(self.camera, self.topology)
                 source.open()
+                self._resume_where_it_was(source)
                 self.lifecycle.change(CameraState.STREAMING)
                 gate = CameraGate(self.camera.id, self.camera.fps, self.counters)  # stream time restarts
                 for frame in source.frames(self.stop, gate):
+                    if failures:  # the first frame after a break or failed attempts: back
+                        self.counters.add("reconnected", self.camera.id)
                     failures = 0
                     self.lifecycle.frame_arrived()
                     self._deliver(frame)
@@ -117,6 +137,18 @@ class CameraThread(threading.Thread):
                     source.close()
         self.lifecycle.change(CameraState.STOPPED)
 
+    def _resume_where_it_was(self, source: FrameSource) -> None:
+        last = self._ring.last_committed() if self._resume else None
+        if last is None or last.pts is None or last.position is None or not isinstance(source, Resumable):
+            return
+        source.resume_after(last.pts, last.position)
+        log.info(
+            "camera %s: resuming after frame %d (%.3f s into the file)",
+            self.camera.id,
+            last.seq,
+            last.position,
+        )
+
     def _deliver(self, frame: DecodedFrame) -> None:
         camera = self.camera.id
         width, height = self.camera.resize or (frame.width, frame.height)
@@ -133,13 +165,13 @@ class CameraThread(threading.Thread):
         _fill(claimed.u, frame.u)
         _fill(claimed.v, frame.v)
         captured_at = time.time()
-        seq, generation = self._ring.commit(claimed, frame.pts, captured_at)
+        seq, generation = self._ring.commit(claimed, frame.pts, captured_at, frame.position)
+        self._resume = True
+        self.counters.add("captured", camera)  # in the ring: what every later count settles
         ref = FrameRef(camera, seq, claimed.slot, generation, width, height, frame.pts, captured_at)
         if not self._send(encode(ref)):
             self._ring.release(claimed.slot, generation)
             self.counters.drop(STAGE, "queue_full", camera)
-            return
-        self.counters.add("captured", camera)
 
     def _claim(self, width: int, height: int) -> WriteSlot | None:
         """A ring slot by the camera's policy; None means drop the frame."""
@@ -174,8 +206,7 @@ class CameraThread(threading.Thread):
 
     def _wait_to_retry(self, state: CameraState, failures: int, reason: str, delay: float) -> None:
         delay *= random.uniform(0.5, 1.0)  # jitter: cameras behind one outage do not retry in step
-        self.counters.add("source_errors", self.camera.id)
-        self.counters.add("reconnects", self.camera.id)
+        self.counters.add("reconnects", self.camera.id)  # attempts; "reconnected" counts successes
         self.lifecycle.change(state, f"{reason}; attempt {failures}, retry in {delay:.1f}s")
         self.stop.wait(delay)
 
@@ -229,11 +260,13 @@ class CaptureWorker:
         self._stop([self.threads.pop(camera_id) for camera_id in going])
         for camera_id, camera in wanted.items():
             if camera_id not in self.threads:
-                self._start(camera, placement.validate[camera_id], topology)
+                self._start(camera, placement.validate[camera_id], topology, resume=camera_id not in going)
 
-    def _start(self, camera: Camera, validator: int, topology: Topology) -> None:
+    def _start(self, camera: Camera, validator: int, topology: Topology, resume: bool) -> None:
         try:
-            thread = CameraThread(camera, validator, topology, self.context, self.counters, threading.Event())
+            thread = CameraThread(
+                camera, validator, topology, self.context, self.counters, threading.Event(), resume
+            )
         except ZStreamError as exc:
             log.error("camera %s: cannot start: %s", camera.id, exc)
             return
@@ -262,11 +295,10 @@ class CaptureWorker:
         return self._stop(list(self.threads.values()))
 
 
-def run(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
+def run(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:
     """Body of capture worker `index`: its cameras until `stop`, then a final report."""
     topology, placement = watcher.read()
     context = zmq.Context.instance()
-    counters = Counters()
     reporter = StatsReporter.for_worker(context, topology, f"capture-{index}", counters)
     worker = CaptureWorker(index, context, counters)
     worker.apply(topology, placement)

@@ -117,6 +117,11 @@ def _client(topology_file: str, endpoint: str | None) -> ControlClient:
     if endpoint is None or Path(topology_file).exists():
         topology = _load(topology_file)
         endpoint = endpoint or published_endpoints(topology.run_dir).get("control", topology.control.endpoint)
+        if endpoint.endswith(":*"):  # a port the pipeline picks, and no pipeline published one
+            raise ControlError(
+                f"no pipeline is running on run_dir {topology.run_dir} (a running one publishes its "
+                f"control endpoint in {Path(topology.run_dir) / 'endpoints.json'})"
+            )
         keys = Path(topology.security.curve_keys) if topology.security.curve_keys else None
     return ControlClient(endpoint, keys=keys)
 
@@ -164,7 +169,17 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
     cameras = result["cameras"]
     _table(
         f"cameras (up {result['uptime_s']:.0f} s)",
-        ["camera", "state", "fps in", "fps out", "age s", "dropped", "reconnects", "QC pass", "detail"],
+        [
+            "camera",
+            "state",
+            "fps in",
+            "fps out",
+            "age s",
+            "dropped",
+            "reconnected/tries",
+            "QC pass",
+            "detail",
+        ],
         [
             [
                 camera_id,
@@ -173,7 +188,7 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
                 row.get("fps_out"),
                 row.get("last_frame_age_s"),
                 ", ".join(f"{reason} {n}" for reason, n in sorted(row["dropped"].items())) or 0,
-                row["reconnects"],
+                f"{row.get('reconnected', 0)}/{row['reconnects']}",
                 "-" if row["quality"]["pass_rate"] is None else f"{row['quality']['pass_rate']:.1%}",
                 row["detail"],
             ]
@@ -281,7 +296,11 @@ def top(topology_file: str, endpoint: str | None, refresh: float) -> None:
     """A live view of cameras and stages, troubled cameras first (Ctrl-C to leave)."""
     from zstream.top import run_top
 
-    client = _client(topology_file, endpoint)
+    try:
+        client = _client(topology_file, endpoint)
+    except ControlError as exc:
+        click.echo(f"zstream: {exc}", err=True)
+        sys.exit(EXIT_ENVIRONMENT)
     sys.exit(run_top(lambda: client.call("status"), Console(), refresh_s=refresh))
 
 

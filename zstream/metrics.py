@@ -59,7 +59,16 @@ FRAME_COUNTERS = (
     ("rejected", "frames_rejected", "Frames that failed quality control (sent to the QC stream)."),
     ("written", "frames_written", "Frames written to the Redis batch stream."),
     ("qc_written", "qc_entries_written", "Failed frames' entries written to the Redis QC stream."),
-    ("reconnects", "camera_reconnects", "Times the camera's stream broke and was reconnected."),
+    (
+        "reconnects",
+        "camera_reconnects",
+        "Reconnection attempts: each retry after the stream broke or failed to open.",
+    ),
+    (
+        "reconnected",
+        "camera_reconnected",
+        "Successful reconnections: the stream delivered frames again after a break.",
+    ),
     ("stalls", "camera_stalls", "Times the camera stalled: connected, but no frame for the stall timeout."),
     ("corrupt_packets", "corrupt_packets", "Corrupt packets the decoder reported."),
 )

@@ -15,15 +15,16 @@ from zstream.errors import ZStreamError, mask_url
 from zstream.topology import Topology
 
 
-def _client(topology: Topology) -> redis.Redis:
+def redis_client(topology: Topology, timeout_s: float | None = None) -> redis.Redis:
+    """A client of the pipeline's Redis for short questions (default timeout: connect_timeout_s)."""
     settings = topology.redis
-    timeout = settings.connect_timeout_s
+    timeout = settings.connect_timeout_s if timeout_s is None else timeout_s
     return redis.Redis.from_url(settings.url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
 def describe_streams(topology: Topology) -> list[dict[str, Any]]:
     """One row per stream of the pipeline (batches, QC): length and consumer groups."""
-    client = _client(topology)
+    client = redis_client(topology)
     try:
         return [_describe(client, name) for name in (topology.redis.stream, topology.redis.qc_stream)]
     except redis.RedisError as exc:
@@ -57,7 +58,7 @@ def purge(topology: Topology, stream: str) -> int:
     if stream not in (topology.redis.stream, topology.redis.qc_stream):
         known = f"{topology.redis.stream}, {topology.redis.qc_stream}"
         raise ZStreamError(f"{stream!r} is not one of this pipeline's streams ({known})")
-    client = _client(topology)
+    client = redis_client(topology)
     try:
         return int(client.xtrim(stream, maxlen=0, approximate=False))
     except redis.RedisError as exc:

@@ -34,7 +34,7 @@ from zstream.sources.base import chroma_size, i420_size
 
 SHM_DIR = Path("/dev/shm")
 MAGIC = 0x5A535247  # "ZSRG"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 PAGE = 4096
 
 RING_HEADER = np.dtype(
@@ -59,10 +59,14 @@ SLOT_HEADER = np.dtype(
         ("pts", "<f8"),
         ("capture_ts", "<f8"),
         ("written_mono", "<f8"),
-        ("_rest", "V8"),
+        ("position", "<f8"),  # where the source can resume after this frame (NaN: cannot)
     ]
 )
 assert RING_HEADER.itemsize == 64 and SLOT_HEADER.itemsize == 64
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
 def _align(value: int, to: int = PAGE) -> int:
@@ -110,6 +114,7 @@ class SlotInfo:
     height: int
     pts: float | None
     capture_ts: float
+    position: float | None = None  # see DecodedFrame.position
 
 
 class Ring:
@@ -218,18 +223,31 @@ class Ring:
         y, u, v = self._planes(slot, width, height)
         return WriteSlot(slot, generation, width, height, y, u, v)
 
-    def commit(self, claimed: WriteSlot, pts: float | None, capture_ts: float) -> tuple[int, int]:
+    def commit(
+        self, claimed: WriteSlot, pts: float | None, capture_ts: float, position: float | None = None
+    ) -> tuple[int, int]:
         """Publish a filled slot; returns (seq, generation) for the FrameRef."""
         header = self._slot_headers[claimed.slot]
         seq = self.next_seq
         header["seq"], header["width"], header["height"] = seq, claimed.width, claimed.height
         header["pts"] = math.nan if pts is None else pts
+        header["position"] = math.nan if position is None else position
         header["capture_ts"], header["written_mono"] = capture_ts, time.monotonic()
         generation = claimed.generation + 1  # even: complete
         header["generation"] = generation
         self._header["next_seq"] = seq + 1
         self._header["writes"] = int(self._header["writes"]) + 1
         return seq, generation
+
+    def last_committed(self) -> SlotInfo | None:
+        """The frame committed last, if its slot still holds it: where a restarted capture
+        worker resumes a recording (the slot being filled when a writer died is not it)."""
+        writes = int(self._header["writes"])
+        if not writes:
+            return None
+        info = self.info((writes - 1) % self.slots)
+        complete = info.generation >= 2 and info.generation % 2 == 0
+        return info if complete and info.seq == self.next_seq - 1 else None
 
     def frames_in_flight(self, reclaim_after_s: float = 5.0) -> int:
         """Frames written and not yet released by the batcher: this camera's queue through
@@ -253,14 +271,14 @@ class Ring:
     def info(self, slot: int) -> SlotInfo:
         self._check_slot(slot)
         h = self._slot_headers[slot]
-        pts = float(h["pts"])
         return SlotInfo(
             int(h["generation"]),
             int(h["seq"]),
             int(h["width"]),
             int(h["height"]),
-            None if math.isnan(pts) else pts,
+            _number(float(h["pts"])),
             float(h["capture_ts"]),
+            _number(float(h["position"])),
         )
 
     def is_current(self, slot: int, generation: int) -> bool:

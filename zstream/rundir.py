@@ -18,6 +18,7 @@ from typing import IO
 
 from zstream.errors import PreflightError
 from zstream.ring import ring_paths_of_run
+from zstream.stats import IN_FLIGHT_PREFIX, LEDGER_PREFIX
 from zstream.topology import Placement, Topology
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ class RunDir:
     def remove_leftovers(self) -> None:
         """Only what zstream itself creates: its socket names, its two JSON files, its rings."""
         ours = [*self.path.glob("validate-*.sock"), self.path / "batch.sock", self.path / "stats.sock"]
+        ours += [*self.path.glob(f"{LEDGER_PREFIX}*"), *self.path.glob(f"{IN_FLIGHT_PREFIX}*")]
         files = [TOPOLOGY_FILE, PLACEMENT_FILE, STATUS_FILE, ENDPOINTS_FILE, TAP_ENDPOINT_FILE]
         for path in [*ours, *(self.path / name for name in files)]:
             path.unlink(missing_ok=True)

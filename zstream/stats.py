@@ -9,13 +9,17 @@ where a label does not apply; drops use metric "dropped" and reason "stage:why".
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
+import struct
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import msgpack
 import zmq
 
 from zstream.wire import WorkerStats, encode
@@ -26,23 +30,149 @@ if TYPE_CHECKING:
 CounterKey = tuple[str, str, str]
 
 
-class Counters:
-    """Thread-safe cumulative counts (capture workers count from one thread per camera)."""
+LEDGER_PREFIX = "counters-"  # RUN_DIR/counters-<worker>-<pid>: a worker's ledger
+IN_FLIGHT_PREFIX = "in-flight-"  # RUN_DIR/in-flight-<worker>-<pid>: the write a worker has on the wire
 
-    def __init__(self) -> None:
+
+def ledger_path(run_dir: Path, worker: str, pid: int) -> Path:
+    return run_dir / f"{LEDGER_PREFIX}{worker}-{pid}"
+
+
+def in_flight_path(run_dir: Path, worker: str, pid: int) -> Path:
+    return run_dir / f"{IN_FLIGHT_PREFIX}{worker}-{pid}"
+
+
+class Ledger:
+    """A worker's counters mirrored, value by value as they change, into a mapped file.
+
+    Reports reach the supervisor once per stats interval, so a worker killed with -9 would take
+    the counts of its last fraction of a second with it, and the books would not balance (frames
+    in Redis that no counter says were written). Stores into a shared mapping outlive the process
+    that made them: after reaping a worker, the supervisor reads its exact last counts here.
+    Layout: slots of a key (metric, camera, reason joined by 0x1f, zero-padded) and an int64,
+    filled in order; a key is written before its first value, so a slot is never half-made.
+    """
+
+    SLOT = 128
+    KEY_BYTES = SLOT - 8
+    GROW_BY = 1024  # slots
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._slots: dict[CounterKey, int] = {}
+        self._map = self._mapped(self.GROW_BY)
+
+    def _mapped(self, slots: int) -> mmap.mmap:
+        os.ftruncate(self._fd, slots * self.SLOT)
+        return mmap.mmap(self._fd, slots * self.SLOT)
+
+    def store(self, key: CounterKey, value: int) -> None:
+        slot = self._slots.get(key)
+        if slot is None:
+            name = "\x1f".join(key).encode()[: self.KEY_BYTES]
+            slot = self._slots[key] = len(self._slots)
+            if (slot + 1) * self.SLOT > len(self._map):
+                self._map.close()
+                self._map = self._mapped(len(self._map) // self.SLOT + self.GROW_BY)
+            self._map[slot * self.SLOT + 8 : slot * self.SLOT + 8 + len(name)] = name
+        struct.pack_into("<q", self._map, slot * self.SLOT, value)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+    @classmethod
+    def read(cls, path: Path) -> dict[CounterKey, int]:
+        """The counts a (dead) worker left; empty when it left none."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        counts: dict[CounterKey, int] = {}
+        for offset in range(0, len(data) - cls.SLOT + 1, cls.SLOT):
+            name = data[offset + 8 : offset + cls.SLOT].rstrip(b"\0")
+            if not name:
+                break
+            metric, camera, reason = name.decode(errors="replace").split("\x1f", 2)
+            counts[(metric, camera, reason)] = struct.unpack_from("<q", data, offset)[0]
+        return counts
+
+
+class Counters:
+    """Thread-safe cumulative counts (capture workers count from one thread per camera), kept in
+    a Ledger too when given one (every worker process has one; tools and tests need not)."""
+
+    def __init__(self, ledger: Ledger | None = None) -> None:
         self._lock = threading.Lock()
         self._counts: dict[CounterKey, int] = defaultdict(int)
+        self.ledger = ledger
+
+    @classmethod
+    def for_worker(cls, run_dir: Path, worker: str) -> Counters:
+        return cls(Ledger(ledger_path(run_dir, worker, os.getpid())))
 
     def add(self, metric: str, camera: str = "", reason: str = "", n: int = 1) -> None:
+        key = (metric, camera, reason)
         with self._lock:
-            self._counts[(metric, camera, reason)] += n
+            self._counts[key] += n
+            if self.ledger is not None:
+                self.ledger.store(key, self._counts[key])
 
     def drop(self, stage: str, reason: str, camera: str = "", n: int = 1) -> None:
         self.add("dropped", camera, f"{stage}:{reason}", n)
 
+    def get(self, metric: str, camera: str = "", reason: str = "") -> int:
+        with self._lock:
+            return self._counts.get((metric, camera, reason), 0)
+
     def snapshot(self) -> dict[CounterKey, int]:
         with self._lock:
             return dict(self._counts)
+
+
+class InFlightWrites:
+    """The batcher's note of its writes whose outcome it does not know yet, made before they start.
+
+    A batcher killed after Redis took a write but before it counted it leaves frames in Redis
+    that its ledger does not count as written. This note names the entries and the counts they
+    settle, so that the supervisor can ask Redis whether they landed (see zstream.settle). At
+    most one write of each kind is unsettled at a time (a failed write is retried first), so the
+    note holds a record per kind: "batch" {stream, id, name, frames: {camera: n}, base: {camera:
+    written before}, batches_base}; "qc" {stream, entries: [[id, camera, seq]], base: {camera:
+    qc_written before}}. Written with one pwrite, which a kill cannot tear.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._records: dict[str, dict[str, Any]] = {}
+
+    def note(self, kind: str, record: dict[str, Any]) -> None:
+        self._records[kind] = record
+        self._write()
+
+    def done(self, kind: str) -> None:
+        if self._records.pop(kind, None) is not None:
+            self._write()
+
+    def _write(self) -> None:
+        data = msgpack.packb(self._records)
+        os.pwrite(self._fd, len(data).to_bytes(4, "little") + data, 0)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    @staticmethod
+    def read(path: Path) -> dict[str, dict[str, Any]]:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        size = int.from_bytes(data[:4], "little")
+        if not size or len(data) < 4 + size:
+            return {}
+        records = msgpack.unpackb(data[4 : 4 + size], raw=False)
+        return records if isinstance(records, dict) else {}
 
 
 class StatsReporter:
@@ -93,17 +223,30 @@ class StatsBoard:
 
     Reports are cumulative per process, so the totals are the sum of each process's last
     report, plus what the supervisor counts itself. Keeping ended processes' reports (a few
-    per restart) is what makes the totals survive restarts without double counting a final
-    report that arrives after its process was reaped.
+    per restart) is what makes the totals survive restarts. Once a process is reaped, its
+    settled counts (from its ledger, see zstream.settle) replace its reports for good: a final
+    report that arrives later is older than they are.
     """
 
     reports: dict[tuple[str, int], WorkerStats] = field(default_factory=dict)
     own: dict[CounterKey, int] = field(default_factory=lambda: defaultdict(int))
     states: dict[str, tuple[str, str]] = field(default_factory=dict)
+    settled: set[tuple[str, int]] = field(default_factory=set)
 
     def update(self, report: WorkerStats) -> None:
+        if (report.worker, report.pid) in self.settled:
+            return
         self.reports[(report.worker, report.pid)] = report
         self.states.update(report.states)
+
+    def settle(self, worker: str, pid: int, counts: dict[CounterKey, int]) -> None:
+        """A reaped process's final counts; never less than what it reported."""
+        reported = self.reports.get((worker, pid))
+        final = dict(reported.counters) if reported else {}
+        for key, value in counts.items():
+            final[key] = max(final.get(key, 0), value)
+        self.reports[(worker, pid)] = WorkerStats(worker, pid, final, {})
+        self.settled.add((worker, pid))
 
     def count(self, metric: str, camera: str = "", reason: str = "", n: int = 1) -> None:
         self.own[(metric, camera, reason)] += n
@@ -164,24 +307,32 @@ def by_reason(counts: dict[CounterKey, int], metric: str, camera: str | None = N
     return dict(reasons)
 
 
-def unaccounted(counts: dict[CounterKey, int], committed: int, camera: str) -> int:
-    """Frames of a camera whose fate no counter records.
+# Drops before a frame is in its ring: the frame was never captured, so no later count settles it.
+BEFORE_CAPTURE = frozenset({"capture:too_large", "capture:ring_full", "capture:stopping"})
 
-    `committed` is the ring's own count of frames written into it: it lives in shared
-    memory, so unlike a killed worker's last counters it survives any crash. Every such
-    frame was dropped at capture, written, sent to QC, left out by the output rate, or
-    dropped downstream; while the pipeline runs the rest are in flight, and after a drain
-    they were lost in a crash.
+
+def books(counts: dict[CounterKey, int], committed: int, camera: str) -> dict[str, int]:
+    """Where every frame captured into a camera's ring went; the parts add up to `captured`.
+
+    `committed` is the ring's own count of frames written into it: it lives in shared memory,
+    so it survives any crash. Every such frame was written (to the batch stream, or to the QC
+    stream when it failed), left out by the output rate (skipped), or dropped after capture with
+    a reason; the rest are `lost`: in flight while the pipeline runs, lost in a crash after a drain.
     """
-    settled = total(counts, "written", camera) + total(counts, "qc_written", camera)
-    settled += by_reason(counts, "skipped", camera).get("output_rate", 0)
-    settled += sum(
-        n
-        for reason, n in by_reason(counts, "dropped", camera).items()
-        if reason not in ("capture:too_large", "capture:ring_full", "capture:stopping")
-        and not reason.startswith("tap:")  # the tap's subscribers missed it; Redis did not
-    )
-    return committed - settled
+    parts = {
+        "captured": committed,
+        "written": total(counts, "written", camera),
+        "qc": total(counts, "qc_written", camera),
+        "skipped": by_reason(counts, "skipped", camera).get("output_rate", 0),
+        "dropped": sum(
+            n
+            for reason, n in by_reason(counts, "dropped", camera).items()
+            if reason not in BEFORE_CAPTURE
+            and not reason.startswith("tap:")  # the tap's subscribers missed it; Redis did not
+        ),
+    }
+    parts["lost"] = committed - parts["written"] - parts["qc"] - parts["skipped"] - parts["dropped"]
+    return parts
 
 
 def quality_view(counts: dict[CounterKey, int], camera: str, top: int = 3) -> dict[str, object]:
@@ -198,21 +349,35 @@ def quality_view(counts: dict[CounterKey, int], camera: str, top: int = 3) -> di
 class CameraRates:
     """Per-camera frame rates and last-frame age, from the counter totals the supervisor
     already has (so no worker reports anything more): rates over a sliding window, the age
-    to within one stats interval."""
+    to within one stats interval.
+
+    Frames leave for Redis in batches, so `written` moves in steps, and a window cut between
+    steps counts a batch more or less than its span holds (a 10 fps camera read as 8). fps_out
+    is therefore written frames per second of the camera time they cover (`written_span_us`,
+    counted by the batcher from the frames' capture times): both move in the same steps. When
+    no frame was written for a while, that time counts too, so a stopped camera's rate falls."""
 
     def __init__(self, window_s: float = 5.0) -> None:
         self.window_s = window_s
-        self._history: dict[str, deque[tuple[float, int, int]]] = {}
+        self._history: dict[str, deque[tuple[float, int, int, int]]] = {}
         self._last_frame: dict[str, float] = {}
+        self._last_written: dict[str, float] = {}  # when each camera's written count last moved
 
     def update(self, per_camera: dict[str, dict[CounterKey, int]], cameras: list[str], now: float) -> None:
         """`per_camera`: the counter totals split by camera (see by_camera)."""
         for camera in cameras:
             counts = per_camera.get(camera, {})
-            sample = (now, total(counts, "received", camera), total(counts, "written", camera))
+            sample = (
+                now,
+                total(counts, "received", camera),
+                total(counts, "written", camera),
+                total(counts, "written_span_us", camera),
+            )
             history = self._history.setdefault(camera, deque())
             if not history or sample[1] > history[-1][1]:
                 self._last_frame[camera] = now if sample[1] else self._last_frame.get(camera, 0.0)
+            if not history or sample[2] > history[-1][2]:
+                self._last_written[camera] = now
             history.append(sample)
             while len(history) > 2 and now - history[1][0] >= self.window_s:
                 history.popleft()
@@ -226,7 +391,20 @@ class CameraRates:
             "last_frame_age_s": None if not last else round(now - last, 1),
         }
         if history and len(history) >= 2 and history[-1][0] > history[0][0]:
-            (t0, received0, written0), (t1, received1, written1) = history[0], history[-1]
+            (_, _, written0, span0), (t1, received1, written1, span1) = history[0], history[-1]
+            # From the last sample before frames came: time before a camera's first frame (or
+            # its return) is not part of its rate.
+            start = 0
+            while start < len(history) - 2 and history[start + 1][1] == history[start][1]:
+                start += 1
+            t0, received0 = history[start][0], history[start][1]
             view["fps_in"] = round((received1 - received0) / (t1 - t0), 2)
-            view["fps_out"] = round((written1 - written0) / (t1 - t0), 2)
+            written, span_s = written1 - written0, (span1 - span0) / 1e6
+            idle_s = now - self._last_written.get(camera, now)
+            covered_s = span_s + (idle_s if idle_s > 2 * STATS_LAG_S else 0.0)
+            view["fps_out"] = round(written / covered_s, 2) if written and covered_s > 0 else 0.0
         return view
+
+
+# How stale a count can look with nothing wrong: a report interval plus a status interval.
+STATS_LAG_S = 2.0

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from redis.exceptions import RedisError
 
 from zstream import preflight
 from zstream.control import ControlServer
@@ -31,6 +32,7 @@ from zstream.errors import PreflightError, RingError, WireError, ZStreamError
 from zstream.live import LiveCameras
 from zstream.metrics import MetricsExporter
 from zstream.operations import Operations
+from zstream.queues import redis_client
 from zstream.ring import Ring, ring_path
 from zstream.rundir import (
     ENDPOINTS_FILE,
@@ -41,17 +43,18 @@ from zstream.rundir import (
     write_pipeline,
 )
 from zstream.security import CurveServer
+from zstream.settle import InFlight, read_books, settle_in_flight
 from zstream.sources.base import i420_size
 from zstream.stats import (
     CameraRates,
     CounterKey,
     StatsBoard,
+    books,
     by_camera,
     by_reason,
     latency_quantile,
     quality_view,
     total,
-    unaccounted,
 )
 from zstream.system import ProcessSampler
 from zstream.topology import Topology
@@ -126,6 +129,7 @@ class Supervisor:
         self.operations = Operations(self)
         self.processes = ProcessSampler()
         self.process_costs: list[dict[str, Any]] = []
+        self.unsettled: list[tuple[str, int, dict[CounterKey, int], InFlight]] = []  # Redis was down
         self.signals = 0
         self._next_log = 0.0
         self._next_status = 0.0
@@ -280,6 +284,7 @@ class Supervisor:
         code = worker.process.returncode
         pid = worker.process.pid
         worker.process = None
+        self._settle(worker.name, pid)
         if now - worker.started >= self.policy.stable_after_s:
             worker.failures = 0
         worker.failures += 1
@@ -361,8 +366,31 @@ class Supervisor:
             if worker.process.poll() is None:
                 worker.process.kill()
             worker.process.wait()
+            self._settle(worker.name, worker.process.pid)
             worker.process = None
             worker.restart_at = 0.0
+
+    def _settle(self, name: str, pid: int) -> None:
+        """Take a dead worker's exact last counts, and ask Redis about its writes in flight (or
+        keep them for later while Redis cannot answer); see zstream.settle."""
+        counts, in_flight = read_books(self.run_dir.path, name, pid)
+        if in_flight:
+            self.unsettled.append((name, pid, counts, in_flight))
+            self._settle_in_flight()
+        self.board.settle(name, pid, counts)
+
+    def _settle_in_flight(self) -> None:
+        if not self.unsettled:
+            return
+        try:
+            with redis_client(self.topology, timeout_s=1.0) as client:
+                while self.unsettled:
+                    name, pid, counts, in_flight = self.unsettled[0]
+                    settle_in_flight(client, in_flight, counts)
+                    self.board.settle(name, pid, counts)
+                    self.unsettled.pop(0)
+        except (RedisError, OSError) as exc:
+            log.warning("cannot ask Redis yet what a dead batcher's last write left there: %s", exc)
 
     # ---- what operators see ------------------------------------------------------------
 
@@ -381,14 +409,15 @@ class Supervisor:
                 "failed": by_reason(own, "failed", camera.id),
                 "skipped": by_reason(own, "skipped", camera.id),
                 "corrupt_packets": total(own, "corrupt_packets", camera.id),
-                "reconnects": total(own, "reconnects", camera.id),
+                "reconnects": total(own, "reconnects", camera.id),  # attempts
+                "reconnected": total(own, "reconnected", camera.id),  # successful ones
                 "stalls": total(own, "stalls", camera.id),
                 "quality": quality_view(own, camera.id),
                 **self.rates.view(camera.id, time.monotonic()),
                 "dropped": by_reason(own, "dropped", camera.id),
                 "committed": self._committed(camera.id),
                 "in_flight": self.rings[camera.id].frames_in_flight() if camera.id in self.rings else 0,
-                "unaccounted": unaccounted(own, self._committed(camera.id), camera.id),
+                "unaccounted": books(own, self._committed(camera.id), camera.id)["lost"],
             }
         workers = {
             w.name: {
@@ -435,6 +464,7 @@ class Supervisor:
         return ring.next_seq if ring is not None else 0
 
     def _write_status(self) -> None:
+        self._settle_in_flight()
         counts = self.board.totals()
         cameras = [camera.id for camera in self.topology.cameras]
         self.rates.update(by_camera(counts), cameras, time.monotonic())
@@ -466,22 +496,26 @@ class Supervisor:
             sum(w.restarts for w in self.workers),
         )
         if final:
-            rows = self.status(counts)["cameras"]
-            lost = sum(row["unaccounted"] for row in rows.values())
-            (log.warning if lost else log.info)(
-                "final: unaccounted %d (frames lost in a crash or cut off at the drain deadline)", lost
+            self._log_books(counts)
+
+    def _log_books(self, counts: dict[CounterKey, int]) -> None:
+        """Per camera, where every captured frame went: the parts add up to `captured`."""
+        rows = self.status(counts)["cameras"]
+        lost = sum(row["unaccounted"] for row in rows.values())
+        (log.warning if lost else log.info)(
+            "final: unaccounted %d (frames lost in a crash or cut off at the drain deadline)", lost
+        )
+        per_camera = by_camera(counts)
+        for camera, row in rows.items():
+            parts = books(per_camera.get(camera, {}), self._committed(camera), camera)
+            log.info(
+                "  %-24s %-12s captured %7d  written %7d  qc %d  skipped %d  dropped %d  lost %d  "
+                "passed QC %s",
+                camera,
+                row["state"],
+                *parts.values(),
+                _describe_quality(row["quality"]),
             )
-            for camera, row in rows.items():
-                log.info(
-                    "  %-24s %-12s captured %7d  written %7d  dropped %d  lost %d  passed QC %s",
-                    camera,
-                    row["state"],
-                    row["captured"],
-                    row["written"],
-                    sum(row["dropped"].values()),
-                    row["unaccounted"],
-                    _describe_quality(row["quality"]),
-                )
 
 
 def _describe_quality(quality: dict[str, Any]) -> str:

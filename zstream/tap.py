@@ -28,7 +28,7 @@ its ring) must never slow the pipeline down:
 - Its work is bounded: JPEG encoding and copies may take TIME_SHARE of the batcher's time;
   beyond that frames are shed and counted (`tap:busy`) rather than delaying the batches.
 - Tap drops are counted as `dropped` with stage `tap`, but the frame still went to Redis:
-  `zstream.stats.unaccounted` leaves them out.
+  `zstream.stats.books` leaves them out.
 
 The subscriber side (`TapSubscriber`, `run_tap`) is what `zstream tap` runs.
 """

@@ -94,6 +94,13 @@ class Validator(MessageIntake):
             log.warning("camera %s: %s", ref.camera, exc)
             return
         reasons = assessment.reasons
+        # Counted before the verdict leaves: were this worker killed right after sending, the
+        # batcher could write a frame that no count says was validated.
+        self.counters.add("validated", ref.camera)
+        if reasons:
+            self.counters.add("rejected", ref.camera)  # frames, where "failed" counts reasons
+        for reason in reasons:
+            self.counters.add("failed", ref.camera, reason)
         if self._output[ref.camera].admit(ref.pts if ref.pts is not None else ref.capture_ts):
             verdict = Verdict(ref, assessment.metrics.as_dict(), reasons, time.time())
             try:
@@ -101,15 +108,9 @@ class Validator(MessageIntake):
             except zmq.Again:
                 ring.release(ref.slot, ref.generation)
                 self.counters.drop(STAGE, "batcher_full", ref.camera)
-                return
         else:
             ring.release(ref.slot, ref.generation)
             self.counters.add("skipped", ref.camera, "output_rate")
-        self.counters.add("validated", ref.camera)
-        if reasons:
-            self.counters.add("rejected", ref.camera)  # frames, where "failed" counts reasons
-        for reason in reasons:
-            self.counters.add("failed", ref.camera, reason)
 
     def close(self) -> None:
         self.pull.close(linger=0)
@@ -117,11 +118,10 @@ class Validator(MessageIntake):
         self.rings.close()
 
 
-def run(watcher: PipelineWatcher, index: int, stop: threading.Event) -> None:
+def run(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:
     """Body of validation worker `index`: validate until stopped, then drain what is queued."""
     topology, _ = watcher.read()
     context = zmq.Context.instance()
-    counters = Counters()
     reporter = StatsReporter.for_worker(context, topology, f"validate-{index}", counters)
     validator = Validator(topology, index, context, counters)
     last_input = time.monotonic()

@@ -269,6 +269,14 @@ def encode_batch_entry(
     return fields
 
 
+def batch_name(fields: dict[bytes, bytes]) -> str | None:
+    """The `batch` name in a stored batch entry's meta (who wrote it), None if it has none."""
+    try:
+        return msgpack.unpackb(fields[b"meta"], raw=False)["batch"]
+    except (KeyError, TypeError, ValueError, msgpack.UnpackException):
+        return None
+
+
 def decode_batch_entry(fields: dict[bytes, bytes]) -> tuple[dict[str, Any], list[tuple[FrameMeta, bytes]]]:
     """Inverse of encode_batch_entry, for consumers; WireError on another format version."""
     version = fields.get(b"v")

@@ -107,7 +107,8 @@ def main(argv: list[str]) -> NoReturn:
         from zstream import batcher as module
     else:
         raise SystemExit(f"unknown stage {stage!r}")
-    module.run(watcher, index, stop)
+    # The ledger is made before the stage starts counting, and read by the supervisor after exit.
+    module.run(watcher, index, stop, Counters.for_worker(run_dir, f"{stage}-{index}"))
     if os.getppid() != parent_pid:  # orphaned: the first worker out removes what the supervisor owned
         RunDir(topology).clean_up_after_supervisor()
     logging.shutdown()

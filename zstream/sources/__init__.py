@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zstream.sources.base import AdmitAll, DecodedFrame, FrameGate, FrameSource
+from zstream.sources.base import AdmitAll, DecodedFrame, FrameGate, FrameSource, Resumable
 
 if TYPE_CHECKING:
     from zstream.topology import Camera, Topology
 
-__all__ = ["AdmitAll", "DecodedFrame", "FrameGate", "FrameSource", "open_source"]
+__all__ = ["AdmitAll", "DecodedFrame", "FrameGate", "FrameSource", "Resumable", "open_source"]
 
 
 def open_source(camera: Camera, topology: Topology) -> FrameSource:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,6 +30,9 @@ class DecodedFrame:
     u: np.ndarray  # (ceil(height/2), ceil(width/2)) uint8
     v: np.ndarray  # (ceil(height/2), ceil(width/2)) uint8
     pts: float | None  # presentation time in seconds, None when the stream has none
+    # Where a Resumable source can resume after this frame (a file: its time in the file,
+    # whatever the loop); None for live sources.
+    position: float | None = None
 
 
 class FrameGate(Protocol):
@@ -62,6 +65,32 @@ class FrameSource(Protocol):
 
     def close(self) -> None:
         """Release the stream; safe to call twice and after a failed open."""
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A recording that can continue after a frame it delivered before (files): a restarted
+    capture worker resumes it there, so no picture reaches the pipeline twice."""
+
+    def resume_after(self, pts: float, position: float) -> None:
+        """Before frames(): deliver only what follows the frame of that pts and position."""
+
+
+class ResumeGate:
+    """A gate that turns away, uncounted, the frames up to `after` (a pts), then defers to `gate`."""
+
+    def __init__(self, gate: FrameGate, after: float) -> None:
+        self.gate = gate
+        self.after: float | None = after
+
+    def admit(self, pts: float | None) -> bool:
+        if self.after is not None and pts is not None and pts <= self.after + 1e-6:
+            return False
+        self.after = None  # past it: everything from here on is new
+        return self.gate.admit(pts)
+
+    def corrupt(self) -> None:
+        self.gate.corrupt()
 
 
 class AdmitAll:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import av.error
 
-from zstream.sources.base import DecodedFrame, FrameGate
+from zstream.sources.base import DecodedFrame, FrameGate, ResumeGate
 from zstream.sources.pyav_decode import PyAVSource, RealtimeClock, to_decoded
 
 
@@ -32,6 +32,7 @@ class FileSource(PyAVSource):
         self.corrupt_run_limit = None  # a corrupt stretch of a file is skipped: the file goes on
         self._first: float | None = None
         self._last: float | None = None
+        self._resume: tuple[float, float] | None = None  # (pts, position) to continue after
 
     def frame_pts(self, seconds: float | None) -> float | None:
         """The file's time plus the loops already played; notes the pass's first and last."""
@@ -42,17 +43,26 @@ class FileSource(PyAVSource):
         self._last = seconds
         return seconds + self._offset
 
+    def resume_after(self, pts: float, position: float) -> None:
+        self._resume = (pts, position)
+
     def frames(self, stop: threading.Event, gate: FrameGate) -> Iterator[DecodedFrame]:
         self._offset = 0.0  # added to the file's pts on each further loop, so pts keeps increasing
         clock = RealtimeClock()
+        first_pass: float | None = None
+        if self._resume is not None:
+            (pts, position), self._resume = self._resume, None
+            self._offset = pts - position  # the loops played before
+            first_pass = self._seek(position)
+            gate = ResumeGate(gate, after=pts)
         while not stop.is_set():
-            self._first = self._last = None
+            self._first, self._last, first_pass = first_pass, None, None
             for frame, pts in self.admitted(gate, stop):
                 if pts is not None and self.realtime and not clock.wait(pts, stop):
                     return
                 if stop.is_set():
                     return
-                yield to_decoded(frame, pts)
+                yield to_decoded(frame, pts, frame.time)
             if not self.loop or self._first is None or self._last is None:
                 return
             self._offset += self._last - self._first + self._frame_duration()
@@ -61,6 +71,18 @@ class FileSource(PyAVSource):
     def _frame_duration(self) -> float:
         rate = self._stream.average_rate or self._stream.guessed_rate
         return 1.0 / float(rate) if rate else 0.04
+
+    def _seek(self, position: float) -> float:
+        """Go to the key frame at or before `position` (seconds in the file); returns the file's
+        start, which the loop's pass length counts from. Frames up to `position` still decode
+        (from the key frame on) and the ResumeGate turns them away."""
+        stream = self._stream
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        try:
+            self._container.seek(int(position / stream.time_base), stream=stream, backward=True)
+        except (av.error.FFmpegError, OSError):  # not seekable: read from the start instead
+            self.open()
+        return start
 
     def _rewind(self) -> None:
         try:

@@ -31,22 +31,38 @@ def open_container(
     open_timeout_s: float,
     read_timeout_s: float,
     container_format: str | None = None,
+    recording: bool = False,
 ) -> Any:
-    """av.open with timeouts, converting FFmpeg's errors into SourceError with the URL masked."""
+    """av.open with timeouts, converting FFmpeg's errors into SourceError with the URL masked.
+
+    Data FFmpeg cannot make sense of is a refusal for a recording (its bytes will be the same on
+    the next try); from a network peer it may be a passing fault, so it is retried with back-off."""
     try:
         return av.open(
             url, format=container_format, options=options, timeout=(open_timeout_s, read_timeout_s)
         )
     except REJECTIONS as exc:
         raise SourceRejected(f"cannot open {mask_url(url)}: {_describe(exc)}{_hint(exc)}") from exc
+    except av.error.InvalidDataError as exc:
+        error = SourceRejected if recording else SourceError
+        raise error(f"cannot open {mask_url(url)}: {_describe(exc)}{NOT_VIDEO}") from exc
     except (av.error.FFmpegError, OSError) as exc:
         raise SourceError(f"cannot open {mask_url(url)}: {_describe(exc)}") from exc
+
+
+NOT_VIDEO = " (not a video FFmpeg can read)"
+# FFmpeg renders text files (its "tty" demuxer, by extension) as "video" of ANSI art: not a camera.
+TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 
 
 def video_stream(container: Any, url: str, decoder_threads: int, keyframes_only: bool = False) -> Any:
     if not container.streams.video:
         raise SourceRejected(f"{mask_url(url)} has no video stream")
     stream = container.streams.video[0]
+    if stream.codec_context.name in TEXT_CODECS:
+        raise SourceRejected(
+            f"{mask_url(url)}: FFmpeg reads it as text ({stream.codec_context.name}), not video"
+        )
     stream.thread_type = "AUTO"
     stream.codec_context.thread_count = decoder_threads
     if keyframes_only:  # the decoder skips the other frames without decoding them
@@ -54,12 +70,12 @@ def video_stream(container: Any, url: str, decoder_threads: int, keyframes_only:
     return stream
 
 
-def to_decoded(frame: Any, pts: float | None) -> DecodedFrame:
+def to_decoded(frame: Any, pts: float | None, position: float | None = None) -> DecodedFrame:
     """Plane views of an av.VideoFrame (converted to I420 first only if it is not already)."""
     if frame.format.name not in I420_FORMATS:
         frame = frame.reformat(format="yuv420p")
     y, u, v = (_plane_view(plane) for plane in frame.planes[:3])
-    return DecodedFrame(frame.width, frame.height, y, u, v, pts)
+    return DecodedFrame(frame.width, frame.height, y, u, v, pts, position)
 
 
 def _plane_view(plane: Any) -> np.ndarray:
@@ -131,7 +147,12 @@ class PyAVSource:
     def open(self) -> None:
         self.close()
         self._container = open_container(
-            self.url, self.options(), self.open_timeout_s, self.read_timeout_s, self.container_format
+            self.url,
+            self.options(),
+            self.open_timeout_s,
+            self.read_timeout_s,
+            self.container_format,
+            recording=self.corrupt_run_limit is None,
         )
         self._stream = video_stream(self._container, self.url, self.decoder_threads, self.keyframes_only)
 
@@ -151,6 +172,7 @@ class PyAVSource:
         intra_only = bool(self._stream.codec_context.codec.intra_only)
         jpeg = self._stream.codec_context.name == "mjpeg"
         corrupt_run = 0
+        decoded_any = False  # since open(): a stream none of whose data decodes is refused
         try:
             for packet in self._container.demux(self._stream):
                 if stop is not None and stop.is_set():
@@ -167,19 +189,29 @@ class PyAVSource:
                     gate.corrupt()
                     corrupt_run += 1
                     if self.corrupt_run_limit is not None and corrupt_run >= self.corrupt_run_limit:
+                        if not decoded_any:
+                            raise SourceRejected(
+                                f"{mask_url(self.url)}: none of its first {corrupt_run} packets decoded"
+                                f"{NOT_VIDEO}"
+                            ) from None
                         raise SourceError(
                             f"{mask_url(self.url)}: {corrupt_run} packets did not decode and not one "
                             "frame did in between (did the camera change codec?)"
                         ) from None
                     continue
                 if frames:
-                    corrupt_run = 0
+                    corrupt_run, decoded_any = 0, True
                 for frame in frames:
                     pts = self.frame_pts(frame.time)
                     if intra_only or gate.admit(pts):
                         yield frame, pts
+        except av.error.InvalidDataError as exc:
+            error = SourceRejected if not decoded_any and self.corrupt_run_limit is None else SourceError
+            raise error(f"reading {mask_url(self.url)} failed: {_describe(exc)}{NOT_VIDEO}") from exc
         except (av.error.FFmpegError, OSError) as exc:
             raise SourceError(f"reading {mask_url(self.url)} failed: {_describe(exc)}") from exc
+        if corrupt_run and not decoded_any:  # a recording: read to its end, and nothing decoded
+            raise SourceRejected(f"{mask_url(self.url)}: not one of its packets decoded{NOT_VIDEO}")
 
     def frames(self, stop: threading.Event, gate: FrameGate) -> Iterator[DecodedFrame]:
         """A live stream's frames. It has no end of its own: when it stops, the camera went
