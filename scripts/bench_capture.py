@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zstream.capture import CameraGate, _fill
 from zstream.ring import SHM_DIR, Ring
-from zstream.sources.base import AdmitAll, i420_size
+from zstream.sources.base import AdmitAll, Decoding, i420_size
 from zstream.sources.file import FileSource
 from zstream.sources.synthetic import TrafficScene
 from zstream.stats import Counters
@@ -80,9 +80,7 @@ def zstream_fps(clip: Path, threads: int, repeats: int, keyframes_only: bool = F
     best, count = float("inf"), 0
     try:
         for _ in range(repeats):
-            source = FileSource(
-                str(clip), realtime=False, decoder_threads=threads, keyframes_only=keyframes_only
-            )
+            source = FileSource(str(clip), realtime=False, decoding=Decoding(threads, keyframes_only))
             started = time.perf_counter()
             source.open()
             count = 0

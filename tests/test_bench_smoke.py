@@ -130,3 +130,38 @@ def test_output_benchmark_quick_run_compares_with_opencv_at_the_same_quality() -
     for row in rows:  # decoded back, both paths are as close to the unencoded frame
         opencv, ours = (float(value) for value in row[5].split("/"))
         assert ours <= opencv + 0.5, row
+
+
+def test_skip_loop_filter_benchmark_quick_run_measures_speed_and_quality() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_skip_loop_filter.py", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    speeds = re.findall(r"\| (pyav|ffmpeg) \| (\d+) \| (\d+) \| ([\d.]+)x \|", result.stdout)
+    assert [name for name, *_ in speeds] == ["pyav", "ffmpeg"], result.stdout
+    psnr = [float(m) for m in re.findall(r"\| \d+ \| ([\d.]+) \(", result.stdout)]
+    # The option takes effect (the pictures differ from the full decode), and mildly.
+    assert psnr and all(30 < value < 99 for value in psnr), result.stdout
+    assert re.search(r"QC verdicts \(default thresholds\) that differ: \d+ of 60 frames", result.stdout)
+
+
+def test_scale_benchmark_flat_out_quick_run_measures_throughput_against_the_ceiling(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_scale.py", "--quick", "--flat-out", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "read flat out (realtime = false)" in result.stdout
+    # Flat out the files are read faster than real time: more than the 10 fps a camera plays.
+    row = json.loads((tmp_path / "scale-flat-out-quick.json").read_text())["steps"][0]
+    assert row["decoded"] > 100 and row["of_ceiling"] > 0 and not row["dropped"], row
+    assert re.search(
+        r"Flat out, the pipeline decoded, validated and delivered \d\.\d\d of the ceiling", result.stdout
+    )

@@ -13,7 +13,7 @@ import pytest
 from tests.media import decode_i420_frames, make_h264_clip, make_mjpeg_clip
 from tests.rtsp import rtsp_server, with_credentials
 from zstream.errors import SourceError
-from zstream.sources.base import AdmitAll, DecodedFrame
+from zstream.sources.base import AdmitAll, DecodedFrame, Decoding
 from zstream.sources.file import FileSource
 from zstream.sources.rtsp import RtspSource
 
@@ -126,7 +126,7 @@ def test_rtsp_end_of_stream_is_an_error_so_the_camera_reconnects(clip: Path) -> 
 
 def test_keyframes_only_decodes_just_the_key_frames(clip: Path) -> None:
     reference = decode_i420_frames(clip)  # 20 frames, a key frame every 10
-    frames = take(FileSource(str(clip), realtime=False, keyframes_only=True), 100)
+    frames = take(FileSource(str(clip), realtime=False, decoding=Decoding(keyframes_only=True)), 100)
     assert [data for _, data in frames] == [reference[0].tobytes(), reference[10].tobytes()]
     assert [pts for pts, _ in frames] == pytest.approx([0.0, 10 / 25])
 
@@ -164,3 +164,26 @@ def test_an_intra_only_stream_skips_decoding_what_the_fps_cap_refuses(
         {level for _, level in delivered}
     )  # distinct, in order
     assert gate.corrupt_packets == (1 if decoded_the_junk else 0)
+
+
+def test_skip_loop_filter_skips_deblocking_and_changes_pictures_only_slightly(clip: Path) -> None:
+    def lumas(skip: bool) -> list[np.ndarray]:
+        frames = take(FileSource(str(clip), realtime=False, decoding=Decoding(skip_loop_filter=skip)), 100)
+        return [np.frombuffer(data, np.uint8).astype(np.float32) for _, data in frames]
+
+    full, skipped = lumas(False), lumas(True)
+    assert len(full) == len(skipped) > 0
+    errors = [float(np.mean((a - b) ** 2)) for a, b in zip(full, skipped, strict=True)]
+    assert max(errors) > 0, "the option had no effect (FFmpeg ignores an option name it does not know)"
+    assert min(10 * np.log10(255**2 / e) for e in errors if e) > 30
+
+
+def test_a_cameras_decoding_options_reach_its_source(tmp_path: Path, clip: Path) -> None:
+    from zstream.sources import open_source
+    from zstream.topology import parse_topology
+
+    cameras = [
+        {"id": "a", "url": str(clip), "skip_loop_filter": True, "keyframes_only": True, "decoder_threads": 2}
+    ]
+    topology = parse_topology({"run_dir": str(tmp_path), "cameras": cameras}, base_dir=tmp_path)
+    assert open_source(topology.cameras[0], topology).decoding == Decoding(2, True, True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zstream.sources.base import AdmitAll, DecodedFrame, FrameGate, FrameSource, Resumable
+from zstream.sources.base import AdmitAll, DecodedFrame, Decoding, FrameGate, FrameSource, Resumable
 
 if TYPE_CHECKING:
     from zstream.topology import Camera, Topology
@@ -21,8 +21,9 @@ def open_source(camera: Camera, topology: Topology) -> FrameSource:
     capture = topology.capture
     timeouts = {"open_timeout_s": capture.open_timeout_s, "read_timeout_s": capture.read_timeout_s}
     decoding = {
-        "decoder_threads": topology.decoder_threads_for(camera),
-        "keyframes_only": camera.keyframes_only,
+        "decoding": Decoding(
+            topology.decoder_threads_for(camera), camera.keyframes_only, camera.skip_loop_filter
+        )
     }
     scheme = camera.scheme
     if scheme == "synthetic":

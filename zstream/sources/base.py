@@ -35,6 +35,22 @@ class DecodedFrame:
     position: float | None = None
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """How FFmpeg decodes a camera (per camera in the topology).
+
+    `skip_loop_filter` skips H.264/HEVC deblocking: ~20 % less decoding CPU, at a cost in picture
+    quality that grows along each GOP, since reference frames are left unfiltered too (see
+    README, Performance: measured with scripts/bench_skip_loop_filter.py)."""
+
+    threads: int = 1
+    keyframes_only: bool = False
+    skip_loop_filter: bool = False
+
+
+DEFAULT_DECODING = Decoding()
+
+
 class FrameGate(Protocol):
     """What a source tells the capture worker about every frame, as early as it can.
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import av.error
 
-from zstream.sources.base import DecodedFrame, FrameGate, ResumeGate
+from zstream.sources.base import DEFAULT_DECODING, DecodedFrame, Decoding, FrameGate, ResumeGate
 from zstream.sources.pyav_decode import PyAVSource, RealtimeClock, to_decoded
 
 
@@ -22,10 +22,9 @@ class FileSource(PyAVSource):
         *,
         loop: bool = False,
         realtime: bool = True,
-        decoder_threads: int = 1,
-        keyframes_only: bool = False,
+        decoding: Decoding = DEFAULT_DECODING,
     ) -> None:
-        super().__init__(path, decoder_threads=decoder_threads, keyframes_only=keyframes_only)
+        super().__init__(path, decoding=decoding)
         self.loop = loop
         self.realtime = realtime
         self._offset = 0.0

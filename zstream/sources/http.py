@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 
 from zstream.errors import SourceError, mask_url
-from zstream.sources.base import DecodedFrame, FrameGate
+from zstream.sources.base import DEFAULT_DECODING, DecodedFrame, Decoding, FrameGate
 from zstream.sources.pyav_decode import PyAVSource, RealtimeClock, to_decoded
 
 # Formats whose timestamps FFmpeg makes up (MJPEG has none): their frames carry pts None, so
@@ -27,18 +27,11 @@ class HttpSource(PyAVSource):
         url: str,
         *,
         realtime: bool = True,
-        decoder_threads: int = 1,
+        decoding: Decoding = DEFAULT_DECODING,
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 10.0,
-        keyframes_only: bool = False,
     ) -> None:
-        super().__init__(
-            url,
-            decoder_threads=decoder_threads,
-            open_timeout_s=open_timeout_s,
-            read_timeout_s=read_timeout_s,
-            keyframes_only=keyframes_only,
-        )
+        super().__init__(url, decoding=decoding, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
         self.realtime = realtime
 
     def open(self) -> None:

@@ -203,7 +203,7 @@ class OnvifSource(RtspSource):
     """An ONVIF camera: the stream URI is asked for at every open, then streamed as RTSP."""
 
     def __init__(self, url: str, **options: Any) -> None:
-        """`options` are RtspSource's: timeouts, decoder threads, keyframes_only, transport."""
+        """`options` are RtspSource's: timeouts, decoding, transport."""
         super().__init__(url, **options)
         self.onvif_url = url  # self.url becomes the RTSP URI once resolved
 

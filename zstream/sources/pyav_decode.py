@@ -17,7 +17,7 @@ import av.error
 import numpy as np
 
 from zstream.errors import SourceError, SourceRejected, mask_url
-from zstream.sources.base import DecodedFrame, FrameGate
+from zstream.sources.base import DEFAULT_DECODING, DecodedFrame, Decoding, FrameGate
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ NOT_VIDEO = " (not a video FFmpeg can read)"
 TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 
 
-def video_stream(container: Any, url: str, decoder_threads: int, keyframes_only: bool = False) -> Any:
+def video_stream(container: Any, url: str, decoding: Decoding) -> Any:
     if not container.streams.video:
         raise SourceRejected(f"{mask_url(url)} has no video stream")
     stream = container.streams.video[0]
@@ -64,9 +64,11 @@ def video_stream(container: Any, url: str, decoder_threads: int, keyframes_only:
             f"{mask_url(url)}: FFmpeg reads it as text ({stream.codec_context.name}), not video"
         )
     stream.thread_type = "AUTO"
-    stream.codec_context.thread_count = decoder_threads
-    if keyframes_only:  # the decoder skips the other frames without decoding them
+    stream.codec_context.thread_count = decoding.threads
+    if decoding.keyframes_only:  # the decoder skips the other frames without decoding them
         stream.codec_context.skip_frame = "NONKEY"
+    if decoding.skip_loop_filter:  # PyAV has no attribute for it; an unknown name would be ignored
+        stream.codec_context.options = {"skip_loop_filter": "all"}
     return stream
 
 
@@ -116,14 +118,12 @@ class PyAVSource:
         self,
         url: str,
         *,
-        decoder_threads: int = 1,
+        decoding: Decoding = DEFAULT_DECODING,
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 10.0,
-        keyframes_only: bool = False,
     ) -> None:
         self.url = url
-        self.decoder_threads = decoder_threads
-        self.keyframes_only = keyframes_only
+        self.decoding = decoding
         self.open_timeout_s = open_timeout_s
         self.read_timeout_s = read_timeout_s
         self._container: Any = None
@@ -154,7 +154,7 @@ class PyAVSource:
             self.container_format,
             recording=self.corrupt_run_limit is None,
         )
-        self._stream = video_stream(self._container, self.url, self.decoder_threads, self.keyframes_only)
+        self._stream = video_stream(self._container, self.url, self.decoding)
 
     def admitted(
         self, gate: FrameGate, stop: threading.Event | None = None

@@ -9,6 +9,7 @@ blocked forever.
 
 from __future__ import annotations
 
+from zstream.sources.base import DEFAULT_DECODING, Decoding
 from zstream.sources.pyav_decode import PyAVSource
 
 
@@ -19,17 +20,10 @@ class RtspSource(PyAVSource):
         *,
         open_timeout_s: float = 10.0,
         read_timeout_s: float = 10.0,
-        decoder_threads: int = 1,
+        decoding: Decoding = DEFAULT_DECODING,
         transport: str = "tcp",
-        keyframes_only: bool = False,
     ) -> None:
-        super().__init__(
-            url,
-            decoder_threads=decoder_threads,
-            open_timeout_s=open_timeout_s,
-            read_timeout_s=read_timeout_s,
-            keyframes_only=keyframes_only,
-        )
+        super().__init__(url, decoding=decoding, open_timeout_s=open_timeout_s, read_timeout_s=read_timeout_s)
         self.transport = transport
 
     def options(self) -> dict[str, str]:
