@@ -29,6 +29,7 @@ from zstream.wire import FrameRef, encode
 
 log = logging.getLogger(__name__)
 STAGE = "capture"
+INGEST = "ingest"  # frames a pushing client sent that never reached the ring (zmq:// cameras)
 WAIT_POLL_S = 0.002  # how often a camera with the "wait" policy looks for room downstream
 
 
@@ -49,6 +50,9 @@ class CameraGate:
 
     def corrupt(self) -> None:
         self.counters.add("corrupt_packets", self.camera_id)
+
+    def reject(self, reason: str) -> None:
+        self.counters.drop(INGEST, reason, self.camera_id)
 
 
 class CameraThread(threading.Thread):

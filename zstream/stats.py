@@ -180,6 +180,7 @@ def unaccounted(counts: dict[CounterKey, int], committed: int, camera: str) -> i
         for reason, n in by_reason(counts, "dropped", camera).items()
         if reason not in ("capture:too_large", "capture:ring_full", "capture:stopping")
         and not reason.startswith("tap:")  # the tap's subscribers missed it; Redis did not
+        and not reason.startswith("ingest:")  # refused before the ring: never committed
     )
     return committed - settled
 

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from zstream.errors import SourceError, mask_url
-from zstream.sources.base import DecodedFrame, FrameGate
+from zstream.sources.base import DecodedFrame, FrameGate, i420_planes
 
 MIN_SIDE, MAX_SIDE = 64, 7680
 MAX_FPS = 240.0
@@ -190,7 +190,7 @@ class TrafficScene:
     def render(self, index: int) -> np.ndarray:
         """Frame `index` as a (height*3//2, width) uint8 I420 array, always the same bytes."""
         frame = self._background.copy()
-        planes = _planes(frame, self.width, self.height)
+        planes = i420_planes(frame, self.width, self.height)
         seconds = index / self.fps
         for vehicle in self._vehicles:
             self._draw_vehicle(planes, vehicle, seconds)
@@ -341,17 +341,6 @@ class TrafficScene:
             part(0.0, 0.04, rows, _TAILLIGHT)
 
 
-def _planes(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Y, U and V views of an I420 array laid out as cv2's COLOR_YUV2BGR_I420 expects.
-
-    Split by bytes, not rows: a chroma plane is a quarter of a row short when height % 4 == 2.
-    """
-    flat, luma, chroma = frame.reshape(-1), width * height, (width // 2) * (height // 2)
-    u = flat[luma : luma + chroma].reshape(height // 2, width // 2)
-    v = flat[luma + chroma :].reshape(height // 2, width // 2)
-    return frame[:height], u, v
-
-
 def _box(plane: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
     """The part of the rectangle [x0, x1) x [y0, y1) that lies inside `plane`, as a view."""
     h, w = plane.shape
@@ -425,7 +414,7 @@ class SyntheticSource:
                 frame = scene.render(index)
                 if not pacer.wait(index, stop):
                     return
-                y, u, v = _planes(frame, spec.width, spec.height)
+                y, u, v = i420_planes(frame, spec.width, spec.height)
                 yield DecodedFrame(spec.width, spec.height, y, u, v, pts)
             elif not pacer.wait(index, stop):
                 return
