@@ -94,13 +94,13 @@ class Inbox:
     def __init__(self, camera_id: str, name: str, max_size: tuple[int, int]) -> None:
         self.camera_id, self.name, self.max_size = camera_id, name, max_size
         self._frames: collections.deque[DecodedFrame] = collections.deque()
-        self._ready = threading.Condition()
+        self._arrived = threading.Condition()
         self._gate: FrameGate | None = None
         self._unreported: collections.Counter[str] = collections.Counter()  # refusals before a gate
 
     def listen(self, gate: FrameGate) -> None:
         """Count refusals on `gate` from now on, including those held since the inbox opened."""
-        with self._ready:
+        with self._arrived:
             self._gate = gate
             held, self._unreported = self._unreported, collections.Counter()
         for reason, n in held.items():
@@ -108,7 +108,7 @@ class Inbox:
                 gate.reject(reason)
 
     def reject(self, reason: str) -> None:
-        with self._ready:
+        with self._arrived:
             gate = self._gate
             if gate is None:
                 self._unreported[reason] += 1
@@ -116,17 +116,17 @@ class Inbox:
             gate.reject(reason)
 
     def put(self, frame: DecodedFrame) -> None:
-        with self._ready:
+        with self._arrived:
             superseded = len(self._frames) >= FRAMES_QUEUED and self._frames.popleft()
             self._frames.append(frame)
-            self._ready.notify()
+            self._arrived.notify()
         if superseded is not False:
             self.reject("superseded")
 
     def get(self, timeout: float) -> DecodedFrame | None:
-        with self._ready:
+        with self._arrived:
             if not self._frames:
-                self._ready.wait(timeout)
+                self._arrived.wait(timeout)
             return self._frames.popleft() if self._frames else None
 
 
@@ -140,14 +140,14 @@ class Hub(threading.Thread):
         self.inboxes: dict[str, Inbox] = {}
         self.error: str | None = None
         self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._stop = threading.Event()
+        self._listening = threading.Event()
+        self._stopping = threading.Event()
         self._logged: set[str] = set()
 
     def start_listening(self) -> None:
         """Start the thread and wait for its socket; SourceError if it cannot bind or connect."""
         self.start()
-        if not self._ready.wait(BIND_TIMEOUT_S):
+        if not self._listening.wait(BIND_TIMEOUT_S):
             self.error = f"socket not ready within {BIND_TIMEOUT_S:.0f}s"
         if self.error is not None:
             self.stop()
@@ -167,7 +167,7 @@ class Hub(threading.Thread):
             return len(self.inboxes)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         if self.is_alive() and threading.current_thread() is not self:
             self.join(2 * POLL_MS / 1000 + 1)
 
@@ -179,13 +179,13 @@ class Hub(threading.Thread):
             if self.curve_keys and self.spec.pattern == "rep":
                 curve = CurveServer(context, Path(self.curve_keys))
             socket = self._open(context, curve)
-            self._ready.set()
+            self._listening.set()
             self._serve(socket)
         except (zmq.ZMQError, OSError) as exc:
             self.error = str(exc)
             log.warning("zmq hub %s: %s", self.spec.endpoint, exc)
         finally:
-            self._ready.set()
+            self._listening.set()
             if socket is not None:
                 socket.close(linger=0)
             if curve is not None:
@@ -213,7 +213,7 @@ class Hub(threading.Thread):
 
     def _serve(self, socket: zmq.Socket) -> None:
         rep = self.spec.pattern == "rep"
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             if not socket.poll(POLL_MS):
                 continue
             parts = socket.recv_multipart(copy=False)
