@@ -19,11 +19,13 @@ import zmq.auth
 
 from tests.conftest import wait_until
 from tests.test_http_sources import free_port, psnr
+from tests.test_topology import problems_of
 from zstream.errors import SourceError
 from zstream.security import curve_client, make_keys
 from zstream.sources.base import AdmitAll, DecodedFrame
 from zstream.sources.synthetic import expected_frame
 from zstream.sources.zmq_hub import ZmqSource, message_limit, parse_zmq_url
+from zstream.topology import load_topology
 
 SCENE = "synthetic://traffic?size=320x240"
 MAX_SIZE = (640, 480)
@@ -247,3 +249,41 @@ def socket_bound(port: int) -> Iterator[None]:
     finally:
         holder.close(linger=0)
         context.term()
+
+
+def test_topology_checks_zmq_cameras_and_places_those_sharing_a_socket_together(tmp_path: Path) -> None:
+    def cameras_toml(*pairs: tuple[str, str]) -> str:
+        return "[capture]\nworkers = 3\n" + "".join(
+            f'[[cameras]]\nid = "{camera_id}"\nurl = "{url}"\n' for camera_id, url in pairs
+        )
+
+    problems = problems_of(
+        cameras_toml(
+            ("a", "zmq://127.0.0.1:5555?name=pi"),
+            ("b", "zmq://127.0.0.1:5555?name=pi"),
+            ("c", "zmq://0.0.0.0:5556"),
+            ("d", "zmq://127.0.0.1"),
+        ),
+        tmp_path,
+    )
+    assert [p.split(" is ")[0] for p in problems] == [
+        "cameras[3].url: zmq://127.0.0.1: zmq:// needs HOST:PORT with a port from 1 to 65535",
+        "cameras[1].url: sender name 'pi' on tcp://127.0.0.1:5555",
+        "cameras[2].url: tcp://0.0.0.0:5556",
+    ]
+    assert "security.curve_keys" in problems[2]
+    path = tmp_path / "ok.toml"
+    path.write_text(
+        cameras_toml(
+            ("a", "zmq://127.0.0.1:5555"),
+            ("s", "synthetic://traffic"),
+            ("b", "zmq://127.0.0.1:5555?name=pi"),
+            ("c", "zmq://127.0.0.1:5556"),
+            ("d", "zmq://localhost:5555"),  # another host name: another socket
+        )
+    )
+    topology = load_topology(path)
+    placement = topology.initial_placement()
+    assert placement.capture == {"a": 0, "s": 1, "b": 0, "c": 0, "d": 1}
+    grown = placement.without("b").with_camera("b", topology)
+    assert grown.capture["b"] == 0
