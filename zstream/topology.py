@@ -387,7 +387,7 @@ class Topology(Strict):
     def shared_capture_worker(self, camera: Camera, placed: dict[str, int]) -> int:
         """The capture worker of a placed camera whose zmq:// socket `camera` shares; -1: none.
         One socket can only be bound by one process."""
-        if camera.scheme != "zmq":
+        if not camera.url.lower().startswith("zmq://"):
             return -1
         from zstream.sources.zmq_hub import hub_key
 
@@ -518,7 +518,7 @@ def _exposure_problems(topology: Topology) -> list[str]:
             f"metrics.address: {topology.metrics.address} is reachable beyond this machine: set "
             "security.metrics_token_file (a file holding a token), or bind it to 127.0.0.1"
         )
-    pushed = [(i, c.id, c.url) for i, c in enumerate(topology.cameras) if c.scheme == "zmq"]
+    pushed = [(i, c.id, c.url) for i, c in enumerate(topology.cameras) if c.url.lower().startswith("zmq://")]
     if pushed:
         from zstream.sources.zmq_hub import camera_problems
 
