@@ -103,15 +103,57 @@ def batch_tensor(
     """(x - mean) / std of x = pixel * scale, per channel in `color` order; uint8 takes pixels as
     they are. Padding is `pad_value` before scaling (114: what YOLO models are trained with)."""
     _check(size, layout, dtype, color)
-    width, height = size
-    canvas = np.full((len(frames), height, width, 3), pad_value, np.uint8)
+    spread = np.asarray(std if std is not None else (1.0, 1.0, 1.0), np.float64)
+    gain, offset = scale / spread, np.asarray(mean if mean is not None else (0.0, 0.0, 0.0)) / spread
+    if dtype == "uint8":
+        gain, offset = np.ones(3), np.zeros(3)
+    out = _padded(len(frames), size, layout, np.dtype(dtype), pad_value * gain - offset)
     boxes = []
     for index, frame in enumerate(frames):
         box = fit(frame.width, frame.height, size, letterbox)
-        (new_w, new_h), x, y = box.resized, box.pad_x, box.pad_y
-        canvas[index, y : y + new_h, x : x + new_w] = _resized(frame, box.resized, color)
+        _place(out[index], _resized(frame, box.resized, color), box, layout, gain, offset)
         boxes.append(box)
-    return TensorBatch(_cast(canvas, layout, dtype, scale, mean, std), boxes)
+    return TensorBatch(out, boxes)
+
+
+def _padded(
+    count: int, size: tuple[int, int], layout: Layout, dtype: np.dtype, pad: np.ndarray
+) -> np.ndarray:
+    width, height = size
+    if layout == "NHWC":
+        out = np.empty((count, height, width, 3), dtype)
+        out[...] = pad.astype(dtype)
+        return out
+    out = np.empty((count, 3, height, width), dtype)
+    for channel in range(3):
+        out[:, channel] = pad[channel]
+    return out
+
+
+def _place(
+    target: np.ndarray,
+    picture: np.ndarray,
+    box: Letterbox,
+    layout: Layout,
+    gain: np.ndarray,
+    offset: np.ndarray,
+) -> None:
+    """Write one resized picture into its place in the tensor, scaled and normalised on the way:
+    channel by channel for NCHW, so every read and write is contiguous along rows."""
+    (width, height), x, y = box.resized, box.pad_x, box.pad_y
+    if layout == "NHWC":
+        regions, sources = [target[y : y + height, x : x + width]], [picture]
+        gains, offsets = [gain.astype(target.dtype)], [offset.astype(target.dtype)]
+    else:
+        regions = [target[channel, y : y + height, x : x + width] for channel in range(3)]
+        sources, gains, offsets = list(cv2.split(picture)), list(gain), list(offset)
+    for region, source, channel_gain, channel_offset in zip(regions, sources, gains, offsets, strict=True):
+        if target.dtype == np.uint8:
+            region[...] = source
+            continue
+        np.multiply(source, channel_gain, out=region, dtype=target.dtype, casting="unsafe")
+        if np.any(channel_offset):
+            region -= channel_offset
 
 
 def _check(size: tuple[int, int], layout: str, dtype: str, color: str) -> None:
@@ -170,25 +212,3 @@ def _scale(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _ordered(image: np.ndarray, pixel_format: str, color: Color) -> np.ndarray:
     """`image` (bgr24 or rgb24) in `color` order."""
     return image if pixel_format[:3] == color else image[..., ::-1]
-
-
-def _cast(
-    canvas: np.ndarray,
-    layout: Layout,
-    dtype: str,
-    scale: float,
-    mean: tuple[float, float, float] | None,
-    std: tuple[float, float, float] | None,
-) -> np.ndarray:
-    """One pass from the uint8 batch to the tensor: transpose, cast, scale, normalise."""
-    view = canvas.transpose(0, 3, 1, 2) if layout == "NCHW" else canvas
-    if dtype == "uint8":
-        return np.ascontiguousarray(view)
-    out = np.empty(view.shape, dtype)
-    channel_shape = (1, 3, 1, 1) if layout == "NCHW" else (1, 1, 1, 3)
-    std_ = np.asarray(std if std is not None else (1.0, 1.0, 1.0), np.float64)
-    gain = (scale / std_).reshape(channel_shape).astype(dtype)
-    np.multiply(view, gain, out=out, dtype=dtype)
-    if mean is not None:
-        out -= (np.asarray(mean, np.float64) / std_).reshape(channel_shape).astype(dtype)
-    return out
