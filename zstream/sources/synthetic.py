@@ -311,13 +311,21 @@ class TrafficScene:
         """Distance after which a vehicle reappears: off one edge, then in at the other."""
         return self.width + self._max_length
 
-    def _draw_vehicle(self, planes: tuple[np.ndarray, ...], car: _Vehicle, seconds: float) -> None:
+    def vehicle_boxes(self, index: int) -> list[tuple[int, int, int, int]]:
+        """(x0, y0, x1, y1) of every vehicle in frame `index`, as drawn (partly or wholly off the
+        frame when entering or leaving): the ground truth for tests of what sees vehicles."""
+        return [self._box_of(car, index / self.fps) for car in self._vehicles]
+
+    def _box_of(self, car: _Vehicle, seconds: float) -> tuple[int, int, int, int]:
         top, lane_h = self._road
         travel = (car.offset + car.speed * seconds) % self._period()
-        forward = car.lane >= _LANES // 2  # near lanes drive right, far lanes drive left
-        x0 = int(travel) - self._max_length if forward else self.width - int(travel)
+        x0 = int(travel) - self._max_length if _forward(car) else self.width - int(travel)
         y0 = top + car.lane * lane_h + (lane_h - car.width) // 2
-        y1 = y0 + car.width
+        return x0, y0, x0 + car.length, y0 + car.width
+
+    def _draw_vehicle(self, planes: tuple[np.ndarray, ...], car: _Vehicle, seconds: float) -> None:
+        x0, y0, _, y1 = self._box_of(car, seconds)
+        forward = _forward(car)
         shadow = max(1, car.width // 6)
         _box(planes[0], x0 + shadow, y0 + shadow, x0 + car.length + shadow, y1 + shadow)[...] >>= 1
 
@@ -339,6 +347,11 @@ class TrafficScene:
         for rows in ((y0, y0 + lamp), (y1 - lamp, y1)):
             part(0.96, 1.0, rows, _HEADLIGHT)
             part(0.0, 0.04, rows, _TAILLIGHT)
+
+
+def _forward(car: _Vehicle) -> bool:
+    """Near lanes drive right, far lanes drive left."""
+    return car.lane >= _LANES // 2
 
 
 def _box(plane: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
