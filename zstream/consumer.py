@@ -30,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from zstream.errors import ZStreamError, mask_url
 from zstream.pixels import i420_to_color
 from zstream.sources.base import chroma_size
-from zstream.tensor import Color, Layout, TensorBatch, batch_tensor
+from zstream.tensor import TensorBatch, batch_tensor
 from zstream.wire import FrameMeta, decode_batch_entry
 
 log = logging.getLogger(__name__)
@@ -102,33 +102,14 @@ class Batch:
     created_ts: float
     frames: list[Frame] = field(default_factory=list)
 
-    def tensor(
-        self,
-        size: tuple[int, int] = (640, 640),
-        *,
-        letterbox: bool = True,
-        layout: Layout = "NCHW",
-        dtype: str = "float32",
-        color: Color = "rgb",
-        scale: float = 1 / 255,
-        mean: tuple[float, float, float] | None = None,
-        std: tuple[float, float, float] | None = None,
-        pad_value: int = 114,
-    ) -> TensorBatch:
-        """The frames as one model input of `size` (width, height), with each frame's Letterbox
-        to map boxes back (see zstream.tensor)."""
-        return batch_tensor(
-            self.frames,
-            size,
-            letterbox=letterbox,
-            layout=layout,
-            dtype=dtype,
-            color=color,
-            scale=scale,
-            mean=mean,
-            std=std,
-            pad_value=pad_value,
-        )
+    def tensor(self, size: tuple[int, int] = (640, 640), **options: Any) -> TensorBatch:
+        """The frames as one model input of `size` (width, height) and each frame's Letterbox to
+        map boxes back. Options (letterbox, layout, dtype, color, scale, mean, std, pad_value)
+        as zstream.tensor.batch_tensor takes them:
+
+            array, boxes = batch.tensor(size=(640, 640), letterbox=True, layout="NCHW", dtype="float32")
+        """
+        return batch_tensor(self.frames, size, **options)
 
 
 class BatchConsumer:
