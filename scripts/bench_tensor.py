@@ -102,15 +102,17 @@ def _meta(frame: Frame) -> FrameMeta:
     )  # fmt: skip
 
 
-def time_batches(function, batch: Batch, batches: int) -> float:  # type: ignore[no-untyped-def]
-    """Median ms per batch; parsing fresh frames is outside the timed part."""
-    samples = []
+def time_both(batch: Batch, batches: int) -> tuple[float, float]:
+    """Median ms per batch of tensor() and of the baseline, taken in turns so that a change in
+    the machine's load falls on both alike; parsing fresh frames is outside the timed part."""
+    samples: dict[str, list[float]] = {"fast": [], "baseline": []}
     for _ in range(batches):
-        frames = fresh(batch)
-        start = time.perf_counter()
-        function(frames)
-        samples.append((time.perf_counter() - start) * 1000)
-    return float(np.median(samples))
+        for name, function in (("fast", fast), ("baseline", baseline)):
+            frames = fresh(batch)
+            start = time.perf_counter()
+            function(frames)
+            samples[name].append((time.perf_counter() - start) * 1000)
+    return float(np.median(samples["fast"])), float(np.median(samples["baseline"]))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -125,7 +127,8 @@ def main() -> None:
     args = parser.parse_args()
     batches = 3 if args.quick else args.batches
     cv2.setNumThreads(1)  # one core each, as a consumer process would have on a busy machine
-    print(f"batch {BATCH} frames -> (8, 3, {SIZE[1]}, {SIZE[0]}) float32; median of {batches} batches")
+    shape = f"({BATCH}, 3, {SIZE[1]}, {SIZE[0]}) float32"
+    print(f"batch {BATCH} frames -> {shape}; median of {batches} batches, the two ways in turns")
     versions = f"python {sys.version.split()[0]}, opencv {cv2.__version__}, numpy {np.__version__}"
     print(f"{versions}, {os.cpu_count()} cpus")
     print("PSNR: each tensor against a full decode with area-averaged downscaling (higher is closer)")
@@ -134,7 +137,7 @@ def main() -> None:
     for width, height in ((1280, 720), (1920, 1080)):
         for encoding in ("jpeg", "raw"):
             batch = make_batch(width, height, encoding)
-            ours, plain = time_batches(fast, batch, batches), time_batches(baseline, batch, batches)
+            ours, plain = time_both(batch, batches)
             truth = reference(fresh(batch))
             ours_db, plain_db = psnr(fast(fresh(batch)), truth), psnr(baseline(fresh(batch)), truth)
             label = f"{encoding} {width}x{height}"
