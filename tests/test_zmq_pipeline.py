@@ -3,6 +3,7 @@ consumers read; hostile input is counted per camera by reason; a silent sender s
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
@@ -13,8 +14,10 @@ import zmq
 from tests.conftest import topology_text, wait_until
 from tests.test_http_sources import free_port, psnr
 from tests.test_pipeline import assert_clean_exit, assert_in_order, frames_by_camera
+from tests.test_tap import receive, tap_endpoint
 from tests.test_zmq_source import SCENE, hostile_messages, scene_bgr
 from zstream.sources.synthetic import expected_frame
+from zstream.tap import TapSubscriber
 
 
 def test_pushed_frames_reach_redis_and_bad_input_and_silence_are_counted_not_fatal(
@@ -26,9 +29,14 @@ def test_pushed_frames_reach_redis_and_bad_input_and_silence_are_counted_not_fat
     capture = "[capture]\nworkers = 2\nring_slots = 16\nqueue_depth = 6\nstall_timeout_s = 1"
     running = pipeline(topology_text(run_dir, streams, cameras, capture=capture))
     wait_until(lambda: running.camera("pusher")["state"] == "streaming", 30, message="the hub listening")
+    subscriber = TapSubscriber(tap_endpoint(running), ["pusher"])
+    time.sleep(0.5)  # the subscription reaches the tap
     sender = imagezmq.ImageSender(connect_to=f"tcp://127.0.0.1:{port}")
     for index in range(10):
         assert sender.send_image("pusher", scene_bgr(index)) == b"OK"
+    tapped = receive(subscriber, 10, 20)  # the tap sees pushed frames like any camera's
+    subscriber.close()
+    assert [frame.seq for frame, _ in tapped] == list(range(10))
     for index in range(10, 20):
         jpeg = cv2.imencode(".jpg", scene_bgr(index), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
         assert sender.send_jpg("pi-7", jpeg) == b"OK"
