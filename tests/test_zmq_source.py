@@ -302,3 +302,20 @@ def test_ingest_benchmark_quick_run_gets_every_frame_answered() -> None:
     assert result.returncode == 0, result.stdout + result.stderr  # it exits non-zero on any reply but OK
     rows = [line for line in result.stdout.splitlines() if line.startswith(("raw ", "jpeg "))]
     assert len(rows) == 4, result.stdout
+
+
+def test_a_camera_thread_that_falls_behind_loses_its_oldest_frames_counted() -> None:
+    port = free_port()
+    camera = Camera(f"zmq://127.0.0.1:{port}", "pusher")
+    camera.source.open()  # opened, but nothing reads yet: frames queue up in its inbox
+    try:
+        sender = imagezmq.ImageSender(connect_to=f"tcp://127.0.0.1:{port}")
+        for index in range(7):
+            assert sender.send_image("pusher", scene_bgr(index)) == b"OK"
+        sender.close()
+        camera.thread.start()
+        wait_until(lambda: len(camera.frames) == 4, 10, message="the 4 newest frames")
+    finally:
+        camera.close()
+    expected = [cv2.cvtColor(scene_bgr(i), cv2.COLOR_BGR2YUV_I420).tobytes() for i in range(3, 7)]
+    assert camera.frames == expected and camera.gate.rejected == {"superseded": 3}

@@ -93,7 +93,7 @@ class Inbox:
 
     def __init__(self, camera_id: str, name: str, max_size: tuple[int, int]) -> None:
         self.camera_id, self.name, self.max_size = camera_id, name, max_size
-        self._frames: collections.deque[DecodedFrame] = collections.deque()
+        self._frames: collections.deque[DecodedFrame] = collections.deque(maxlen=FRAMES_QUEUED)
         self._arrived = threading.Condition()
         self._gate: FrameGate | None = None
         self._unreported: collections.Counter[str] = collections.Counter()  # refusals before a gate
@@ -116,11 +116,12 @@ class Inbox:
             gate.reject(reason)
 
     def put(self, frame: DecodedFrame) -> None:
+        """Queue a frame for the camera's thread; when it is that far behind, the oldest goes."""
         with self._arrived:
-            superseded = len(self._frames) >= FRAMES_QUEUED and self._frames.popleft()
-            self._frames.append(frame)
+            superseded = len(self._frames) == FRAMES_QUEUED
+            self._frames.append(frame)  # a full deque drops its oldest
             self._arrived.notify()
-        if superseded is not False:
+        if superseded:
             self.reject("superseded")
 
     def get(self, timeout: float) -> DecodedFrame | None:
