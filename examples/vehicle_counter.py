@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, int]:
     client = redis.Redis.from_url(args.redis)
     minutes = MinuteCounts(client, args.counts)
     consumer = BatchConsumer(args.redis, stream=args.stream, group=args.group, start=args.start, count=4)
-    last_batch = time.monotonic()
+    last_batch: float | None = None  # monotonic time of the latest batch
     try:
         while not stop["now"]:
             batches = consumer.read(block_ms=500)
@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> dict[str, int]:
                     minutes.add(frame.camera, frame.capture_ts, counter.update(small_picture(frame)))
                 consumer.ack(batch)
             last_batch = time.monotonic() if batches else last_batch
-            if args.until_idle and time.monotonic() - last_batch > args.until_idle:
+            if args.until_idle and last_batch and time.monotonic() - last_batch > args.until_idle:
                 break
     except KeyboardInterrupt:
         pass
