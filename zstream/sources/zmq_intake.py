@@ -24,11 +24,10 @@ MAX_NAME_CHARS = 128
 class Refused(Exception):
     """A message that is not a usable frame; `reason` is the counter label, `detail` the why."""
 
-    def __init__(self, reason: str, detail: str, name: str | None = None) -> None:
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
-        self.name = name  # the sender's name, when the header was readable
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +49,7 @@ def parse_message(parts: list[memoryview]) -> Message:
         raise Refused("bad_message", f"header 'msg' must be a name of 1 to {MAX_NAME_CHARS} characters")
     if "dtype" not in header and "shape" not in header:
         return Message(name, parts[1], None)
-    return Message(name, parts[1], _shape(header, name))
+    return Message(name, parts[1], _shape(header))
 
 
 def _header(raw: memoryview) -> dict[str, object]:
@@ -65,15 +64,15 @@ def _header(raw: memoryview) -> dict[str, object]:
     return header
 
 
-def _shape(header: dict[str, object], name: str) -> tuple[int, ...]:
+def _shape(header: dict[str, object]) -> tuple[int, ...]:
     dtype, shape = header.get("dtype"), header.get("shape")
     if dtype != "uint8":
-        raise Refused("bad_shape", f"dtype {str(dtype)[:20]!r}; only uint8 images are taken", name)
+        raise Refused("bad_shape", f"dtype {str(dtype)[:20]!r}; only uint8 images are taken")
     sides = tuple(shape) if isinstance(shape, list) else ()
     valid = len(sides) in (2, 3) and all(type(side) is int and side > 0 for side in sides)
     if not valid or sides[2:] not in ((), (3,)):
         shown = str(shape)[:40]
-        raise Refused("bad_shape", f"shape {shown}; expected [h, w] (gray) or [h, w, 3] (BGR)", name)
+        raise Refused("bad_shape", f"shape {shown}; expected [h, w] (gray) or [h, w, 3] (BGR)")
     return sides
 
 
@@ -82,13 +81,12 @@ def decode(message: Message, max_size: tuple[int, int]) -> DecodedFrame:
     if message.shape is None:
         return _decode_jpeg(message, max_size)
     height, width = message.shape[:2]
-    _check_size(message.name, width, height, max_size)
+    _check_size(width, height, max_size)
     expected = int(np.prod(message.shape))
     if len(message.payload) != expected:
         raise Refused(
             "bad_shape",
             f"{len(message.payload)} bytes for shape {list(message.shape)} ({expected} expected)",
-            message.name,
         )
     image = np.frombuffer(message.payload, np.uint8).reshape(message.shape)
     return _to_i420(image)
@@ -98,20 +96,20 @@ def _decode_jpeg(message: Message, max_size: tuple[int, int]) -> DecodedFrame:
     """Read the JPEG header first: a 60 kB file can claim 65535 x 65535 pixels."""
     try:
         height, width, _colour, _subsampling = simplejpeg.decode_jpeg_header(message.payload)
-        _check_size(message.name, width, height, max_size)
+        _check_size(width, height, max_size)
         image = simplejpeg.decode_jpeg(message.payload, colorspace="BGR")
     except ValueError as exc:
-        raise Refused("undecodable", f"not a JPEG libjpeg-turbo can decode ({exc})", message.name) from None
+        raise Refused("undecodable", f"not a JPEG libjpeg-turbo can decode ({exc})") from None
     return _to_i420(image)
 
 
-def _check_size(name: str, width: int, height: int, max_size: tuple[int, int]) -> None:
+def _check_size(width: int, height: int, max_size: tuple[int, int]) -> None:
     if width > max_size[0] or height > max_size[1]:
         raise Refused(
-            "too_large", f"{width}x{height} exceeds the camera's max_size {max_size[0]}x{max_size[1]}", name
+            "too_large", f"{width}x{height} exceeds the camera's max_size {max_size[0]}x{max_size[1]}"
         )
     if width % 2 or height % 2:
-        raise Refused("bad_shape", f"{width}x{height}: both sides must be even (frames are I420)", name)
+        raise Refused("bad_shape", f"{width}x{height}: both sides must be even (frames are I420)")
 
 
 def _to_i420(image: np.ndarray) -> DecodedFrame:
