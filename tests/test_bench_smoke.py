@@ -138,7 +138,7 @@ def test_skip_loop_filter_benchmark_quick_run_measures_speed_and_quality() -> No
         capture_output=True,
         text=True,
         timeout=180,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
     speeds = re.findall(r"\| (pyav|ffmpeg) \| (\d+) \| (\d+) \| ([\d.]+)x \|", result.stdout)
@@ -165,3 +165,33 @@ def test_scale_benchmark_flat_out_quick_run_measures_throughput_against_the_ceil
     assert re.search(
         r"Flat out, the pipeline decoded, validated and delivered \d\.\d\d of the ceiling", result.stdout
     )
+
+
+def quick_rows(script: str) -> list[list[str]]:
+    """Run a benchmark script with --quick; the words of its table rows (those naming an input)."""
+    result = subprocess.run(
+        [sys.executable, f"scripts/{script}", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return [line.split() for line in result.stdout.splitlines() if line.startswith(("jpeg ", "raw "))]
+
+
+def test_tensor_benchmark_quick_run_prints_a_row_per_input_and_the_fast_path_stays_faithful() -> None:
+    rows = quick_rows("bench_tensor.py")
+    assert [" ".join(row[:2]) for row in rows] == [
+        "jpeg 1280x720",
+        "raw 1280x720",
+        "jpeg 1920x1080",
+        "raw 1920x1080",
+    ]
+    for row in rows:
+        assert float(row[-2]) > 28, row  # tensor() against the careful reference, in dB
+
+
+def test_zmq_ingest_benchmark_quick_run_gets_every_frame_answered() -> None:
+    rows = quick_rows("bench_zmq_ingest.py")  # the script exits non-zero on any reply but b"OK"
+    assert [" ".join(row[:2]) for row in rows] == ["raw 1280x720", "jpeg q90", "raw 1920x1080", "jpeg q90"]

@@ -29,6 +29,7 @@ from zstream.wire import FrameRef, encode
 
 log = logging.getLogger(__name__)
 STAGE = "capture"
+INGEST = "ingest"  # frames a pushing client sent that never reached the ring (zmq:// cameras)
 WAIT_POLL_S = 0.002  # how often a camera with the "wait" policy looks for room downstream
 HAND_OVER_S = 2.0  # how long a stopping camera waits for downstream to take its last frames
 
@@ -50,6 +51,9 @@ class CameraGate:
 
     def corrupt(self) -> None:
         self.counters.add("corrupt_packets", self.camera_id)
+
+    def reject(self, reason: str) -> None:
+        self.counters.drop(INGEST, reason, self.camera_id)
 
 
 class CameraThread(threading.Thread):

@@ -22,6 +22,7 @@ from typing import Any
 import cv2
 import numpy as np
 import redis
+import simplejpeg
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -29,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from zstream.errors import ZStreamError, mask_url
 from zstream.pixels import i420_to_color
 from zstream.sources.base import chroma_size
+from zstream.tensor import TensorBatch, batch_tensor
 from zstream.wire import FrameMeta, decode_batch_entry
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,10 @@ class ConsumerError(ZStreamError):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One validated frame. `image` is I420 (h*3/2, w) for raw yuv420p, else (h, w, 3)."""
+    """One validated frame. `image` is I420 (h*3/2, w) for raw yuv420p, else (h, w, 3).
+
+    A JPEG frame is decoded on first use of `image` (its header was checked on arrival):
+    `Batch.tensor` never decodes it whole, it has libjpeg-turbo decode it at reduced scale."""
 
     camera: str
     seq: int
@@ -58,8 +63,19 @@ class Frame:
     width: int
     height: int
     pixel_format: str  # yuv420p | bgr24 | rgb24
-    image: np.ndarray
     metrics: dict[str, float]
+    encoding: str  # raw | jpeg: how `data` holds the picture
+    data: bytes  # the payload as written to Redis
+    _image: list[np.ndarray] = field(default_factory=list, repr=False, compare=False)  # decoded, once
+
+    @property
+    def image(self) -> np.ndarray:
+        if not self._image:
+            decoded = cv2.imdecode(np.frombuffer(self.data, np.uint8), cv2.IMREAD_COLOR)
+            if decoded is None:
+                raise ConsumerError(f"camera {self.camera} frame {self.seq}: JPEG payload does not decode")
+            self._image.append(decoded)
+        return self._image[0]
 
     def bgr(self) -> np.ndarray:
         """The frame as BGR (h, w, 3), converting only if it is not BGR already."""
@@ -67,13 +83,17 @@ class Frame:
             return self.image
         if self.pixel_format == "rgb24":
             return self.image[..., ::-1]
+        return i420_to_color(*self.planes(), "bgr24")
+
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Y, U and V of a yuv420p frame, as views."""
         flat = self.image.reshape(-1)
         cw, ch = chroma_size(self.width, self.height)
         y_end = self.width * self.height
         y = flat[:y_end].reshape(self.height, self.width)
         u = flat[y_end : y_end + cw * ch].reshape(ch, cw)
         v = flat[y_end + cw * ch :].reshape(ch, cw)
-        return i420_to_color(y, u, v, "bgr24")
+        return y, u, v
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +101,15 @@ class Batch:
     id: str  # the Redis stream entry id
     created_ts: float
     frames: list[Frame] = field(default_factory=list)
+
+    def tensor(self, size: tuple[int, int] = (640, 640), **options: Any) -> TensorBatch:
+        """The frames as one model input of `size` (width, height) and each frame's Letterbox to
+        map boxes back. Options (letterbox, layout, dtype, color, scale, mean, std, pad_value)
+        as zstream.tensor.batch_tensor takes them:
+
+            array, boxes = batch.tensor(size=(640, 640), letterbox=True, layout="NCHW", dtype="float32")
+        """
+        return batch_tensor(self.frames, size, **options)
 
 
 class BatchConsumer:
@@ -321,13 +350,9 @@ class BatchConsumer:
 
 
 def _frame(meta: FrameMeta, data: bytes) -> Frame:
-    if meta.encoding == "jpeg":
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ConsumerError(f"camera {meta.camera} frame {meta.seq}: JPEG payload does not decode")
-    else:
-        image = np.frombuffer(data, np.uint8).reshape(meta.shape)
-    return Frame(
+    """Raw payloads are shaped here (a view, no copy); a JPEG's header is checked, its pixels
+    are decoded when first asked for."""
+    frame = Frame(
         meta.camera,
         meta.seq,
         meta.pts,
@@ -335,9 +360,20 @@ def _frame(meta: FrameMeta, data: bytes) -> Frame:
         meta.width,
         meta.height,
         meta.pixel_format,
-        image,
         dict(meta.metrics),
+        meta.encoding,
+        data,
     )
+    if meta.encoding == "jpeg":
+        try:
+            simplejpeg.decode_jpeg_header(data)
+        except ValueError as exc:
+            raise ConsumerError(
+                f"camera {meta.camera} frame {meta.seq}: JPEG payload does not decode"
+            ) from exc
+    else:
+        frame._image.append(np.frombuffer(data, np.uint8).reshape(meta.shape))
+    return frame
 
 
 def _text(value: bytes | str) -> str:

@@ -329,6 +329,7 @@ def books(counts: dict[CounterKey, int], committed: int, camera: str) -> dict[st
             for reason, n in by_reason(counts, "dropped", camera).items()
             if reason not in BEFORE_CAPTURE
             and not reason.startswith("tap:")  # the tap's subscribers missed it; Redis did not
+            and not reason.startswith("ingest:")  # refused before the ring: never committed
         ),
     }
     parts["lost"] = committed - parts["written"] - parts["qc"] - parts["skipped"] - parts["dropped"]

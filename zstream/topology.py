@@ -28,8 +28,8 @@ MAX_RUN_DIR_LENGTH = 80
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 # A V4L2 device node; whether it exists is checked when the camera opens (USB cameras come and go).
 V4L2_DEVICE = re.compile(r"^/dev/video\d+$")
-SOURCE_SCHEMES = ("synthetic", "rtsp", "http", "onvif", "whep", "v4l2", "file")
-NETWORK_SCHEMES = ("rtsp", "http", "onvif", "whep")  # need a host
+SOURCE_SCHEMES = ("synthetic", "rtsp", "http", "onvif", "whep", "v4l2", "zmq", "file")
+NETWORK_SCHEMES = ("rtsp", "http", "onvif", "whep", "zmq")  # need a host
 RTP_SCHEMES = ("rtsp", "onvif")  # have a choice of RTP transport
 
 
@@ -249,7 +249,8 @@ class Camera(Strict):
     id: str = Field(pattern=CAMERA_ID_PATTERN, description="unique; letters, digits, _ . -")
     url: str = Field(
         min_length=1,
-        description="synthetic://, rtsp(s)://, http(s)://, onvif://, whep(+https)://, /dev/videoN, or a file",
+        description="synthetic://, rtsp(s)://, http(s)://, onvif://, whep(+https)://, zmq:// (pushed "
+        "frames), /dev/videoN, or a file",
     )
     transport: Literal["tcp", "udp"] | None = Field(
         None, description="rtsp:// and onvif:// cameras: RTP over the RTSP connection (tcp, default) or udp"
@@ -374,11 +375,30 @@ class Topology(Strict):
         return Path(self.run_dir) / f"{name}.sock"
 
     def initial_placement(self) -> Placement:
-        """Cameras spread round-robin over the capture and validation workers, in file order."""
+        """Cameras spread round-robin over the capture and validation workers, in file order;
+        zmq:// cameras sharing a socket go to the capture worker of the first of them."""
+        capture: dict[str, int] = {}
+        for i, camera in enumerate(self.cameras):
+            capture[camera.id] = self.shared_capture_worker(camera, capture)
+            if capture[camera.id] < 0:
+                capture[camera.id] = i % self.capture.workers
         return Placement(
-            capture={c.id: i % self.capture.workers for i, c in enumerate(self.cameras)},
+            capture=capture,
             validate={c.id: i % self.validation.workers for i, c in enumerate(self.cameras)},
         )
+
+    def shared_capture_worker(self, camera: Camera, placed: dict[str, int]) -> int:
+        """The capture worker of a placed camera whose zmq:// socket `camera` shares; -1: none.
+        One socket can only be bound by one process."""
+        if not camera.url.lower().startswith("zmq://"):
+            return -1
+        from zstream.sources.zmq_hub import hub_key
+
+        key = hub_key(camera.url)
+        for other in self.cameras:
+            if other.id in placed and other.id != camera.id and hub_key(other.url) == key:
+                return placed[other.id]
+        return -1
 
 
 @dataclass(frozen=True)
@@ -395,8 +415,12 @@ class Placement:
 
     def with_camera(self, camera_id: str, topology: Topology) -> Placement:
         """Place a new camera on the least loaded worker of each stage."""
+        shared = topology.shared_capture_worker(topology.camera(camera_id), self.capture)
         return Placement(
-            {**self.capture, camera_id: _least_loaded(self.capture, topology.capture.workers)},
+            {
+                **self.capture,
+                camera_id: shared if shared >= 0 else _least_loaded(self.capture, topology.capture.workers),
+            },
             {**self.validate, camera_id: _least_loaded(self.validate, topology.validation.workers)},
         )
 
@@ -497,6 +521,11 @@ def _exposure_problems(topology: Topology) -> list[str]:
             f"metrics.address: {topology.metrics.address} is reachable beyond this machine: set "
             "security.metrics_token_file (a file holding a token), or bind it to 127.0.0.1"
         )
+    pushed = [(i, c.id, c.url) for i, c in enumerate(topology.cameras) if c.url.lower().startswith("zmq://")]
+    if pushed:
+        from zstream.sources.zmq_hub import camera_problems
+
+        problems.extend(camera_problems(pushed, security.curve_keys))
     keys = Path(security.curve_keys)
     if security.curve_keys and not (keys / f"{SERVER_KEY}_secret").is_file():
         problems.append(
@@ -690,6 +719,13 @@ def _camera_url_problem(url: str, camera_id: str, base_dir: Path) -> str | None:
 
         try:
             parse_synthetic_url(url, camera_id)
+        except SourceError as exc:
+            return str(exc)
+    if scheme == "zmq":
+        from zstream.sources.zmq_hub import parse_zmq_url
+
+        try:
+            parse_zmq_url(url)
         except SourceError as exc:
             return str(exc)
     return None

@@ -46,6 +46,18 @@ def open_source(camera: Camera, topology: Topology) -> FrameSource:
         from zstream.sources.whep import WhepSource
 
         return WhepSource(camera.url, **timeouts)
+    if scheme == "zmq":
+        from zstream.sources.zmq_hub import ZmqSource, hub_key, message_limit
+
+        key = hub_key(camera.url)
+        sizes = [c.max_size or capture.max_size for c in topology.cameras if hub_key(c.url) == key]
+        return ZmqSource(
+            camera.url,
+            camera.id,
+            max_size=camera.max_size or capture.max_size,
+            curve_keys=topology.security.curve_keys,
+            message_limit=message_limit(sizes),
+        )
     if scheme == "v4l2":
         from zstream.sources.v4l2 import V4l2Source
 

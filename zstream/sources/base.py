@@ -65,6 +65,9 @@ class FrameGate(Protocol):
     def corrupt(self) -> None:
         """A packet that did not decode was skipped (counted, never fatal)."""
 
+    def reject(self, reason: str) -> None:
+        """Input a pushing client sent that is not a frame of this camera (counted by reason)."""
+
 
 class FrameSource(Protocol):
     """A camera stream. One instance per camera, used from one thread."""
@@ -115,6 +118,7 @@ class AdmitAll:
     def __init__(self) -> None:
         self.seen = 0
         self.corrupt_packets = 0
+        self.rejected: dict[str, int] = {}
 
     def admit(self, pts: float | None) -> bool:
         self.seen += 1
@@ -122,6 +126,9 @@ class AdmitAll:
 
     def corrupt(self) -> None:
         self.corrupt_packets += 1
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
 
 def chroma_size(width: int, height: int) -> tuple[int, int]:
@@ -133,3 +140,14 @@ def i420_size(width: int, height: int) -> int:
     """Bytes of one I420 frame of this size."""
     cw, ch = chroma_size(width, height)
     return width * height + 2 * cw * ch
+
+
+def i420_planes(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y, U and V views of an I420 array laid out as cv2's COLOR_YUV2BGR_I420 expects.
+
+    Split by bytes, not rows: a chroma plane is a quarter of a row short when height % 4 == 2.
+    """
+    flat, luma, chroma = frame.reshape(-1), width * height, (width // 2) * (height // 2)
+    u = flat[luma : luma + chroma].reshape(height // 2, width // 2)
+    v = flat[luma + chroma :].reshape(height // 2, width // 2)
+    return frame[:height], u, v

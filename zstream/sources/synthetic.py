@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from zstream.errors import SourceError, mask_url
-from zstream.sources.base import DecodedFrame, FrameGate
+from zstream.sources.base import DecodedFrame, FrameGate, i420_planes
 
 MIN_SIDE, MAX_SIDE = 64, 7680
 MAX_FPS = 240.0
@@ -190,7 +190,7 @@ class TrafficScene:
     def render(self, index: int) -> np.ndarray:
         """Frame `index` as a (height*3//2, width) uint8 I420 array, always the same bytes."""
         frame = self._background.copy()
-        planes = _planes(frame, self.width, self.height)
+        planes = i420_planes(frame, self.width, self.height)
         seconds = index / self.fps
         for vehicle in self._vehicles:
             self._draw_vehicle(planes, vehicle, seconds)
@@ -311,13 +311,21 @@ class TrafficScene:
         """Distance after which a vehicle reappears: off one edge, then in at the other."""
         return self.width + self._max_length
 
-    def _draw_vehicle(self, planes: tuple[np.ndarray, ...], car: _Vehicle, seconds: float) -> None:
+    def vehicle_boxes(self, index: int) -> list[tuple[int, int, int, int]]:
+        """(x0, y0, x1, y1) of every vehicle in frame `index`, as drawn (partly or wholly off the
+        frame when entering or leaving): the ground truth for tests of what sees vehicles."""
+        return [self._box_of(car, index / self.fps) for car in self._vehicles]
+
+    def _box_of(self, car: _Vehicle, seconds: float) -> tuple[int, int, int, int]:
         top, lane_h = self._road
         travel = (car.offset + car.speed * seconds) % self._period()
-        forward = car.lane >= _LANES // 2  # near lanes drive right, far lanes drive left
-        x0 = int(travel) - self._max_length if forward else self.width - int(travel)
+        x0 = int(travel) - self._max_length if _forward(car) else self.width - int(travel)
         y0 = top + car.lane * lane_h + (lane_h - car.width) // 2
-        y1 = y0 + car.width
+        return x0, y0, x0 + car.length, y0 + car.width
+
+    def _draw_vehicle(self, planes: tuple[np.ndarray, ...], car: _Vehicle, seconds: float) -> None:
+        x0, y0, _, y1 = self._box_of(car, seconds)
+        forward = _forward(car)
         shadow = max(1, car.width // 6)
         _box(planes[0], x0 + shadow, y0 + shadow, x0 + car.length + shadow, y1 + shadow)[...] >>= 1
 
@@ -341,15 +349,9 @@ class TrafficScene:
             part(0.0, 0.04, rows, _TAILLIGHT)
 
 
-def _planes(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Y, U and V views of an I420 array laid out as cv2's COLOR_YUV2BGR_I420 expects.
-
-    Split by bytes, not rows: a chroma plane is a quarter of a row short when height % 4 == 2.
-    """
-    flat, luma, chroma = frame.reshape(-1), width * height, (width // 2) * (height // 2)
-    u = flat[luma : luma + chroma].reshape(height // 2, width // 2)
-    v = flat[luma + chroma :].reshape(height // 2, width // 2)
-    return frame[:height], u, v
+def _forward(car: _Vehicle) -> bool:
+    """Near lanes drive right, far lanes drive left."""
+    return car.lane >= _LANES // 2
 
 
 def _box(plane: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
@@ -425,7 +427,7 @@ class SyntheticSource:
                 frame = scene.render(index)
                 if not pacer.wait(index, stop):
                     return
-                y, u, v = _planes(frame, spec.width, spec.height)
+                y, u, v = i420_planes(frame, spec.width, spec.height)
                 yield DecodedFrame(spec.width, spec.height, y, u, v, pts)
             elif not pacer.wait(index, stop):
                 return
