@@ -164,6 +164,7 @@ def test_status_queues_purge_and_health(
     topo = running.topology_file
     group = "detectors"
     redis_client.xgroup_create(streams[0], group, id="0", mkstream=True)
+    wait_until(lambda: redis_client.xlen(streams[0]) >= 2, 30, message="two batches")
     redis_client.xreadgroup(group, "worker-1", {streams[0]: ">"}, count=2)  # read, never acknowledged
 
     status = ok("status", "--json", topology=topo)

@@ -221,3 +221,25 @@ def test_no_file_another_local_user_can_read_holds_a_camera_password(
         assert in_file not in running.log and added_live not in running.log
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_run_dir_that_is_a_link_or_another_users_is_refused(tmp_path: Path) -> None:
+    from zstream.errors import PreflightError
+    from zstream.rundir import make_private_dir
+
+    target = tmp_path / "target"
+    target.mkdir(mode=0o755)
+    link = tmp_path / "run"
+    link.symlink_to(target)
+    with pytest.raises(PreflightError, match="is a link or not a directory"):
+        make_private_dir(link)
+    assert target.stat().st_mode & 0o777 == 0o755  # not narrowed (nor anything else) through the link
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    with pytest.raises(PreflightError, match="belongs to another user"):
+        make_private_dir(theirs)
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o755)
+    make_private_dir(mine)
+    assert mine.stat().st_mode & 0o777 == 0o700

@@ -187,3 +187,18 @@ def test_a_cameras_decoding_options_reach_its_source(tmp_path: Path, clip: Path)
     ]
     topology = parse_topology({"run_dir": str(tmp_path), "cameras": cameras}, base_dir=tmp_path)
     assert open_source(topology.cameras[0], topology).decoding == Decoding(2, True, True)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".ts"])
+def test_a_file_resumes_right_after_the_frame_it_was_at_even_without_an_index(
+    tmp_path: Path, suffix: str
+) -> None:
+    """MPEG-TS has no index: a seek there may land on the next key frame, past the frames wanted."""
+    long_gop = make_h264_clip(tmp_path / f"long{suffix}", width=160, height=120, fps=25, frames=150, gop=100)
+    every = take(FileSource(str(long_gop), realtime=False), 200)
+    times = [pts for pts, _ in every]
+    for after in (10, 60, 120):
+        source = FileSource(str(long_gop), realtime=False)
+        source.resume_after(times[after], times[after])
+        resumed = take(source, 200)
+        assert resumed == every[after + 1 :], f"resumed after frame {after}: {len(resumed)} frames"

@@ -19,7 +19,7 @@ import os
 import random
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,10 +32,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from zstream.errors import RingError, mask_url
+from zstream.ledger import InFlightWrites, in_flight_path
 from zstream.pixels import i420_bytes, i420_shape, i420_to_color, jpeg_encode, output_size, scale_i420
 from zstream.ring import RingCache
 from zstream.rundir import PipelineWatcher
-from zstream.stats import Counters, InFlightWrites, StatsReporter, in_flight_path, latency_bucket
+from zstream.stats import Counters, StatsReporter, latency_bucket
 from zstream.tap import TapPublisher
 from zstream.topology import Topology
 from zstream.wire import (
@@ -366,7 +367,9 @@ class Batcher(MessageIntake):
             self._batches += 1
             batch.name = f"{os.getpid()}-{self._batches}"
         fields = encode_batch_entry(batch.name, time.time(), batch.frames)
-        self._note_batch(batch)
+        if self.in_flight is not None:
+            cameras = [meta.camera for meta, _ in batch.frames]
+            self.in_flight.note_batch(settings.stream, batch.entry_id, batch.name, cameras, self.counters.get)
         try:
             await self.redis.xadd(
                 settings.stream, fields, id=batch.entry_id, maxlen=settings.maxlen, approximate=True
@@ -379,31 +382,6 @@ class Batcher(MessageIntake):
             await self._skip_past_top(settings.stream, "batch")  # someone wrote past our ids
             batch.entry_id = None
             raise
-
-    def _note_batch(self, batch: Batch) -> None:
-        if self.in_flight is None:
-            return
-        frames = Counter(meta.camera for meta, _ in batch.frames)
-        record = {
-            "stream": self.topology.redis.stream,
-            "id": batch.entry_id,
-            "name": batch.name,
-            "frames": dict(frames),
-            "base": {camera: self.counters.get("written", camera) for camera in frames},
-            "batches_base": self.counters.get("batches_written"),
-        }
-        self.in_flight.note("batch", record)
-
-    def _note_qc(self, chunk: list[QcEntry]) -> None:
-        if self.in_flight is None:
-            return
-        cameras = {entry.camera for entry in chunk}
-        record = {
-            "stream": self.topology.redis.qc_stream,
-            "entries": [[entry.entry_id, entry.camera, entry.fields["seq"]] for entry in chunk],
-            "base": {camera: self.counters.get("qc_written", camera) for camera in cameras},
-        }
-        self.in_flight.note("qc", record)
 
     async def _write_qc(self) -> None:
         """Up to QC_CHUNK entries in one round trip; what landed leaves the queue, even when
@@ -424,7 +402,9 @@ class Batcher(MessageIntake):
         failed: list[QcEntry] = []
         error: BaseException | None = None
         settled = 0
-        self._note_qc(chunk)
+        if self.in_flight is not None:
+            entries = [(entry.entry_id, entry.camera, entry.fields["seq"]) for entry in chunk]
+            self.in_flight.note_qc(settings.qc_stream, entries, self.counters.get)
         try:
             results = await pipe.execute(raise_on_error=False)
             for entry, result in zip(chunk, results, strict=True):
@@ -462,8 +442,11 @@ class Batcher(MessageIntake):
         self._ids[kind].skip_past(info["last-generated-id"])
 
     def count_unsent(self) -> None:
-        """At a forced exit: whatever is still queued is lost, and counted as such."""
-        for batch in [*([self.writing] if self.writing else []), *self.sealed, self.open]:
+        """At a forced exit: whatever is still queued is lost, and counted as such. Not the batch on
+        the wire: it may be landing now, and the supervisor settles it from its in-flight note
+        (written if it landed, lost if not), so counting it dropped too could count it twice."""
+        unnoted = [self.writing] if self.writing and self.in_flight is None else []
+        for batch in [*unnoted, *self.sealed, self.open]:
             for meta, _ in batch.frames:
                 self.counters.drop(STAGE, "shutdown_unsent", meta.camera)
         for entry in self.qc:

@@ -143,7 +143,13 @@ class CameraThread(threading.Thread):
 
     def _resume_where_it_was(self, source: FrameSource) -> None:
         last = self._ring.last_committed() if self._resume else None
-        if last is None or last.pts is None or last.position is None or not isinstance(source, Resumable):
+        if last is None or not isinstance(source, Resumable):
+            return
+        if last.pts is None or last.position is None:
+            log.warning(
+                "camera %s: its file has no timestamps to resume at: playing it from the start",
+                self.camera.id,
+            )
             return
         source.resume_after(last.pts, last.position)
         log.info(

@@ -117,6 +117,12 @@ def _client(topology_file: str, endpoint: str | None) -> ControlClient:
     if endpoint is None or Path(topology_file).exists():
         topology = _load(topology_file)
         endpoint = endpoint or published_endpoints(topology.run_dir).get("control", topology.control.endpoint)
+        run_dir = Path(topology.run_dir)
+        if run_dir.is_dir() and not os.access(run_dir, os.R_OK | os.X_OK):
+            raise ControlError(
+                f"run_dir {run_dir} belongs to uid {run_dir.stat().st_uid}: only that user can "
+                "reach its pipeline"
+            )
         if endpoint.endswith(":*"):  # a port the pipeline picks, and no pipeline published one
             raise ControlError(
                 f"no pipeline is running on run_dir {topology.run_dir} (a running one publishes its "

@@ -12,13 +12,14 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
 import time
 from pathlib import Path
 from typing import IO
 
 from zstream.errors import PreflightError
+from zstream.ledger import IN_FLIGHT_PREFIX, LEDGER_PREFIX
 from zstream.ring import ring_paths_of_run
-from zstream.stats import IN_FLIGHT_PREFIX, LEDGER_PREFIX
 from zstream.topology import Placement, Topology
 
 log = logging.getLogger(__name__)
@@ -97,13 +98,15 @@ def make_private_dir(path: Path) -> None:
     """Create `path` (mode 0700), or make an existing one of ours private; refuse one that belongs
     to another user, who could read (or swap) what we put in it."""
     path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    info = path.stat()
+    info = path.lstat()  # not stat(): a link planted in /tmp would lead us into someone else's dir
+    if not stat.S_ISDIR(info.st_mode):
+        raise PreflightError(f"run_dir {path} is a link or not a directory; choose a run_dir of your own")
     if info.st_uid != os.geteuid():
         raise PreflightError(
             f"run_dir {path} belongs to another user (uid {info.st_uid}); choose a run_dir of your own"
         )
     if info.st_mode & 0o777 != PRIVATE_DIR:
-        path.chmod(PRIVATE_DIR)
+        os.chmod(path, PRIVATE_DIR, follow_symlinks=False)
 
 
 class RunDir:
@@ -159,6 +162,7 @@ class RunDir:
         """Only what zstream itself creates: its socket names, its two JSON files, its rings."""
         ours = [*self.path.glob("validate-*.sock"), self.path / "batch.sock", self.path / "stats.sock"]
         ours += [*self.path.glob(f"{LEDGER_PREFIX}*"), *self.path.glob(f"{IN_FLIGHT_PREFIX}*")]
+        ours += self.path.glob("*.tmp")  # a replace_file cut short by a crash
         files = [TOPOLOGY_FILE, PLACEMENT_FILE, STATUS_FILE, ENDPOINTS_FILE, TAP_ENDPOINT_FILE]
         for path in [*ours, *(self.path / name for name in files)]:
             path.unlink(missing_ok=True)

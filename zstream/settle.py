@@ -11,14 +11,21 @@ added twice), so it may be retried when Redis cannot answer at once.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
+from redis.exceptions import RedisError
 
-from zstream.stats import CounterKey, InFlightWrites, Ledger, in_flight_path, ledger_path
+from zstream.ledger import CounterKey, InFlightWrites, Ledger, in_flight_path, ledger_path
+from zstream.stats import StatsBoard
 from zstream.wire import batch_name
+
+log = logging.getLogger(__name__)
 
 InFlight = dict[str, dict[str, Any]]  # kind -> record, see InFlightWrites
 
@@ -33,7 +40,15 @@ def read_books(run_dir: Path, worker: str, pid: int) -> tuple[dict[CounterKey, i
 
 
 def settle_in_flight(client: redis.Redis, records: InFlight, counts: dict[CounterKey, int]) -> None:
-    """Raise `counts` by what of the writes in flight landed in Redis (RedisError if it cannot tell)."""
+    """Raise `counts` by what of the writes in flight landed in Redis (RedisError if it cannot tell).
+    A record that does not read as one (a bug, a file from another version) settles nothing."""
+    try:
+        _settle_records(client, records, counts)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        log.warning("a dead batcher's note of its writes in flight is unreadable (%r): ignored", exc)
+
+
+def _settle_records(client: redis.Redis, records: InFlight, counts: dict[CounterKey, int]) -> None:
     if (record := records.get("batch")) is not None:
         found = client.xrange(record["stream"], min=record["id"], max=record["id"], count=1)
         if found and batch_name(found[0][1]) == record["name"]:
@@ -51,6 +66,42 @@ def settle_in_flight(client: redis.Redis, records: InFlight, counts: dict[Counte
                 landed[camera] += 1
         for camera, n in landed.items():
             _raise(counts, ("qc_written", camera, ""), record["base"].get(camera, 0) + n)
+
+
+class Settlement:
+    """The supervisor's settling of reaped workers into its board. Writes in flight wait while
+    Redis cannot answer, retried every RETRY_S (with a short timeout: the supervisor's loop
+    serves reports and commands meanwhile), and once more, however soon, at exit."""
+
+    RETRY_S = 5.0
+
+    def __init__(self, run_dir: Path, board: StatsBoard, client: Callable[[], redis.Redis]) -> None:
+        self.run_dir = run_dir
+        self.board = board
+        self.client = client
+        self.waiting: list[tuple[str, int, dict[CounterKey, int], InFlight]] = []
+        self._next_try = 0.0
+
+    def worker_gone(self, name: str, pid: int) -> None:
+        counts, in_flight = read_books(self.run_dir, name, pid)
+        self.board.settle(name, pid, counts)
+        if in_flight:
+            self.waiting.append((name, pid, counts, in_flight))
+            self.retry(now=True)
+
+    def retry(self, now: bool = False) -> None:
+        if not self.waiting or (not now and time.monotonic() < self._next_try):
+            return
+        try:
+            with self.client() as client:
+                while self.waiting:
+                    name, pid, counts, in_flight = self.waiting[0]
+                    settle_in_flight(client, in_flight, counts)
+                    self.board.settle(name, pid, counts)
+                    self.waiting.pop(0)
+        except (RedisError, OSError) as exc:
+            self._next_try = time.monotonic() + self.RETRY_S
+            log.warning("cannot ask Redis yet what a dead batcher's last write left there: %s", exc)
 
 
 def _raise(counts: dict[CounterKey, int], key: CounterKey, value: int) -> None:

@@ -9,94 +9,21 @@ where a label does not apply; drops use metric "dropped" and reason "stage:why".
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
-import struct
 import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import msgpack
 import zmq
 
+from zstream.ledger import CounterKey, Ledger, ledger_path
 from zstream.wire import WorkerStats, encode
 
 if TYPE_CHECKING:
     from zstream.topology import Topology
-
-CounterKey = tuple[str, str, str]
-
-
-LEDGER_PREFIX = "counters-"  # RUN_DIR/counters-<worker>-<pid>: a worker's ledger
-IN_FLIGHT_PREFIX = "in-flight-"  # RUN_DIR/in-flight-<worker>-<pid>: the write a worker has on the wire
-
-
-def ledger_path(run_dir: Path, worker: str, pid: int) -> Path:
-    return run_dir / f"{LEDGER_PREFIX}{worker}-{pid}"
-
-
-def in_flight_path(run_dir: Path, worker: str, pid: int) -> Path:
-    return run_dir / f"{IN_FLIGHT_PREFIX}{worker}-{pid}"
-
-
-class Ledger:
-    """A worker's counters mirrored, value by value as they change, into a mapped file.
-
-    Reports reach the supervisor once per stats interval, so a worker killed with -9 would take
-    the counts of its last fraction of a second with it, and the books would not balance (frames
-    in Redis that no counter says were written). Stores into a shared mapping outlive the process
-    that made them: after reaping a worker, the supervisor reads its exact last counts here.
-    Layout: slots of a key (metric, camera, reason joined by 0x1f, zero-padded) and an int64,
-    filled in order; a key is written before its first value, so a slot is never half-made.
-    """
-
-    SLOT = 128
-    KEY_BYTES = SLOT - 8
-    GROW_BY = 1024  # slots
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        self._slots: dict[CounterKey, int] = {}
-        self._map = self._mapped(self.GROW_BY)
-
-    def _mapped(self, slots: int) -> mmap.mmap:
-        os.ftruncate(self._fd, slots * self.SLOT)
-        return mmap.mmap(self._fd, slots * self.SLOT)
-
-    def store(self, key: CounterKey, value: int) -> None:
-        slot = self._slots.get(key)
-        if slot is None:
-            name = "\x1f".join(key).encode()[: self.KEY_BYTES]
-            slot = self._slots[key] = len(self._slots)
-            if (slot + 1) * self.SLOT > len(self._map):
-                self._map.close()
-                self._map = self._mapped(len(self._map) // self.SLOT + self.GROW_BY)
-            self._map[slot * self.SLOT + 8 : slot * self.SLOT + 8 + len(name)] = name
-        struct.pack_into("<q", self._map, slot * self.SLOT, value)
-
-    def close(self) -> None:
-        self._map.close()
-        os.close(self._fd)
-
-    @classmethod
-    def read(cls, path: Path) -> dict[CounterKey, int]:
-        """The counts a (dead) worker left; empty when it left none."""
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        counts: dict[CounterKey, int] = {}
-        for offset in range(0, len(data) - cls.SLOT + 1, cls.SLOT):
-            name = data[offset + 8 : offset + cls.SLOT].rstrip(b"\0")
-            if not name:
-                break
-            metric, camera, reason = name.decode(errors="replace").split("\x1f", 2)
-            counts[(metric, camera, reason)] = struct.unpack_from("<q", data, offset)[0]
-        return counts
 
 
 class Counters:
@@ -110,14 +37,14 @@ class Counters:
 
     @classmethod
     def for_worker(cls, run_dir: Path, worker: str) -> Counters:
-        return cls(Ledger(ledger_path(run_dir, worker, os.getpid())))
+        return cls(Ledger.create(ledger_path(run_dir, worker, os.getpid())))
 
     def add(self, metric: str, camera: str = "", reason: str = "", n: int = 1) -> None:
         key = (metric, camera, reason)
         with self._lock:
             self._counts[key] += n
-            if self.ledger is not None:
-                self.ledger.store(key, self._counts[key])
+            if self.ledger is not None and not self.ledger.store(key, self._counts[key]):
+                self.ledger = None  # could not grow (a full disk): reports only, as before ledgers
 
     def drop(self, stage: str, reason: str, camera: str = "", n: int = 1) -> None:
         self.add("dropped", camera, f"{stage}:{reason}", n)
@@ -129,50 +56,6 @@ class Counters:
     def snapshot(self) -> dict[CounterKey, int]:
         with self._lock:
             return dict(self._counts)
-
-
-class InFlightWrites:
-    """The batcher's note of its writes whose outcome it does not know yet, made before they start.
-
-    A batcher killed after Redis took a write but before it counted it leaves frames in Redis
-    that its ledger does not count as written. This note names the entries and the counts they
-    settle, so that the supervisor can ask Redis whether they landed (see zstream.settle). At
-    most one write of each kind is unsettled at a time (a failed write is retried first), so the
-    note holds a record per kind: "batch" {stream, id, name, frames: {camera: n}, base: {camera:
-    written before}, batches_base}; "qc" {stream, entries: [[id, camera, seq]], base: {camera:
-    qc_written before}}. Written with one pwrite, which a kill cannot tear.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        self._records: dict[str, dict[str, Any]] = {}
-
-    def note(self, kind: str, record: dict[str, Any]) -> None:
-        self._records[kind] = record
-        self._write()
-
-    def done(self, kind: str) -> None:
-        if self._records.pop(kind, None) is not None:
-            self._write()
-
-    def _write(self) -> None:
-        data = msgpack.packb(self._records)
-        os.pwrite(self._fd, len(data).to_bytes(4, "little") + data, 0)
-
-    def close(self) -> None:
-        os.close(self._fd)
-
-    @staticmethod
-    def read(path: Path) -> dict[str, dict[str, Any]]:
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return {}
-        size = int.from_bytes(data[:4], "little")
-        if not size or len(data) < 4 + size:
-            return {}
-        records = msgpack.unpackb(data[4 : 4 + size], raw=False)
-        return records if isinstance(records, dict) else {}
 
 
 class StatsReporter:
@@ -234,10 +117,9 @@ class StatsBoard:
     settled: set[tuple[str, int]] = field(default_factory=set)
 
     def update(self, report: WorkerStats) -> None:
-        if (report.worker, report.pid) in self.settled:
-            return
-        self.reports[(report.worker, report.pid)] = report
         self.states.update(report.states)
+        if (report.worker, report.pid) not in self.settled:
+            self.reports[(report.worker, report.pid)] = report
 
     def settle(self, worker: str, pid: int, counts: dict[CounterKey, int]) -> None:
         """A reaped process's final counts; never less than what it reported."""

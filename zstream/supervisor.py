@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from redis.exceptions import RedisError
 
 from zstream import preflight
 from zstream.control import ControlServer
@@ -43,7 +42,7 @@ from zstream.rundir import (
     write_pipeline,
 )
 from zstream.security import CurveServer
-from zstream.settle import InFlight, read_books, settle_in_flight
+from zstream.settle import Settlement
 from zstream.sources.base import i420_size
 from zstream.stats import (
     CameraRates,
@@ -129,7 +128,9 @@ class Supervisor:
         self.operations = Operations(self)
         self.processes = ProcessSampler()
         self.process_costs: list[dict[str, Any]] = []
-        self.unsettled: list[tuple[str, int, dict[CounterKey, int], InFlight]] = []  # Redis was down
+        self.settlement = Settlement(
+            self.run_dir.path, self.board, lambda: redis_client(topology, timeout_s=1.0)
+        )
         self.signals = 0
         self._next_log = 0.0
         self._next_status = 0.0
@@ -175,6 +176,7 @@ class Supervisor:
                 self.curve.stop()
             if stats is not None:
                 stats.close(linger=0)
+                self.settlement.retry(now=True)
                 self._log_summary(final=True)  # before the rings go: they hold the committed counts
             for ring in self.rings.values():
                 ring.close()
@@ -284,7 +286,7 @@ class Supervisor:
         code = worker.process.returncode
         pid = worker.process.pid
         worker.process = None
-        self._settle(worker.name, pid)
+        self.settlement.worker_gone(worker.name, pid)
         if now - worker.started >= self.policy.stable_after_s:
             worker.failures = 0
         worker.failures += 1
@@ -366,31 +368,9 @@ class Supervisor:
             if worker.process.poll() is None:
                 worker.process.kill()
             worker.process.wait()
-            self._settle(worker.name, worker.process.pid)
+            self.settlement.worker_gone(worker.name, worker.process.pid)
             worker.process = None
             worker.restart_at = 0.0
-
-    def _settle(self, name: str, pid: int) -> None:
-        """Take a dead worker's exact last counts, and ask Redis about its writes in flight (or
-        keep them for later while Redis cannot answer); see zstream.settle."""
-        counts, in_flight = read_books(self.run_dir.path, name, pid)
-        if in_flight:
-            self.unsettled.append((name, pid, counts, in_flight))
-            self._settle_in_flight()
-        self.board.settle(name, pid, counts)
-
-    def _settle_in_flight(self) -> None:
-        if not self.unsettled:
-            return
-        try:
-            with redis_client(self.topology, timeout_s=1.0) as client:
-                while self.unsettled:
-                    name, pid, counts, in_flight = self.unsettled[0]
-                    settle_in_flight(client, in_flight, counts)
-                    self.board.settle(name, pid, counts)
-                    self.unsettled.pop(0)
-        except (RedisError, OSError) as exc:
-            log.warning("cannot ask Redis yet what a dead batcher's last write left there: %s", exc)
 
     # ---- what operators see ------------------------------------------------------------
 
@@ -464,7 +444,7 @@ class Supervisor:
         return ring.next_seq if ring is not None else 0
 
     def _write_status(self) -> None:
-        self._settle_in_flight()
+        self.settlement.retry()
         counts = self.board.totals()
         cameras = [camera.id for camera in self.topology.cameras]
         self.rates.update(by_camera(counts), cameras, time.monotonic())

@@ -95,14 +95,26 @@ class Resumable(Protocol):
         """Before frames(): deliver only what follows the frame of that pts and position."""
 
 
-class ResumeGate:
-    """A gate that turns away, uncounted, the frames up to `after` (a pts), then defers to `gate`."""
+class Overshot(Exception):
+    """A seek landed past the frame to resume after: the frames in between would be skipped."""
 
-    def __init__(self, gate: FrameGate, after: float) -> None:
+
+class ResumeGate:
+    """A gate that turns away, uncounted, the frames up to `after` (a pts), then defers to `gate`.
+
+    `limit`: the latest pts the first frame may have (after a seek); a later one raises Overshot,
+    so that the source reads from further back instead of losing the frames in between."""
+
+    def __init__(self, gate: FrameGate, after: float, limit: float | None = None) -> None:
         self.gate = gate
         self.after: float | None = after
+        self.limit = limit
 
     def admit(self, pts: float | None) -> bool:
+        if self.limit is not None and pts is not None:
+            limit, self.limit = self.limit, None
+            if pts > limit:
+                raise Overshot(f"the first frame after the seek is at {pts:.3f} s, past {limit:.3f} s")
         if self.after is not None and pts is not None and pts <= self.after + 1e-6:
             return False
         self.after = None  # past it: everything from here on is new

@@ -6,13 +6,17 @@ camera in tests and benchmarks; pts stays monotonic across loops.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 
 import av.error
 
-from zstream.sources.base import DEFAULT_DECODING, DecodedFrame, Decoding, FrameGate, ResumeGate
+from zstream.errors import mask_url
+from zstream.sources.base import DEFAULT_DECODING, DecodedFrame, Decoding, FrameGate, Overshot, ResumeGate
 from zstream.sources.pyav_decode import PyAVSource, RealtimeClock, to_decoded
+
+log = logging.getLogger(__name__)
 
 
 class FileSource(PyAVSource):
@@ -53,15 +57,26 @@ class FileSource(PyAVSource):
             (pts, position), self._resume = self._resume, None
             self._offset = pts - position  # the loops played before
             first_pass = self._seek(position)
-            gate = ResumeGate(gate, after=pts)
+            # A seek lands on the key frame at or before the position, except in files without
+            # an index (MPEG-TS), where it may land on the next one: then read from the start.
+            gate = ResumeGate(gate, after=pts, limit=pts + 1.5 * self._frame_duration())
         while not stop.is_set():
             self._first, self._last, first_pass = first_pass, None, None
-            for frame, pts in self.admitted(gate, stop):
-                if pts is not None and self.realtime and not clock.wait(pts, stop):
-                    return
-                if stop.is_set():
-                    return
-                yield to_decoded(frame, pts, frame.time)
+            try:
+                for frame, pts in self.admitted(gate, stop):
+                    if pts is not None and self.realtime and not clock.wait(pts, stop):
+                        return
+                    if stop.is_set():
+                        return
+                    yield to_decoded(frame, pts, frame.time)
+            except Overshot as exc:
+                log.info("%s: %s; resuming from the start of the file instead", mask_url(self.url), exc)
+                self._rewind()
+                continue
+            if isinstance(gate, ResumeGate) and gate.limit is not None:  # the seek found no frame at all
+                gate.limit = None
+                self._rewind()
+                continue
             if not self.loop or self._first is None or self._last is None:
                 return
             self._offset += self._last - self._first + self._frame_duration()
