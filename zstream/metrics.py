@@ -86,6 +86,7 @@ METRICS = (
     f"{PREFIX}worker_up",
     f"{PREFIX}worker_restarts_total",
     f"{PREFIX}uptime_seconds",
+    f"{PREFIX}shard_info",
 )
 
 
@@ -162,6 +163,15 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metr
         restarts.add_metric([worker], row.get("restarts", 0))
     out.extend([up, restarts])
 
+    if status.get("shard"):
+        index, _, count = status["shard"].partition("/")
+        info = GaugeMetricFamily(
+            f"{PREFIX}shard_info",
+            "1, labelled with this instance's shard (see --shard).",
+            labels=["shard", "shards"],
+        )
+        info.add_metric([index, count], 1)
+        out.append(info)
     if "uptime_s" in status:
         out.append(
             GaugeMetricFamily(

@@ -18,6 +18,7 @@ from zstream.control import ControlError
 from zstream.errors import RingError, TopologyError, ZStreamError, mask_url
 from zstream.preflight import shared_memory_free
 from zstream.ring import Ring, ring_path
+from zstream.shard import owner
 from zstream.sources.base import i420_size
 from zstream.system import shared_memory
 from zstream.topology import Camera, Topology
@@ -79,6 +80,13 @@ class Operations:
 
     def camera_add(self, camera: dict[str, Any]) -> dict[str, Any]:
         sup = self.supervisor
+        camera_id = camera.get("id")
+        if sup.shard is not None and isinstance(camera_id, str) and not sup.shard.owns(camera_id):
+            count = sup.shard.count
+            raise ControlError(
+                f"camera {camera_id} belongs to shard {owner(camera_id, count)}/{count}, and this pipeline "
+                f"is shard {sup.shard}: add it there"
+            )
         topology = self._live().add(sup.topology, camera)
         added = topology.camera(camera["id"])
         self._create_ring(topology, added)

@@ -41,6 +41,7 @@ from zstream.rundir import (
     write_pipeline,
 )
 from zstream.security import CurveServer
+from zstream.shard import Shard
 from zstream.sources.base import i420_size
 from zstream.stats import (
     CameraRates,
@@ -103,8 +104,11 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, topology: Topology, live: LiveCameras | None = None) -> None:
+    def __init__(
+        self, topology: Topology, live: LiveCameras | None = None, shard: Shard | None = None
+    ) -> None:
         self.topology = topology
+        self.shard = shard  # the part of a fleet this instance runs (see zstream.shard); None: all
         self.live = live  # None: started without a topology file, so no live camera changes
         settings = topology.supervisor
         self.policy = RestartPolicy(settings.restart_initial_s, settings.restart_max_s)
@@ -153,7 +157,8 @@ class Supervisor:
             self._install_signal_handlers()
             self._start_in_order(stats)
             log.info(
-                "pipeline up: %d cameras, %d capture, %d validation, 1 batch worker; Ctrl-C to stop",
+                "pipeline up%s: %d cameras, %d capture, %d validation, 1 batch worker; Ctrl-C to stop",
+                "" if self.shard is None else f" (shard {self.shard})",
                 len(self.topology.cameras),
                 self.topology.capture.workers,
                 self.topology.validation.workers,
@@ -401,6 +406,7 @@ class Supervisor:
         }
         return {
             "uptime_s": round(time.monotonic() - self._started, 1),
+            "shard": None if self.shard is None else str(self.shard),
             "cameras": cameras,
             "workers": workers,
             "dropped": by_reason(counts, "dropped"),

@@ -306,7 +306,8 @@ class Topology(Strict):
     tap: TapSettings = Field(default_factory=TapSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
-    cameras: list[Camera] = Field(min_length=1)
+    # At least one in a file (checked when loading); a shard may own none of them yet.
+    cameras: list[Camera] = Field(description="the cameras; ids are unique")
 
     # What the workers derive from the topology lives here, so every process agrees.
 
@@ -463,6 +464,8 @@ def parse_topology(raw: dict[str, Any], base_dir: Path) -> Topology:
     # Checks of values the schema cannot judge run on the raw file too, so that their
     # problems are reported together with the schema's instead of on the next attempt.
     problems = _duplicate_camera_ids(raw) + _semantic_problems(raw, base_dir)
+    if raw.get("cameras") == []:
+        problems.append("cameras: at least one camera is needed, got []")
     try:
         topology = _resolve_paths(Topology.model_validate(raw), base_dir)
     except ValidationError as exc:
