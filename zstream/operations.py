@@ -17,6 +17,7 @@ from zstream import queues
 from zstream.control import ControlError
 from zstream.errors import RingError, TopologyError, ZStreamError, mask_url
 from zstream.preflight import shared_memory_free
+from zstream.redis_client import topology_client
 from zstream.ring import Ring, ring_path
 from zstream.shard import owner
 from zstream.sources.base import i420_size
@@ -219,13 +220,12 @@ class Operations:
 
     def _redis_problems(self) -> list[str]:
         settings = self.supervisor.topology.redis
-        client = redis.Redis.from_url(settings.url, socket_connect_timeout=1, socket_timeout=1)
         try:
-            client.ping()
+            client = topology_client(settings, timeout_s=1)
+            with client:
+                client.ping()
         except redis.RedisError as exc:
             return [f"Redis at {mask_url(settings.url)} does not answer: {exc}"]
-        finally:
-            client.close()
         return []
 
 

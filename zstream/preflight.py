@@ -12,10 +12,10 @@ import platform
 import resource
 import socket
 
-import redis
 from redis.exceptions import RedisError
 
 from zstream.errors import PreflightError, mask_url
+from zstream.redis_client import topology_client
 from zstream.ring import SHM_DIR
 from zstream.topology import Topology
 
@@ -51,11 +51,7 @@ def check_shared_memory(topology: Topology) -> None:
 def check_redis(topology: Topology) -> None:
     settings = topology.redis
     try:
-        client = redis.Redis.from_url(
-            settings.url,
-            socket_connect_timeout=settings.connect_timeout_s,
-            socket_timeout=settings.connect_timeout_s,
-        )
+        client = topology_client(settings)
         with client:
             client.ping()
     except (RedisError, OSError, ValueError) as exc:

@@ -16,9 +16,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from zstream.errors import ZStreamError
-from zstream.topology import Topology
+
+if TYPE_CHECKING:
+    from zstream.topology import Topology
 
 SHARD_ENV = "ZSTREAM_SHARD"
 # I/N, or POD-NAME/N where the pod name ends in its StatefulSet ordinal ("zstream-2/3").

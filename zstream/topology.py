@@ -69,6 +69,9 @@ class RedisSettings(Strict):
     maxlen: int = Field(1000, gt=0, description="approximate MAXLEN of the batch stream, in entries")
     qc_maxlen: int = Field(10000, gt=0, description="approximate MAXLEN of the QC stream")
     connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    cluster: bool = Field(
+        False, description="url is a node of a Redis Cluster (keys go to their slot's node)"
+    )
 
     @field_validator("url")
     @classmethod
