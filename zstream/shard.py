@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 SHARD_ENV = "ZSTREAM_SHARD"
 # I/N, or POD-NAME/N where the pod name ends in its StatefulSet ordinal ("zstream-2/3").
-SHARD_PATTERN = re.compile(r"^(?:(?P<name>[A-Za-z0-9.-]*)-)?(?P<index>-?\d+)/(?P<count>\d+)$")
+SHARD_PATTERN = re.compile(r"^(?:(?P<name>[A-Za-z0-9][A-Za-z0-9.-]*)-)?(?P<index>-?\d+)/(?P<count>-?\d+)$")
 STREAM_SUFFIX = ":{shard-%d}"
 MAX_SHARDS = 4096
 
