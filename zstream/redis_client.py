@@ -3,7 +3,8 @@
 With `redis.cluster = true` the URL names any node of a cluster: the cluster client learns
 the others and sends each command to the node of its key's slot. zstream's commands each
 touch one key (a stream), except a consumer's read of several streams, which it splits by
-slot (`slot_groups`).
+slot (`slot_groups`). A `${NAME}` in the URL is filled in from the environment (see
+zstream.envrefs).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import redis.asyncio
 import redis.asyncio.cluster
 from redis.crc import key_slot
 
+from zstream.envrefs import expand
+
 if TYPE_CHECKING:
     from zstream.topology import RedisSettings
 
@@ -23,15 +26,15 @@ if TYPE_CHECKING:
 def connect(url: str, *, cluster: bool = False, **options: Any) -> Any:
     """A synchronous client; a cluster client connects (and may raise RedisError) at once."""
     if cluster:
-        return redis.RedisCluster.from_url(url, **options)
-    return redis.Redis.from_url(url, **options)
+        return redis.RedisCluster.from_url(expand(url), **options)
+    return redis.Redis.from_url(expand(url), **options)
 
 
 def connect_async(url: str, *, cluster: bool = False, **options: Any) -> Any:
     """An asyncio client (it connects on its first command)."""
     if cluster:
-        return redis.asyncio.cluster.RedisCluster.from_url(url, **options)
-    return redis.asyncio.from_url(url, **options)
+        return redis.asyncio.cluster.RedisCluster.from_url(expand(url), **options)
+    return redis.asyncio.from_url(expand(url), **options)
 
 
 def topology_client(settings: RedisSettings, timeout_s: float | None = None) -> Any:

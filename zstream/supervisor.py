@@ -147,6 +147,7 @@ class Supervisor:
             preflight.check_shared_memory(self.topology)
             preflight.check_open_files(self.topology)
             preflight.check_endpoints(self.topology)
+            preflight.check_environment(self.topology)
             preflight.check_redis(self.topology)
             self.metrics.start()  # PreflightError when the address is taken
             self._create_rings()
