@@ -54,13 +54,12 @@ def test_every_manifest_is_valid_for_kubernetes(version: str) -> None:
 
 
 def test_an_invalid_manifest_is_caught() -> None:
-    wrong_type = resources()["StatefulSet/zstream"]
-    wrong_type["spec"]["replicas"] = "three"
-    misspelt = resources()["StatefulSet/zstream"]
-    container(misspelt := {"StatefulSet/zstream": misspelt})["livenessprobe"] = {}
-    for broken in (wrong_type, misspelt["StatefulSet/zstream"]):
+    wrong_type, misspelt = resources(), resources()
+    wrong_type["StatefulSet/zstream"]["spec"]["replicas"] = "three"
+    container(misspelt)["livenessprobe"] = {}
+    for broken in (wrong_type, misspelt):
         with pytest.raises(kubernetes_validate.ValidationError):
-            kubernetes_validate.validate(broken, VERSIONS[-1], strict=True)
+            kubernetes_validate.validate(broken["StatefulSet/zstream"], VERSIONS[-1], strict=True)
 
 
 def topology(found: dict[str, dict[str, Any]]) -> Topology:
