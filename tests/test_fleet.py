@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.crc import key_slot
 
 from tests.conftest import REDIS_URL, REPO, Pipeline, topology_text, wait_until
@@ -141,6 +143,37 @@ def test_metrics_say_the_shard(fleet: Fleet) -> None:
     address = fleet.endpoints(2)["metrics"]
     text = urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode()
     assert f'zstream_shard_info{{shard="2",shards="{SHARDS}"}} 1.0' in text
+
+
+def exported(text: str) -> tuple[set[str], dict[str, set[str]]]:
+    """Every series name /metrics can show (a counter's _total, a histogram's _bucket...),
+    and the label names of those that have samples."""
+    names: set[str] = set()
+    labels: dict[str, set[str]] = {}
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    for family in text_string_to_metric_families(text):
+        names |= {family.name, *(family.name + suffix for suffix in suffixes.get(family.type, ()))}
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    return names, labels
+
+
+def test_dashboard_queries_name_metrics_that_metrics_exports(fleet: Fleet) -> None:
+    address = fleet.endpoints(0)["metrics"]
+    names, labels = exported(urllib.request.urlopen(f"http://{address}/metrics", timeout=10).read().decode())
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "zstream-dashboard.json").read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+    queries += [
+        v["query"]["query"] for v in dashboard["templating"]["list"] if isinstance(v.get("query"), dict)
+    ]
+    assert len(queries) > 20
+    for query in queries:
+        used = re.findall(r"\b(zstream_[a-z0-9_]+)(?:\{([^}]*)\})?", query)
+        assert used, query
+        for name, selector in used:
+            assert name in names, f"{name} (in {query}) is not exported"
+            for label in re.findall(r"(\w+)\s*=~?", selector):
+                assert name not in labels or label in labels[name], f"{name} has no label {label}"
 
 
 def test_cameras_add_on_the_wrong_shard_names_the_owner(fleet: Fleet) -> None:
