@@ -21,7 +21,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import redis
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -385,7 +384,7 @@ class BatchConsumer:
 
 
 def _detect_cluster(url: str, timeouts: dict[str, float]) -> bool:
-    with redis.Redis.from_url(url, **timeouts) as probe:
+    with connect(url, **timeouts) as probe:
         try:
             return is_cluster(probe)
         except ResponseError:  # INFO not allowed to this user: take it for a single server
