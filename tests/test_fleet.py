@@ -176,25 +176,23 @@ def test_dashboard_queries_name_metrics_that_metrics_exports(fleet: Fleet) -> No
                 assert name not in labels or label in labels[name], f"{name} has no label {label}"
 
 
+def zstream(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "zstream.cli", *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+
+def test_health_and_queues_work_on_the_cluster(fleet: Fleet) -> None:
+    health = zstream("health", "-t", str(fleet.files[1]))
+    assert health.returncode == 0 and health.stdout.strip() == "healthy", health.stdout + health.stderr
+    queues = json.loads(zstream("queues", "--json", "-t", str(fleet.files[1])).stdout)
+    frames = next(q for q in queues if q["stream"] == f"{BASE[0]}:{{shard-1}}")
+    assert frames["length"] > 0 and [g["group"] for g in frames["groups"]] == ["fleet"]
+
+
 def test_cameras_add_on_the_wrong_shard_names_the_owner(fleet: Fleet) -> None:
     stranger = next(f"new-{n}" for n in range(100) if owner(f"new-{n}", SHARDS) != 0)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "zstream.cli",
-            "cameras",
-            "add",
-            "-t",
-            str(fleet.files[0]),
-            stranger,
-            "synthetic://traffic?size=320x240&fps=5",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    url = "synthetic://traffic?size=320x240&fps=5"
+    result = zstream("cameras", "add", "-t", str(fleet.files[0]), stranger, url)
     assert result.returncode == 1
     assert f"belongs to shard {owner(stranger, SHARDS)}/{SHARDS}" in result.stderr
     assert f"this pipeline is shard 0/{SHARDS}" in result.stderr

@@ -616,7 +616,7 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
     elif isinstance(run_dir, str) and len(resolved := str(_absolute(run_dir, base_dir))) > MAX_RUN_DIR_LENGTH:
         problems.append(
             f"run_dir: {len(resolved)} characters is too long for Unix socket paths "
-            f"(at most {MAX_RUN_DIR_LENGTH}), got {_shown(resolved)}"
+            f"(at most {MAX_RUN_DIR_LENGTH}), got {_shown(str(_absolute(_masked(run_dir), base_dir)))}"
         )
     cameras = raw.get("cameras")
     for index, camera in enumerate(cameras if isinstance(cameras, list) else []):
