@@ -46,19 +46,23 @@ def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.C
     return result
 
 
-def ensure_base(work: Path) -> None:
+def start_base(work: Path) -> subprocess.Popen[bytes] | None:
+    """Start making the base image's root file system unless the image exists (it runs while
+    the wheelhouse is built: one waits on Debian's mirror, the other on the CPU)."""
     if podman("image", "exists", BASE_IMAGE, check=False).returncode == 0:
-        return
-    tar = work / "base.tar"
+        return None
     include = "--include=python3,python3-venv,ca-certificates"
-    subprocess.run(
-        ["mmdebstrap", "--quiet", "--variant=minbase", include, "bookworm", str(tar)],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    podman("import", "-q", str(tar), BASE_IMAGE, timeout=300)
-    tar.unlink()
+    command = ["mmdebstrap", "--quiet", "--variant=minbase", include, "bookworm", str(work / "base.tar")]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def finish_base(work: Path, making: subprocess.Popen[bytes] | None) -> None:
+    if making is None:
+        return
+    _, errors = making.communicate(timeout=600)
+    assert making.returncode == 0, f"mmdebstrap failed: {errors.decode(errors='replace')[-2000:]}"
+    podman("import", "-q", str(work / "base.tar"), BASE_IMAGE, timeout=300)
+    (work / "base.tar").unlink()
 
 
 def build_context(work: Path) -> Path:
@@ -82,8 +86,11 @@ def build_context(work: Path) -> Path:
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("container")
-    ensure_base(work)
-    context = build_context(work)
+    making = start_base(work)
+    try:
+        context = build_context(work)
+    finally:
+        finish_base(work, making)
     tag = f"localhost/zstream-test:{uuid.uuid4().hex[:8]}"
     build = ["build", "-q", "--format", "docker", "--network", "host", "--build-arg", f"BASE={BASE_IMAGE}"]
     podman(*build, "-t", tag, "-f", "Containerfile", str(context), timeout=900)
