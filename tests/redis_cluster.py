@@ -43,6 +43,14 @@ class LocalCluster:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
+        """Start the nodes and join them; none is left running if that fails."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         for port in self.ports:
             command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
             command += ["--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000"]
