@@ -112,13 +112,13 @@ def _toml(value: Any) -> str:
 class Pipeline:
     """A `zstream up` subprocess with its output captured to a file."""
 
-    def __init__(self, topology_file: Path, run_dir: Path) -> None:
+    def __init__(self, topology_file: Path, run_dir: Path, args: tuple[str, ...] = ()) -> None:
         self.topology_file = topology_file
         self.run_dir = run_dir
         self.log_path = topology_file.with_suffix(".log")
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "zstream.cli", "up", str(topology_file)],
+            [sys.executable, "-m", "zstream.cli", "up", str(topology_file), *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,41 @@ def test_trimmed_and_malformed_pending_entries_do_not_hide_the_rest(
     assert [b.id for b in again.read(block_ms=50)] == [ids[3].decode()]
     assert (again.trimmed, again.malformed) >= (1, 1)
     again.close()
+
+
+def test_one_group_reads_every_shard_stream_found_and_acks_each_in_its_own(
+    redis_client: redis.Redis, streams: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A single server: the base stream and its shards' streams (one created after the consumer
+    started, read from its first entry) are read in one blocking XREADGROUP."""
+    from zstream import consumer as module
+    from zstream.shard import Shard
+    from zstream.wire import FrameMeta, encode_batch_entry
+
+    monkeypatch.setattr(module, "DISCOVER_EVERY_S", 0.1)
+    shards = [Shard(index, 2).stream(streams[0]) for index in range(2)]
+
+    def entry(camera: str) -> dict[str, bytes]:
+        meta = FrameMeta(camera, 0, 0.0, 1.0, 1.0, 4, 2, "raw", "yuv420p", (3, 4), {})
+        return encode_batch_entry(camera, 1.0, [(meta, bytes(12))])
+
+    try:
+        redis_client.xadd(shards[0], entry("from-shard-0"))
+        consumer = BatchConsumer(REDIS_URL, stream=streams[0], group="all", start="0", block_ms=100)
+        assert consumer.streams == [streams[0], shards[0]]
+        redis_client.xadd(shards[1], entry("from-shard-1"))  # a shard that starts later
+        redis_client.xadd(streams[0], entry("unsharded"))
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < 3 and time.monotonic() < deadline:
+            got += consumer.read(block_ms=200)
+        assert sorted(b.frames[0].camera for b in got) == ["from-shard-0", "from-shard-1", "unsharded"]
+        assert {b.stream for b in got} == {streams[0], *shards}
+        assert consumer.ack(*got) == 3
+        assert all(redis_client.xpending(s, "all")["pending"] == 0 for s in [streams[0], *shards])
+        consumer.close()
+        only = BatchConsumer(REDIS_URL, stream=[shards[1]], group="one", start="0", discover=False)
+        assert only.streams == [shards[1]] and only.read(block_ms=100)[0].frames[0].camera == "from-shard-1"
+        only.close()
+    finally:
+        redis_client.delete(*shards)

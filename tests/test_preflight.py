@@ -3,6 +3,7 @@ each refusal is one line that says what to change, and nothing is left behind.""
 
 from __future__ import annotations
 
+import re
 import resource
 import socket
 import subprocess
@@ -61,3 +62,42 @@ def test_too_low_an_open_files_limit_is_refused_with_how_to_raise_it(
     assert "20 cameras need about 576 open files" in result.stderr and "ulimit -Hn 576" in result.stderr
     assert "Traceback" not in result.stderr
     assert shm_segments(load_topology(topology).run_id) == []
+
+
+def _up(topology: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zstream.cli", "up", str(topology)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", **env},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_too_small_shm_on_kubernetes_names_the_memory_backed_volume(
+    run_dir: Path, streams: tuple[str, str], tmp_path: Path
+) -> None:
+    huge = {"id": "huge", "url": SYNTH, "resize": "7680x4320", "ring_slots": 1024}  # ~47 GiB of rings
+    topology = tmp_path / "topology.toml"
+    topology.write_text(topology_text(run_dir, streams, [huge]))
+    result = _up(topology, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    assert result.returncode == 1
+    needed_mib = load_topology(topology).ring_bytes(load_topology(topology).cameras[0]) / 2**20
+    match = re.search(r"emptyDir with medium: Memory and sizeLimit: (\d+)Mi at /dev/shm", result.stderr)
+    assert match is not None, result.stderr
+    assert needed_mib < int(match[1]) <= needed_mib + 65
+    assert "Traceback" not in result.stderr
+
+
+def test_a_url_secret_from_an_unset_variable_is_refused_with_its_key(
+    run_dir: Path, streams: tuple[str, str], tmp_path: Path
+) -> None:
+    camera = {"id": "gate", "url": "rtsp://admin:${GATE_PASSWORD}@127.0.0.1:9/main"}
+    topology = tmp_path / "topology.toml"
+    topology.write_text(topology_text(run_dir, streams, [camera]))
+    result = _up(topology, {})
+    assert result.returncode == 1
+    assert "cameras[0] (gate).url: environment variable GATE_PASSWORD is not set" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -23,7 +23,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 import uvloop
 import zmq
 import zmq.asyncio
@@ -34,6 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 from zstream.errors import RingError, mask_url
 from zstream.ledger import InFlightWrites, in_flight_path
 from zstream.pixels import i420_bytes, i420_shape, i420_to_color, jpeg_encode, output_size, scale_i420
+from zstream.redis_client import connect_async
 from zstream.ring import RingCache
 from zstream.rundir import PipelineWatcher
 from zstream.stats import Counters, StatsReporter, latency_bucket
@@ -461,8 +461,9 @@ async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event, co
     topology, _ = watcher.read()
     context = zmq.asyncio.Context()
     reporter = StatsReporter.for_worker(zmq.Context.instance(), topology, f"batch-{index}", counters)
-    client = aioredis.from_url(
+    client = connect_async(
         topology.redis.url,
+        cluster=topology.redis.cluster,
         socket_connect_timeout=topology.redis.connect_timeout_s,
         socket_timeout=10,
         retry=Retry(NoBackoff(), 0),  # the writer retries, with its own back-off and entry-id checks

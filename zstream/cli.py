@@ -22,6 +22,7 @@ from rich.table import Table
 from zstream import __version__
 from zstream.control import ControlClient, ControlError, published_endpoints
 from zstream.errors import PreflightError, TopologyError, ZStreamError
+from zstream.shard import SHARD_ENV, ShardError, parse_shard, shard_topology
 from zstream.topology import Topology, load_topology
 from zstream.worker import configure_logging
 
@@ -68,20 +69,44 @@ def validate(topology_file: str) -> None:
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
-def up(topology_file: str, log_level: str) -> None:
+@click.option(
+    "--shard",
+    "shard_text",
+    envvar=SHARD_ENV,
+    metavar="I/N",
+    help=f"run only the cameras of shard I of N (0 <= I < N; also POD-NAME-I/N; env {SHARD_ENV})",
+)
+def up(topology_file: str, log_level: str, shard_text: str | None) -> None:
     """Run the pipeline described by TOPOLOGY_FILE until Ctrl-C (which drains it first)."""
     from zstream import preflight
     from zstream.live import LiveCameras, overlay_path
     from zstream.supervisor import Supervisor
 
+    try:
+        shard = parse_shard(shard_text) if shard_text else None
+    except ShardError as exc:
+        click.echo(f"zstream: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
     topology = _load(topology_file)
     os.environ["ZSTREAM_LOG_LEVEL"] = log_level.upper()  # inherited by every worker
+    if shard is not None:
+        os.environ[SHARD_ENV] = str(shard)  # workers' log lines say it too
+        whole, topology = len(topology.cameras), shard_topology(topology, shard)
     configure_logging("supervisor", log_level.upper())
     if warning := preflight.readable_passwords(topology_file, topology):
         logging.getLogger("zstream").warning("%s", warning)
+    if shard is not None:
+        logging.getLogger("zstream").info(
+            "shard %s: %d of the topology's %d cameras, streams %s and %s",
+            shard,
+            len(topology.cameras),
+            whole,
+            topology.redis.stream,
+            topology.redis.qc_stream,
+        )
     live = LiveCameras(overlay_path(topology_file), Path(topology_file).resolve().parent)
     try:
-        code = Supervisor(topology, live).run()
+        code = Supervisor(topology, live, shard).run()
     except PreflightError as exc:
         logging.getLogger("zstream").error("cannot start: %s", exc)
         sys.exit(EXIT_ENVIRONMENT)
@@ -174,7 +199,8 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
         return
     cameras = result["cameras"]
     _table(
-        f"cameras (up {result['uptime_s']:.0f} s)",
+        f"cameras (up {result['uptime_s']:.0f} s"
+        + (f", shard {result['shard']})" if result.get("shard") else ")"),
         [
             "camera",
             "state",

@@ -15,13 +15,12 @@ import os
 import random
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
-import redis
 import simplejpeg
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -29,6 +28,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from zstream.errors import ZStreamError, mask_url
 from zstream.pixels import i420_to_color
+from zstream.redis_client import connect, is_cluster, slot_groups
+from zstream.shard import shard_streams_pattern
 from zstream.sources.base import chroma_size
 from zstream.tensor import TensorBatch, batch_tensor
 from zstream.wire import FrameMeta, decode_batch_entry
@@ -36,6 +37,8 @@ from zstream.wire import FrameMeta, decode_batch_entry
 log = logging.getLogger(__name__)
 CLAIM_EVERY_MAX_S = 15.0  # the longest pause between sweeps of the group's pending entries
 BLOCK_CHUNK_MS = 5000  # one XREADGROUP waits at most this long (well within the socket timeout)
+DISCOVER_EVERY_S = 5.0  # how often Redis is searched for new shard streams
+POLL_S = 0.05  # pause between looks when the streams are in several slots of a cluster
 
 
 class ConsumerError(ZStreamError):
@@ -101,6 +104,7 @@ class Batch:
     id: str  # the Redis stream entry id
     created_ts: float
     frames: list[Frame] = field(default_factory=list)
+    stream: str = ""  # the stream it was read from (consumers may read several)
 
     def tensor(self, size: tuple[int, int] = (640, 640), **options: Any) -> TensorBatch:
         """The frames as one model input of `size` (width, height) and each frame's Letterbox to
@@ -122,6 +126,13 @@ class BatchConsumer:
 
     `start` is where a newly created group begins: "$" (only new batches) or "0" (all kept).
 
+    Several pipelines: `stream` may be a list of streams, and with `discover` (the default)
+    the streams of sharded pipelines (`STREAM:{shard-I}`, see zstream.shard) are found in
+    Redis and read too, every `DISCOVER_EVERY_S`, with no configuration; a stream found after
+    the consumer started is read from its first entry. `cluster` says whether the URL names a
+    node of a Redis Cluster (None: ask the server); there, streams in different hash slots are
+    read by separate commands, polled every `POLL_S` when there is more than one slot.
+
     Delivery is at-least-once. Batches this consumer name read and never acknowledged come
     first on its next read; batches pending on another consumer of the group for longer than
     `claim_idle_ms` (it died, or hangs) are claimed with XAUTOCLAIM and delivered here, the same
@@ -140,16 +151,22 @@ class BatchConsumer:
         self,
         url: str = "redis://127.0.0.1:6379/0",
         *,
-        stream: str = "zstream:frames",
+        stream: str | Sequence[str] = "zstream:frames",
         group: str = "zstream",
         consumer: str | None = None,
         start: str = "$",
         block_ms: int = 1000,
         count: int = 1,
         claim_idle_ms: int | None = 30000,
+        discover: bool = True,
+        cluster: bool | None = None,
     ) -> None:
         self.url = url
-        self.stream = stream
+        self.bases = [stream] if isinstance(stream, str) else list(stream)
+        if not self.bases:
+            raise ValueError("stream: give at least one stream name")
+        self.stream = self.bases[0]
+        self.streams: list[str] = []  # every stream read: the bases, then those discovered
         self.group = group
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.block_ms = block_ms
@@ -157,57 +174,81 @@ class BatchConsumer:
         if claim_idle_ms is not None and claim_idle_ms < 1:
             raise ValueError(f"claim_idle_ms must be at least 1 (or None), got {claim_idle_ms}")
         self.claim_idle_ms = claim_idle_ms
-        self._redis = redis.Redis.from_url(
-            url, socket_connect_timeout=5, socket_timeout=max(10, block_ms / 500)
-        )
-        self._pending_checked = False
-        self._last_id: str | None = None  # the newest entry delivered to this consumer
-        self._claim_cursor = "0-0"
+        self.discover = discover
+        timeouts = {"socket_connect_timeout": 5, "socket_timeout": max(10, block_ms / 500)}
+        self.cluster = self._call(_detect_cluster, url, timeouts) if cluster is None else cluster
+        self._redis = self._call(connect, url, cluster=self.cluster, **timeouts)
+        self._unchecked: set[str] = set()  # streams whose entries pending on this consumer are not yet read
+        self._last_ids: dict[str, str] = {}  # per stream, the newest entry delivered to this consumer
+        self._claim_cursors: dict[str, str] = {}
         self._next_claim = 0.0  # monotonic time of the next sweep for other consumers' stale entries
+        self._next_discovery = 0.0
         self.trimmed = 0  # pending entries MAXLEN removed before they were processed
         self.malformed = 0  # entries that could not be decoded (skipped and acknowledged)
         self.claimed = 0  # entries taken over from other consumers of the group (XAUTOCLAIM)
         self.groups_recreated = 0  # times Redis had lost the group and it was created again
         self.outages = 0  # times iterating found Redis unreachable and waited for it
-        self._call(self._ensure_group, start)
+        for name in self.bases:
+            self._add_stream(name, start)
+        self._discover()
 
-    def _ensure_group(self, start: str) -> bool:
+    def _add_stream(self, stream: str, start: str) -> None:
+        self._call(self._ensure_group, stream, start)
+        self.streams.append(stream)
+        self._unchecked.add(stream)
+        self._claim_cursors[stream] = "0-0"
+
+    def _discover(self) -> None:
+        """Read the shard streams of every base stream that appeared since the last look."""
+        if not self.discover or time.monotonic() < self._next_discovery:
+            return
+        self._next_discovery = time.monotonic() + DISCOVER_EVERY_S
+        for base in self.bases:
+            found = self._call(_scan_streams, self._redis, shard_streams_pattern(base))
+            for stream in sorted(set(found) - set(self.streams)):
+                log.info("reading %s too (a shard of %s)", stream, base)
+                self._add_stream(stream, "0")
+
+    def _ensure_group(self, stream: str, start: str) -> bool:
         """Create the group (and the stream) unless it exists; whether it was created."""
         try:
-            self._redis.xgroup_create(self.stream, self.group, id=start, mkstream=True)
+            self._redis.xgroup_create(stream, self.group, id=start, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
             return False
         return True
 
-    def _recreate_group(self) -> None:
-        start = self._last_id or "0"
-        if self._ensure_group(start):
-            self.groups_recreated += 1
-            log.warning(
-                "group %s of %s was gone from Redis at %s (restarted without its data?); created it "
-                "again from entry %s",
-                self.group,
-                self.stream,
-                mask_url(self.url),
-                start,
-            )
-        self._claim_cursor = "0-0"  # (a new group has nothing pending: no need to look again)
+    def _recreate_groups(self) -> None:
+        for stream in self.streams:
+            start = self._last_ids.get(stream, "0")
+            if self._ensure_group(stream, start):
+                self.groups_recreated += 1
+                log.warning(
+                    "group %s of %s was gone from Redis at %s (restarted without its data?); created it "
+                    "again from entry %s",
+                    self.group,
+                    stream,
+                    mask_url(self.url),
+                    start,
+                )
+            self._claim_cursors[stream] = "0-0"  # (a new group has nothing pending: no need to look again)
 
     def read(self, block_ms: int | None = None) -> list[Batch]:
         """One read, waiting up to `block_ms` (0: until there is one): first batches delivered to
         this consumer earlier but never acked, then other consumers' stale ones, then new ones."""
-        while not self._pending_checked:
-            entries = self._group_call(
-                self._redis.xreadgroup, self.group, self.consumer, {self.stream: "0"}, count=self.count
-            )
-            if not entries or not entries[0][1]:
-                self._pending_checked = True  # no pending entries left at all
-                break
-            batches = self._parse(entries)
-            if batches:
-                return batches
+        self._discover()
+        for stream in sorted(self._unchecked):
+            while True:
+                entries = self._group_call(
+                    self._redis.xreadgroup, self.group, self.consumer, {stream: "0"}, count=self.count
+                )
+                if not entries or not entries[0][1]:
+                    self._unchecked.discard(stream)  # no pending entries left at all
+                    break
+                batches = self._parse(entries)
+                if batches:
+                    return batches
         block = self.block_ms if block_ms is None else block_ms
         deadline = None if block == 0 else time.monotonic() + block / 1000
         while True:
@@ -217,58 +258,77 @@ class BatchConsumer:
             wait_ms = BLOCK_CHUNK_MS if deadline is None else (deadline - time.monotonic()) * 1000
             if self.claim_idle_ms is not None:
                 wait_ms = min(wait_ms, (self._next_claim - time.monotonic()) * 1000)
-            entries = self._group_call(
-                self._redis.xreadgroup,
-                self.group,
-                self.consumer,
-                {self.stream: ">"},
-                count=self.count,
-                block=max(1, min(BLOCK_CHUNK_MS, round(wait_ms))),
-            )
-            batches = self._parse(entries)
+            batches = self._read_new(max(1, min(BLOCK_CHUNK_MS, round(wait_ms))))
             if batches or (deadline is not None and time.monotonic() >= deadline):
                 return batches
+            self._discover()
+
+    def _read_new(self, wait_ms: int) -> list[Batch]:
+        """New entries of every stream: one blocking read when one command can take them all,
+        else a quick look at each slot's streams, then a short pause."""
+        groups = slot_groups(self.streams, self.cluster)
+        if len(groups) == 1:
+            return self._parse(self._read_group(groups[0], wait_ms))
+        for streams in groups:
+            batches = self._parse(self._read_group(streams, None))
+            if batches:
+                return batches
+        time.sleep(min(POLL_S, wait_ms / 1000))
+        return []
+
+    def _read_group(self, streams: list[str], block: int | None) -> Any:
+        return self._group_call(
+            self._redis.xreadgroup,
+            self.group,
+            self.consumer,
+            dict.fromkeys(streams, ">"),
+            count=self.count,
+            block=block,
+        )
 
     def _claim_stale(self) -> list[Batch]:
         """Take over entries pending on any consumer for longer than `claim_idle_ms`: a sweep of
-        the group's pending list every `claim_idle_ms` / 2 (at most every 15 s)."""
+        the group's pending lists every `claim_idle_ms` / 2 (at most every 15 s)."""
         if self.claim_idle_ms is None or time.monotonic() < self._next_claim:
             return []
-        while True:
-            reply = self._group_call(
-                self._redis.xautoclaim,
-                self.stream,
-                self.group,
-                self.consumer,
-                self.claim_idle_ms,
-                start_id=self._claim_cursor,
-                count=self.count,
-            )
-            cursor, entries = _text(reply[0]), reply[1]
-            self.trimmed += len(reply[2]) if len(reply) > 2 else 0  # Redis 7 drops those from the list
-            if entries:
-                self.claimed += len(entries)
-                log.info(
-                    "claimed %d entries of %s that other consumers of group %s left pending over %d ms",
-                    len(entries),
-                    self.stream,
+        for stream in self.streams:
+            while True:
+                reply = self._group_call(
+                    self._redis.xautoclaim,
+                    stream,
                     self.group,
+                    self.consumer,
                     self.claim_idle_ms,
+                    start_id=self._claim_cursors[stream],
+                    count=self.count,
                 )
-            batches = self._parse([(self.stream, entries)])
-            if cursor == "0-0":  # the sweep is complete: the next one in a while
-                self._claim_cursor = "0-0"
-                self._next_claim = time.monotonic() + min(CLAIM_EVERY_MAX_S, self.claim_idle_ms / 2000)
-                return batches
-            self._claim_cursor = cursor
-            if batches:
-                return batches  # the sweep goes on at the next read
+                cursor, entries = _text(reply[0]), reply[1]
+                self.trimmed += len(reply[2]) if len(reply) > 2 else 0  # Redis 7 drops those from the list
+                if entries:
+                    self.claimed += len(entries)
+                    log.info(
+                        "claimed %d entries of %s that other consumers of group %s left pending over %d ms",
+                        len(entries),
+                        stream,
+                        self.group,
+                        self.claim_idle_ms,
+                    )
+                self._claim_cursors[stream] = cursor
+                batches = self._parse([(stream, entries)])
+                if batches:
+                    return batches  # the sweep goes on at the next read
+                if cursor == "0-0":
+                    break
+        self._next_claim = time.monotonic() + min(CLAIM_EVERY_MAX_S, self.claim_idle_ms / 2000)
+        return []
 
     def ack(self, *batches: Batch) -> int:
         """Acknowledge processed batches; returns how many Redis had pending."""
-        if not batches:
-            return 0
-        return int(self._group_call(self._redis.xack, self.stream, self.group, *(b.id for b in batches)))
+        acked = 0
+        for stream in dict.fromkeys(batch.stream or self.stream for batch in batches):
+            ids = [b.id for b in batches if (b.stream or self.stream) == stream]
+            acked += int(self._group_call(self._redis.xack, stream, self.group, *ids))
+        return acked
 
     def __iter__(self) -> Iterator[Batch]:
         failures = 0
@@ -320,33 +380,48 @@ class BatchConsumer:
         except ConsumerError as exc:
             if not (isinstance(exc.__cause__, ResponseError) and "NOGROUP" in str(exc.__cause__)):
                 raise
-        self._call(self._recreate_group)
+        self._call(self._recreate_groups)
         return self._call(function, *args, **kwargs)
 
     def _parse(self, entries: Any) -> list[Batch]:
         batches = []
-        for _stream, items in entries or []:
+        for name, items in entries or []:
+            stream = _text(name)
             for entry_id, fields in items:
-                if self._last_id is None or _id_key(entry_id) > _id_key(self._last_id):
-                    self._last_id = _text(entry_id)
-                batch = self._batch(entry_id, fields)
+                last = self._last_ids.get(stream)
+                if last is None or _id_key(entry_id) > _id_key(last):
+                    self._last_ids[stream] = _text(entry_id)
+                batch = self._batch(stream, entry_id, fields)
                 if batch is None:  # nothing usable will ever come of it: ack, so it cannot block us
-                    self._group_call(self._redis.xack, self.stream, self.group, entry_id)
+                    self._group_call(self._redis.xack, stream, self.group, entry_id)
                 else:
                     batches.append(batch)
         return batches
 
-    def _batch(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> Batch | None:
+    def _batch(self, stream: str, entry_id: bytes, fields: dict[bytes, bytes] | None) -> Batch | None:
         if not fields:  # a pending entry MAXLEN trimmed away
             self.trimmed += 1
             return None
         try:
             meta, frames = decode_batch_entry(fields)
-            return Batch(_text(entry_id), float(meta["created_ts"]), [_frame(m, data) for m, data in frames])
+            created = float(meta["created_ts"])
+            return Batch(_text(entry_id), created, [_frame(m, data) for m, data in frames], stream)
         except (ZStreamError, KeyError, TypeError, ValueError) as exc:
             self.malformed += 1
-            log.warning("skipping malformed entry %s of %s: %s", _text(entry_id), self.stream, exc)
+            log.warning("skipping malformed entry %s of %s: %s", _text(entry_id), stream, exc)
             return None
+
+
+def _detect_cluster(url: str, timeouts: dict[str, float]) -> bool:
+    with connect(url, **timeouts) as probe:
+        try:
+            return is_cluster(probe)
+        except ResponseError:  # INFO not allowed to this user: take it for a single server
+            return False
+
+
+def _scan_streams(client: Any, pattern: str) -> list[str]:
+    return [_text(key) for key in client.scan_iter(match=pattern, count=1000, _type="stream")]
 
 
 def _frame(meta: FrameMeta, data: bytes) -> Frame:

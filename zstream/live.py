@@ -12,6 +12,7 @@ anything is touched: a bad value is refused with its key, and nothing changes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -100,8 +101,11 @@ class LiveCameras:
         return self._validated(topology, cameras, None)
 
     def record(self, camera_id: str, topology: Topology | None) -> None:
-        """Persist the camera's configuration in `topology` (None: removed)."""
+        """Persist the camera's configuration in `topology` (None: removed). The overlay is read
+        again first: the shards of one topology file share it, each changing its own cameras."""
         camera = next((c for c in topology.cameras if c.id == camera_id), None) if topology else None
+        with contextlib.suppress(TopologyError):  # unreadable now: what this process knows is kept
+            self.overlay = read_overlay(self.path)
         self.overlay[camera_id] = (
             None if camera is None else camera.model_dump(mode="json", exclude_defaults=True)
         )

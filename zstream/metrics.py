@@ -95,6 +95,7 @@ METRICS = (
     f"{PREFIX}worker_up",
     f"{PREFIX}worker_restarts_total",
     f"{PREFIX}uptime_seconds",
+    f"{PREFIX}shard_info",
 )
 
 
@@ -171,6 +172,14 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metr
         restarts.add_metric([worker], row.get("restarts", 0))
     out.extend([up, restarts])
 
+    index, _, count = (status.get("shard") or "0/1").partition("/")  # unsharded: all of one shard
+    info = GaugeMetricFamily(
+        f"{PREFIX}shard_info",
+        "1, labelled with this instance's shard (zstream up --shard).",
+        labels=["shard", "shards"],
+    )
+    info.add_metric([index, count], 1)
+    out.append(info)
     if "uptime_s" in status:
         out.append(
             GaugeMetricFamily(

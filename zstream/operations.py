@@ -17,7 +17,9 @@ from zstream import queues
 from zstream.control import ControlError
 from zstream.errors import RingError, TopologyError, ZStreamError, mask_url
 from zstream.preflight import shared_memory_free
+from zstream.redis_client import topology_client
 from zstream.ring import Ring, ring_path
+from zstream.shard import owner
 from zstream.sources.base import i420_size
 from zstream.system import shared_memory
 from zstream.topology import Camera, Topology
@@ -79,6 +81,13 @@ class Operations:
 
     def camera_add(self, camera: dict[str, Any]) -> dict[str, Any]:
         sup = self.supervisor
+        camera_id = camera.get("id")
+        if sup.shard is not None and isinstance(camera_id, str) and not sup.shard.owns(camera_id):
+            count = sup.shard.count
+            raise ControlError(
+                f"camera {camera_id} belongs to shard {owner(camera_id, count)}/{count}, and this pipeline "
+                f"is shard {sup.shard}: add it there"
+            )
         topology = self._live().add(sup.topology, camera)
         added = topology.camera(camera["id"])
         self._create_ring(topology, added)
@@ -211,13 +220,12 @@ class Operations:
 
     def _redis_problems(self) -> list[str]:
         settings = self.supervisor.topology.redis
-        client = redis.Redis.from_url(settings.url, socket_connect_timeout=1, socket_timeout=1)
         try:
-            client.ping()
+            client = topology_client(settings, timeout_s=1)
+            with client:
+                client.ping()
         except redis.RedisError as exc:
             return [f"Redis at {mask_url(settings.url)} does not answer: {exc}"]
-        finally:
-            client.close()
         return []
 
 

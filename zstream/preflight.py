@@ -11,11 +11,13 @@ import os
 import platform
 import resource
 import socket
+from pathlib import Path
 
-import redis
 from redis.exceptions import RedisError
 
+from zstream.envrefs import missing
 from zstream.errors import PreflightError, mask_url
+from zstream.redis_client import topology_client
 from zstream.ring import SHM_DIR
 from zstream.topology import Topology
 
@@ -56,19 +58,39 @@ def check_shared_memory(topology: Topology) -> None:
         raise PreflightError(
             f"the frame rings need {_mib(needed)} of shared memory ({len(topology.cameras)} cameras, "
             f"{_breakdown(topology)}) but {SHM_DIR} has {_mib(free)} free. Lower capture.ring_slots, "
-            f"set cameras[].resize or capture.max_size, or enlarge {SHM_DIR} "
-            f"(e.g. `mount -o remount,size=4G {SHM_DIR}`, or docker run --shm-size=4g)"
+            f"set cameras[].resize or capture.max_size, or enlarge {SHM_DIR}: {_shm_advice(needed)}"
         )
+
+
+def _shm_advice(needed: int) -> str:
+    """The exact setting that gives /dev/shm room for `needed` bytes, for where we run: a
+    Kubernetes pod, a container (64 MB of /dev/shm by default), or a host."""
+    size = SHM_HEADROOM_MIB + -(-needed // 2**20)  # MiB, rounded up, with room for cameras added live
+    kubernetes = f"on Kubernetes mount an emptyDir with medium: Memory and sizeLimit: {size}Mi at {SHM_DIR}"
+    container = f"run the container with --shm-size={size}m (docker run / podman run)"
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return kubernetes
+    if Path("/run/.containerenv").exists() or Path("/.dockerenv").exists():
+        return f"{container}; {kubernetes}"
+    return f"`mount -o remount,size={size}m {SHM_DIR}`; in a container, {container}"
+
+
+def check_environment(topology: Topology) -> None:
+    """Every `${NAME}` of the URLs is set in this environment, all reported at once (the
+    workers inherit it; see zstream.envrefs)."""
+    urls = [("redis.url", topology.redis.url)]
+    urls += [(f"cameras[{i}] ({camera.id}).url", camera.url) for i, camera in enumerate(topology.cameras)]
+    problems = [
+        f"{key}: environment variable {name} is not set" for key, url in urls for name in missing(url)
+    ]
+    if problems:
+        raise PreflightError("; ".join(problems))
 
 
 def check_redis(topology: Topology) -> None:
     settings = topology.redis
     try:
-        client = redis.Redis.from_url(
-            settings.url,
-            socket_connect_timeout=settings.connect_timeout_s,
-            socket_timeout=settings.connect_timeout_s,
-        )
+        client = topology_client(settings)
         with client:
             client.ping()
     except (RedisError, OSError, ValueError) as exc:
@@ -87,6 +109,8 @@ def _breakdown(topology: Topology) -> str:
 def _mib(size: int) -> str:
     return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
 
+
+SHM_HEADROOM_MIB = 64  # suggested beyond what the rings need now
 
 # File descriptors a pipeline may hold: a base for the supervisor and each worker's sockets,
 # plus per camera its ZeroMQ pipes, its network connection and FFmpeg's own.

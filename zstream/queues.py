@@ -12,28 +12,20 @@ from typing import Any
 import redis
 
 from zstream.errors import ZStreamError, mask_url
+from zstream.redis_client import topology_client
 from zstream.topology import Topology
-
-
-def redis_client(topology: Topology, timeout_s: float | None = None) -> redis.Redis:
-    """A client of the pipeline's Redis for short questions (default timeout: connect_timeout_s)."""
-    settings = topology.redis
-    timeout = settings.connect_timeout_s if timeout_s is None else timeout_s
-    return redis.Redis.from_url(settings.url, socket_connect_timeout=timeout, socket_timeout=timeout)
 
 
 def describe_streams(topology: Topology) -> list[dict[str, Any]]:
     """One row per stream of the pipeline (batches, QC): length and consumer groups."""
-    client = redis_client(topology)
     try:
-        return [_describe(client, name) for name in (topology.redis.stream, topology.redis.qc_stream)]
+        with topology_client(topology.redis) as client:
+            return [_describe(client, name) for name in (topology.redis.stream, topology.redis.qc_stream)]
     except redis.RedisError as exc:
         raise ZStreamError(f"Redis at {mask_url(topology.redis.url)}: {exc}") from exc
-    finally:
-        client.close()
 
 
-def _describe(client: redis.Redis, stream: str) -> dict[str, Any]:
+def _describe(client: Any, stream: str) -> dict[str, Any]:
     if not client.exists(stream):
         return {"stream": stream, "length": 0, "groups": []}
     groups = []
@@ -58,13 +50,11 @@ def purge(topology: Topology, stream: str) -> int:
     if stream not in (topology.redis.stream, topology.redis.qc_stream):
         known = f"{topology.redis.stream}, {topology.redis.qc_stream}"
         raise ZStreamError(f"{stream!r} is not one of this pipeline's streams ({known})")
-    client = redis_client(topology)
     try:
-        return int(client.xtrim(stream, maxlen=0, approximate=False))
+        with topology_client(topology.redis) as client:
+            return int(client.xtrim(stream, maxlen=0, approximate=False))
     except redis.RedisError as exc:
         raise ZStreamError(f"Redis at {mask_url(topology.redis.url)}: {exc}") from exc
-    finally:
-        client.close()
 
 
 def _text(value: Any) -> str:

@@ -31,7 +31,7 @@ from zstream.errors import PreflightError, RingError, WireError, ZStreamError
 from zstream.live import LiveCameras
 from zstream.metrics import MetricsExporter
 from zstream.operations import Operations
-from zstream.queues import redis_client
+from zstream.redis_client import topology_client
 from zstream.ring import Ring, ring_path
 from zstream.rundir import (
     ENDPOINTS_FILE,
@@ -43,6 +43,7 @@ from zstream.rundir import (
 )
 from zstream.security import CurveServer
 from zstream.settle import Settlement
+from zstream.shard import Shard
 from zstream.sources.base import i420_size
 from zstream.stats import (
     CameraRates,
@@ -105,8 +106,11 @@ class Worker:
 
 
 class Supervisor:
-    def __init__(self, topology: Topology, live: LiveCameras | None = None) -> None:
+    def __init__(
+        self, topology: Topology, live: LiveCameras | None = None, shard: Shard | None = None
+    ) -> None:
         self.topology = topology
+        self.shard = shard  # the part of a fleet this instance runs (see zstream.shard); None: all
         self.live = live  # None: started without a topology file, so no live camera changes
         settings = topology.supervisor
         self.policy = RestartPolicy(settings.restart_initial_s, settings.restart_max_s)
@@ -129,7 +133,7 @@ class Supervisor:
         self.processes = ProcessSampler()
         self.process_costs: list[dict[str, Any]] = []
         self.settlement = Settlement(
-            self.run_dir.path, self.board, lambda: redis_client(topology, timeout_s=1.0)
+            self.run_dir.path, self.board, lambda: topology_client(topology.redis, timeout_s=1.0)
         )
         self.signals = 0
         self._next_log = 0.0
@@ -148,6 +152,7 @@ class Supervisor:
             preflight.check_shared_memory(self.topology)
             preflight.check_open_files(self.topology)
             preflight.check_endpoints(self.topology)
+            preflight.check_environment(self.topology)
             preflight.check_redis(self.topology)
             self.metrics.start()  # PreflightError when the address is taken
             self._create_rings()
@@ -158,7 +163,8 @@ class Supervisor:
             self._install_signal_handlers()
             self._start_in_order(stats)
             log.info(
-                "pipeline up: %d cameras, %d capture, %d validation, 1 batch worker; Ctrl-C to stop",
+                "pipeline up%s: %d cameras, %d capture, %d validation, 1 batch worker; Ctrl-C to stop",
+                "" if self.shard is None else f" (shard {self.shard})",
                 len(self.topology.cameras),
                 self.topology.capture.workers,
                 self.topology.validation.workers,
@@ -410,6 +416,7 @@ class Supervisor:
         }
         return {
             "uptime_s": round(time.monotonic() - self._started, 1),
+            "shard": None if self.shard is None else str(self.shard),
             "cameras": cameras,
             "workers": workers,
             "dropped": by_reason(counts, "dropped"),

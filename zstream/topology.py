@@ -69,6 +69,9 @@ class RedisSettings(Strict):
     maxlen: int = Field(1000, gt=0, description="approximate MAXLEN of the batch stream, in entries")
     qc_maxlen: int = Field(10000, gt=0, description="approximate MAXLEN of the QC stream")
     connect_timeout_s: float = Field(2.0, gt=0, le=60)
+    cluster: bool = Field(
+        False, description="url is a node of a Redis Cluster (keys go to their slot's node)"
+    )
 
     @field_validator("url")
     @classmethod
@@ -310,7 +313,8 @@ class Topology(Strict):
     tap: TapSettings = Field(default_factory=TapSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
-    cameras: list[Camera] = Field(min_length=1)
+    # At least one in a file (checked when loading); a shard may own none of them yet.
+    cameras: list[Camera] = Field(description="the cameras; ids are unique")
 
     # What the workers derive from the topology lives here, so every process agrees.
 
@@ -490,6 +494,8 @@ def parse_topology(raw: dict[str, Any], base_dir: Path) -> Topology:
     # Checks of values the schema cannot judge run on the raw file too, so that their
     # problems are reported together with the schema's instead of on the next attempt.
     problems = _duplicate_camera_ids(raw) + _semantic_problems(raw, base_dir)
+    if raw.get("cameras") == []:
+        problems.append("cameras: at least one camera is needed, got []")
     try:
         topology = _resolve_paths(Topology.model_validate(raw), base_dir)
     except ValidationError as exc:
@@ -642,7 +648,7 @@ def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
     elif isinstance(run_dir, str) and len(resolved := str(_absolute(run_dir, base_dir))) > MAX_RUN_DIR_LENGTH:
         problems.append(
             f"run_dir: {len(resolved)} characters is too long for Unix socket paths "
-            f"(at most {MAX_RUN_DIR_LENGTH}), got {_shown(resolved)}"
+            f"(at most {MAX_RUN_DIR_LENGTH}), got {_shown(str(_absolute(_masked(run_dir), base_dir)))}"
         )
     cameras = raw.get("cameras")
     for index, camera in enumerate(cameras if isinstance(cameras, list) else []):

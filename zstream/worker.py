@@ -75,9 +75,11 @@ def _die_with_parent(parent_pid: int, stop: threading.Event) -> None:
 def configure_logging(name: str, level: str | None = None) -> None:
     """Log lines name their process; the level is the argument, else ZSTREAM_LOG_LEVEL (set
     by `zstream up --log-level` for its workers), else INFO."""
+    shard = os.environ.get("ZSTREAM_SHARD")  # set by `zstream up --shard` (see zstream.shard)
+    tag = f"shard {shard} " if shard else ""
     logging.basicConfig(
         level=level or os.environ.get("ZSTREAM_LOG_LEVEL", "INFO"),
-        format=f"%(asctime)s {name:<11} %(levelname)-7s %(message)s",
+        format=f"%(asctime)s {tag}{name:<11} %(levelname)-7s %(message)s",
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )

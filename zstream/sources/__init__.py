@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from zstream.envrefs import MissingVariable, expand
+from zstream.errors import SourceRejected
 from zstream.sources.base import AdmitAll, DecodedFrame, Decoding, FrameGate, FrameSource, Resumable
 
 if TYPE_CHECKING:
@@ -13,11 +15,16 @@ __all__ = ["AdmitAll", "DecodedFrame", "FrameGate", "FrameSource", "Resumable", 
 
 
 def open_source(camera: Camera, topology: Topology) -> FrameSource:
-    """The source for a camera's URL scheme (the topology has already checked the scheme).
+    """The source for a camera's URL scheme (the topology has already checked the scheme), with
+    the URL's `${NAME}` references to the environment filled in (see zstream.envrefs).
 
     Modules are imported here, on first use, so a pipeline of RTSP cameras never loads
     the WebRTC stack.
     """
+    try:
+        camera = camera.model_copy(update={"url": expand(camera.url)})
+    except MissingVariable as exc:  # it will not appear in this process: retrying cannot help
+        raise SourceRejected(f"camera {camera.id}: its URL needs {exc}") from exc
     capture = topology.capture
     timeouts = {"open_timeout_s": capture.open_timeout_s, "read_timeout_s": capture.read_timeout_s}
     decoding = {
