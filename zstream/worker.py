@@ -72,6 +72,28 @@ def _die_with_parent(parent_pid: int, stop: threading.Event) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _stop_on_sigterm(stop: threading.Event) -> None:
+    """Set `stop` on SIGTERM from a thread of its own, not from a Python handler.
+
+    SIGTERM can come several times within microseconds: the kernel sends the parent-death signal
+    again at each reparenting while a killed supervisor's threads exit. A handler runs in the
+    main thread between bytecodes, so a second one entered while the first held the Event's lock
+    deadlocked the worker (an orphan that never exited). The handler here does nothing; the C-level
+    handler writes each signal's number to a wakeup pipe (whichever thread took the signal), and
+    one thread reads it and sets `stop`."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    signal.signal(signal.SIGTERM, lambda *_: None)
+
+    def wait() -> None:
+        while os.read(read_end, 1) != bytes([signal.SIGTERM]):
+            pass
+        stop.set()
+
+    threading.Thread(target=wait, name="sigterm", daemon=True).start()
+
+
 def configure_logging(name: str, level: str | None = None) -> None:
     """Log lines name their process; the level is the argument, else ZSTREAM_LOG_LEVEL (set
     by `zstream up --log-level` for its workers), else INFO."""
@@ -93,7 +115,7 @@ def main(argv: list[str]) -> NoReturn:
     configure_logging(f"{stage}-{index}")
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the supervisor's to handle, in order
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    _stop_on_sigterm(stop)
     _die_with_parent(parent_pid, stop)
     # OpenCV's own thread pool splits each resize or filter of a frame over every core: on
     # frames this small the hand-offs cost as much CPU as the work (validation of a 720p frame:
