@@ -36,12 +36,15 @@ down by f; more 2x steps give E, about 1/16 of full size. Numbers are on the lab
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from zstream.baseline import Norm, NormLimits, Observed
 
 REASONS = ("blurred", "too_dark", "too_bright", "low_contrast", "noisy", "frozen", "blank")
 BLACK, WHITE = 16, 235  # video-range luma of black and white
@@ -60,6 +63,9 @@ _NOISE_SCALE = 0.55  # |response| is histogrammed at this scale, so that 255 sta
 # contrast, however sharp) do not; pixel-thin diagonal lines (6x) would, but optics blur them
 _IMPULSE_RMS_SQ = 128.0**2  # each impulse counts as a +-128 deviation
 _NOISE_ENERGY = 6.0  # squared coefficients of [1, -2, 1]: energy of white noise of sigma 1
+_ROUNDING_VAR = 1.0 / 12.0  # variance of rounding to integers, added by every reduction step
+_ENERGY_FLOOR = 0.3  # grey levels^2: a coarse octave with less detail than this is near flat
+FINE_NOISE_MAX = 2.5  # noise sigma at S above which the finest octave is not judged
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +98,7 @@ class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_sharpness: float = Field(
-        25.0, ge=0, le=1e5, description="below: 'blurred' (clean >= 57 / must <= 15)"
+        12.0, ge=0, le=1e5, description="below: 'blurred' (clean >= 57 / must <= 15)"
     )
     min_brightness: float = Field(
         30.0, ge=0, le=255, description="lowest mean luma (clean >= 42 / must <= 27)"
@@ -129,12 +135,49 @@ class Thresholds(BaseModel):
     min_score: float = Field(
         0.0, ge=0, le=1, description="below, a frame fails for its weakest aspect; 0: off"
     )
+    baseline_follow_s: float = Field(
+        300.0, ge=0, le=86400, description="time constant of each camera's norm (s); 0: no per-camera norm"
+    )
+    baseline_warmup_s: float = Field(
+        10.0, ge=0, le=86400, description="seconds of accepted frames a camera's norm learns before it judges"
+    )
+    baseline_relearn_s: float = Field(
+        900.0,
+        ge=0,
+        le=86400,
+        description="time constant at which frames rejected only against the norm still move it (s)",
+    )
+    min_sharpness_ratio: float = Field(
+        0.5, ge=0, le=1, description="below this share of the camera's norm: 'blurred'"
+    )
+    min_contrast_ratio: float = Field(
+        0.5, ge=0, le=1, description="below this share of the camera's norm: 'low_contrast'"
+    )
+    min_brightness_ratio: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="brightness above black below this share of the norm: 'too_dark'; above its "
+        "inverse with >= 10 % clipped white: 'too_bright'",
+    )
+    max_noise_ratio: float = Field(
+        2.5, ge=1, le=100, description="noise above this multiple of the norm (and +3 levels): 'noisy'"
+    )
 
     @model_validator(mode="after")
     def _brightness_range(self) -> Thresholds:
         if self.min_brightness >= self.max_brightness:
             raise ValueError("min_brightness must be below max_brightness")
         return self
+
+    @functools.cached_property
+    def norm_limits(self) -> NormLimits:
+        """The per-camera norm's settings (made once: thresholds are frozen)."""
+        return NormLimits(
+            *(self.baseline_warmup_s, self.baseline_follow_s, self.baseline_relearn_s),
+            *(self.min_sharpness_ratio, self.min_contrast_ratio, self.min_brightness_ratio),
+            self.max_noise_ratio,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +201,14 @@ class _Plan:
 
     factor: int  # S = the frame reduced by this (a power of two)
     coarse_steps: int  # 2x steps from S to E
-    sharp_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # rows of S above, at and
-    # below the centres of the sharpness bands' 3x3 windows (those inside one band); None: all
+    sharp_rows: tuple[_Windows | None, _Windows | None]  # sharpness bands of S and of S/2
     noise_rows: np.ndarray | None  # full-resolution rows of the noise bands; None: all
     noise_valid: np.ndarray  # rows of the noise sample whose 3x3 window lies inside one band
     step: int  # the point sample is luma[step // 2 :: step, step // 2 :: step]
+
+
+_Windows = tuple[np.ndarray, np.ndarray]  # rows of the bands, and which rows of their stack
+# are the centres of 3x3 windows lying inside one band
 
 
 @functools.lru_cache(maxsize=16)
@@ -173,17 +219,22 @@ def _plan(h: int, w: int) -> _Plan:
     sh, coarse = h // factor, 0
     while factor << coarse < COARSE_FACTOR and sh >> (coarse + 1) >= 3 and (w // factor) >> (coarse + 1) >= 3:
         coarse += 1
-    sharp_rows, sharp_valid = _bands(sh, SHARP_BAND_ROWS, max(1, round(SHARP_SHARE * sh / SHARP_BAND_ROWS)))
-    sharp = None
-    if sharp_rows is not None:
-        centres = sharp_rows[sharp_valid]
-        sharp = (centres - 1, centres, centres + 1)
+    bands = max(1, round(SHARP_SHARE * sh / SHARP_BAND_ROWS))
+    sharp = (_windows(sh, bands), _windows(sh // 2, bands))  # S/2: the same bands' places
     noise_bands = round(NOISE_SAMPLE_PIXELS / ((NOISE_BAND_ROWS - 2) * max(1, w - 2)))
     noise_rows, noise_valid = _bands(h, NOISE_BAND_ROWS, max(1, noise_bands))
     step = max(1, math.isqrt(h * w // SAMPLE_POINTS))
-    for array in (*(sharp or ()), noise_valid):
-        array.flags.writeable = False
+    noise_valid.flags.writeable = False
     return _Plan(factor, coarse, sharp, noise_rows, noise_valid, step)
+
+
+def _windows(h: int, count: int) -> _Windows | None:
+    """`count` sharpness bands down h rows (see _Windows); None: all rows."""
+    rows, valid = _bands(h, SHARP_BAND_ROWS, count)
+    if rows is None:
+        return None
+    valid.flags.writeable = False
+    return rows, valid
 
 
 def _bands(h: int, rows: int, count: int) -> tuple[np.ndarray | None, np.ndarray]:
@@ -207,8 +258,11 @@ def _measure(luma: np.ndarray) -> tuple[QualityMetrics, np.ndarray]:
         )
     plan = _plan(*luma.shape)
     small = _reduce(luma, plan.factor, prefetch=True)
-    half = _reduce(small, 2 if plan.coarse_steps else 1)
-    coarse = _reduce(half, 1 << max(0, plan.coarse_steps - 1))
+    half = _reduce(small, 2)
+    quarter = _reduce(half, 2)
+    coarse = _reduce(quarter, 1 << max(0, plan.coarse_steps - 2)) if plan.coarse_steps > 2 else quarter
+    if plan.coarse_steps < 2:
+        coarse = half if plan.coarse_steps == 1 else small
     # S/2 keeps the mean and most of the spread; a tiny frame is used whole (the 2x steps drop
     # an odd last row and column, which would bias the mean of a 17x9 frame)
     mean, std = cv2.meanStdDev(half if half.size >= 4096 else luma)
@@ -219,7 +273,7 @@ def _measure(luma: np.ndarray) -> tuple[QualityMetrics, np.ndarray]:
     n = sample.size
     brightness = float(mean[0, 0])
     metrics = QualityMetrics(
-        sharpness=100.0 * _fine_energy(small, plan, sigma / plan.factor) / (gradient * gradient + 1.0),
+        sharpness=_sharpness((small, half, quarter), plan, sigma / plan.factor),
         brightness=brightness,
         clipped_dark=int(np.count_nonzero(sample <= BLACK)) / n,
         clipped_bright=int(np.count_nonzero(sample >= WHITE)) / n,
@@ -251,36 +305,67 @@ def _reduce(luma: np.ndarray, factor: int, prefetch: bool = False) -> np.ndarray
     return luma
 
 
-def _fine_energy(small: np.ndarray, plan: _Plan, sigma: float) -> float:
-    """Second-difference energy in the weakest of four directions, less sensor noise's share.
+def _sharpness(octaves: tuple[np.ndarray, np.ndarray, np.ndarray], plan: _Plan, sigma: float) -> float:
+    """100 x the weakest direction's ratio of detail energy between adjacent octaves.
+
+    Natural scenes are about scale-invariant: a sharp picture has about as much
+    second-difference energy per pixel at S as at S/2 and S/4, whatever its content, exposure
+    or size (flat areas add nothing to either side; a lone strong edge adds to both). Blur
+    removes the finest octave first, so fine / coarse falls steadily as it grows; a picture
+    downscaled from a sharp original stays sharp, one upscaled turns soft. Both ratios
+    (S : S/2 and S/2 : S/4) count and the smaller wins: the first sees mild blur, the second
+    strong blur, where the finest octave holds little but noise. Each octave's noise energy
+    is subtracted: the larger of the sensor noise carried down from full resolution (plus
+    the rounding of each reduction) and the noise measured on that octave itself (an encoder
+    wipes the finest noise and leaves coarser, which full resolution does not show). When
+    noise dominates the finest octave (sigma at S above FINE_NOISE_MAX), only the second
+    ratio is used.
+    """
+    windows = (*plan.sharp_rows, None)
+    variance, detail, raw = sigma * sigma + _ROUNDING_VAR, [], []
+    for octave, bands in zip(octaves, windows, strict=True):
+        measured = _directional_energy(octave, bands)
+        if measured is None:
+            break
+        energy, own_sigma = measured
+        raw.append(energy)
+        detail.append(np.maximum(energy - _NOISE_ENERGY * max(variance, own_sigma * own_sigma), 0.0))
+        variance = variance / 4.0 + _ROUNDING_VAR
+    # detail over everything the coarser octave holds, noise included: never a ratio of two
+    # small remainders, and noise can only lower it
+    ratios = [fine / (coarse + _ENERGY_FLOOR) for fine, coarse in zip(detail, raw[1:])]
+    if not ratios:
+        return 0.0
+    if len(ratios) == 2 and sigma > FINE_NOISE_MAX:
+        ratios = ratios[1:]
+    return 100.0 * float(min(r.min() for r in ratios))
+
+
+def _directional_energy(image: np.ndarray, bands: _Windows | None) -> tuple[np.ndarray, float] | None:
+    """Mean squared second difference along x, y and both diagonals over the 3x3 windows
+    inside `bands` (None: the whole image) and interior columns, and the noise sigma measured
+    there (see _noise); None if the image is too small.
 
     With u = a - b and v = c - b, (a - 2b + c)^2 = 2u^2 + 2v^2 - (a - c)^2: each direction's
-    energy is three sums of squared differences between shifted views of the rows above, at
-    and below the band centres (exact integers from cv2.norm, no filtered image). Only
-    windows wholly inside a band and inside the frame count (interior columns).
+    energy is three sums of squared differences between shifted views (exact integers from
+    cv2.norm, no filtered image).
     """
-    if small.shape[0] < 3 or small.shape[1] < 3:
-        return 0.0
-    if plan.sharp_rows is None:
-        up, mid, down = small[:-2], small[1:-1], small[2:]
+    if image.shape[0] < 3 or image.shape[1] < 3:
+        return None
+    if bands is None:
+        stack, up, mid, down = image, image[:-2], image[1:-1], image[2:]
+        valid = slice(1, -1)
     else:
-        up, mid, down = (np.take(small, rows, axis=0) for rows in plan.sharp_rows)
+        rows, valid = bands
+        stack = np.take(image, rows, axis=0)
+        up, mid, down = stack[valid - 1], stack[valid], stack[valid + 1]
     norm, sq = cv2.norm, cv2.NORM_L2SQR
     centre, left, right = mid[:, 1:-1], mid[:, :-2], mid[:, 2:]
-    up_in, down_in = up[:, 1:-1], down[:, 1:-1]
-    triples = (  # (a, c) about the centre, and the direction's weight
-        (left, right, 1.0),
-        (up_in, down_in, 1.0),
-        (up[:, :-2], down[:, 2:], 0.25),  # steps sqrt(2) apart
-        (up[:, 2:], down[:, :-2], 0.25),
-    )
-    valid = centre.size
-    noise = _NOISE_ENERGY * sigma * sigma
-    lowest = math.inf
-    for a, c, weight in triples:
-        total = 2.0 * (norm(a, centre, sq) + norm(c, centre, sq)) - norm(a, c, sq)
-        lowest = min(lowest, weight * (total / valid - noise))
-    return max(0.0, lowest)
+    pairs = ((left, right), (up[:, 1:-1], down[:, 1:-1]), (up[:, :-2], down[:, 2:]), (up[:, 2:], down[:, :-2]))
+    energy = np.empty(4)
+    for i, (a, c) in enumerate(pairs):
+        energy[i] = 2.0 * (norm(a, centre, sq) + norm(c, centre, sq)) - norm(a, c, sq)
+    return energy / centre.size, _median_sigma(stack, valid)
 
 
 def _mean_gradient(coarse: np.ndarray) -> float:
@@ -308,14 +393,24 @@ def _noise(luma: np.ndarray, plan: _Plan) -> tuple[float, float]:
     if h < 3 or w < 3:
         return 0.0, 0.0
     sample = luma if plan.noise_rows is None else luma[plan.noise_rows]
-    response = cv2.Sobel(sample, cv2.CV_16S, 2, 2, ksize=3)
-    magnitude = cv2.convertScaleAbs(response, alpha=_NOISE_SCALE)[plan.noise_valid, 1:-1]
+    magnitude = _magnitude(sample, plan.noise_valid)
     hist = cv2.calcHist([magnitude], [0], None, [256], [0, 256]).ravel()
     sigma = _histogram_median(hist) * _MEDIAN_TO_SIGMA / _NOISE_SCALE
     # Strong Gaussian noise saturates some responses too (1 % at sigma 35): only the excess
     # over that share is impulses.
     gaussian = math.erfc(255.0 / _NOISE_SCALE / (6.0 * sigma * math.sqrt(2.0))) if sigma > 0.0 else 0.0
     return sigma, max(0.0, float(hist[255]) / float(hist.sum()) - gaussian)
+
+
+def _magnitude(stack: np.ndarray, valid: np.ndarray | slice) -> np.ndarray:
+    """|Immerkaer's operator| x _NOISE_SCALE (saturated at 255) on the rows `valid` of stack."""
+    response = cv2.Sobel(stack, cv2.CV_16S, 2, 2, ksize=3)
+    return cv2.convertScaleAbs(response, alpha=_NOISE_SCALE)[valid, 1:-1]
+
+
+def _median_sigma(stack: np.ndarray, valid: np.ndarray | slice) -> float:
+    hist = cv2.calcHist([_magnitude(stack, valid)], [0], None, [256], [0, 256]).ravel()
+    return _histogram_median(hist) * _MEDIAN_TO_SIGMA / _NOISE_SCALE
 
 
 def _histogram_median(hist: np.ndarray) -> float:
@@ -438,10 +533,10 @@ LIFE_WINDOW = 4  # a change counts as life when another came within this many fr
 
 
 class CameraQuality:
-    """Quality of one camera's frames, with the state frozen detection needs.
+    """Quality of one camera's frames, with the state frozen detection and the camera's norm need.
 
     One instance per camera, kept by the one validation worker that camera is routed to, so
-    it sees every frame in order. `thresholds` may be replaced at any time.
+    it sees every frame in order. `thresholds` may be replaced at any time (the state stays).
 
     Frozen: consecutive frames of a live camera always differ (sensor noise), while a stuck
     encoder or decoder repeats one picture. A frame is unchanged when its change is at most
@@ -450,11 +545,16 @@ class CameraQuality:
     key frame re-encoding the stuck picture, a glitch) does not end a freeze, while a live
     stream whose source repeats each picture up to four times still shows life. frozen_s is
     the time since the last life; a camera's first frame, a new resolution or time going
-    backwards (a restarted stream) start afresh.
+    backwards (a restarted stream) start afresh, the norm too.
+
+    Norm (zstream.baseline): each frame is also judged against the camera's own recent norm
+    of sharpness, contrast, brightness and noise, once it is warm; the absolute limits stay,
+    as a backstop for a camera that starts degraded.
     """
 
     def __init__(self, thresholds: Thresholds) -> None:
         self.thresholds = thresholds
+        self.norm = Norm()
         self._sample: np.ndarray | None = None
         self._t = 0.0
         self._alive_t = 0.0
@@ -471,8 +571,16 @@ class CameraQuality:
             raise ValueError(f"frame time must be finite, got {t}")
         metrics, sample = _measure(luma)
         change, frozen_s = self._track(sample, t)
-        metrics = _scored(metrics, self.thresholds, change=change, frozen_s=frozen_s)
-        return Assessment(metrics, judge(metrics, self.thresholds))
+        limits = self.thresholds
+        metrics = _scored(metrics, limits, change=change, frozen_s=frozen_s)
+        absolute = judge(metrics, limits)
+        if absolute:
+            return Assessment(metrics, absolute)
+        m = metrics
+        observed = Observed(m.sharpness, m.contrast, m.brightness, m.noise, m.clipped_bright)
+        relative = self.norm.reasons(observed, limits.norm_limits)
+        self.norm.learn(observed, t, limits.norm_limits, slow=bool(relative))
+        return Assessment(metrics, tuple(reason for reason in REASONS if reason in relative))
 
     def _track(self, sample: np.ndarray, t: float) -> tuple[float, float]:
         """(change to the previous frame, seconds since the last life) after this frame."""
@@ -480,6 +588,7 @@ class CameraQuality:
         if previous is None or previous.shape != sample.shape or t < self._t:
             self._t = self._alive_t = t
             self._recent = 0
+            self.norm.reset()
             return 0.0, 0.0
         change = cv2.norm(sample, previous, cv2.NORM_L1) / sample.size
         changed = change > self.thresholds.max_frozen_change
