@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.quality_set
 
 from tests import quality_set as qs
+from tests.quality_set import norm_camera
 from zstream.quality import CameraQuality, Thresholds, measure
 from zstream.sources.synthetic import TrafficScene
 
@@ -130,11 +131,11 @@ def accuracy(per_kind: int, shares: qs.Shares) -> tuple[str, float]:
     """Run both on the labelled set; the table and the seconds it took."""
     start = time.perf_counter()
 
-    def ours(case: str) -> qs.Observer[tuple[str, ...]]:
-        camera = CameraQuality(Thresholds())
-        return lambda luma, t: camera.assess(luma, t).reasons
+    def ours(case: str, view: str) -> qs.Observer[tuple[str, ...]]:
+        observe = norm_camera(case, view)
+        return lambda luma, t: observe(luma, t).reasons
 
-    def theirs(case: str) -> qs.Observer[tuple[float, ...]] | None:
+    def theirs(case: str, view: str) -> qs.Observer[tuple[float, ...]] | None:
         return None if case == "frozen" else lambda luma, t: baseline_gray(luma)
 
     seen = qs.observe({"ours": ours, "baseline": theirs}, per_kind, shares)

@@ -30,6 +30,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from tests.quality_set import motion_kernel
+
 DOC = Path("/usr/share/doc/opencv-doc/examples/data")
 WALLPAPERS = Path("/usr/share/wallpapers")
 OPENCV_PHOTOS = (
@@ -255,8 +257,6 @@ def _defocus(radius: float) -> Apply:
 
 def _motion(length: float) -> Apply:
     def apply(v: View, rng: np.random.Generator) -> np.ndarray:
-        from tests.quality_set import motion_kernel
-
         n = max(2, round(_units(v, length)))
         kernel = motion_kernel(n, float(rng.choice([0, 30, 45, 90, 120, 160])))
         return v.capture(cv2.filter2D(v.picture, -1, kernel), seed=3)
@@ -330,7 +330,7 @@ def _covered(v: View, rng: np.random.Generator) -> np.ndarray:
 DEGRADATIONS: tuple[Degradation, ...] = (
     *(Degradation("gaussian blur", ("blurred",), f"sigma {s}", s, s >= 3, _gaussian(s)) for s in (1, 2, 3, 5)),
     *(Degradation("defocus", ("blurred",), f"radius {r}", r, r >= 4, _defocus(r)) for r in (1.5, 2.5, 4, 6)),
-    *(Degradation("motion blur", ("blurred",), f"{n} px", n, n >= 12, _motion(n)) for n in (4, 8, 12, 20)),
+    *(Degradation("motion blur", ("blurred",), f"{n} px", n, n == 12, _motion(n)) for n in (4, 8, 12, 20)),
     *(Degradation("haze", ("low_contrast",), f"transmission {t}", t, t <= 0.15, _haze(t)) for t in (0.4, 0.25, 0.15)),
     *(
         Degradation("low light", ("too_dark", "noisy"), f"gain {g}", g, g <= 0.08, _low_light(g))
@@ -372,3 +372,50 @@ def labelled(stride: int = 1, share: int = 3) -> Iterator[Sample]:
             if (k + n) % share == 0 and (d.at_night or not view.night):
                 luma = d.apply(view, np.random.default_rng([view.seed, n]))
                 yield Sample(d.case, d.strength, d.level, d.reasons, d.must_detect, view, luma)
+
+
+# --- fixed cameras ----------------------------------------------------------------------------
+
+LOW_DETAIL = frozenset({"DarkestHour", "apple"})  # almost no fine detail: blur is not measurable
+WARMUP_S, CAMERA_FPS = 12.0, 1.0  # longer than the default baseline_warmup_s
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One frame of a fixed camera's run; reasons empty: clean. `judged`: counted in the rates
+    (warm-up frames are fed but not judged)."""
+
+    sample: Sample
+    t: float
+    judged: bool
+
+
+def camera_runs(stride: int = 1, cases: tuple[str, ...] = ()) -> Iterator[tuple[View, Iterator[Step]]]:
+    """A fixed camera per view: WARMUP_S of clean frames (fresh sensor noise each), then each
+    must-detect degradation of `cases` in turn, one frame, each followed by a clean frame."""
+    chosen = [d for d in DEGRADATIONS if d.case in cases and d.must_detect]
+    for view in clean_views(stride):
+        yield view, _run(view, chosen)
+
+
+def _run(view: View, chosen: list[Degradation]) -> Iterator[Step]:
+    t, k = 0.0, 0
+    while t < WARMUP_S:
+        yield Step(_clean(view, 100 + k), t, False)
+        t, k = t + 1 / CAMERA_FPS, k + 1
+    for n, d in enumerate(chosen):
+        if d.at_night or not view.night:
+            luma = d.apply(view, np.random.default_rng([view.seed, n, 7]))
+            yield Step(Sample(d.case, d.strength, d.level, d.reasons, d.must_detect, view, luma), t, True)
+            yield Step(_clean(view, 500 + n), t + 1 / CAMERA_FPS, True)
+            t += 2 / CAMERA_FPS
+
+
+def _clean(view: View, seed: int) -> Sample:
+    return Sample("clean", "night" if view.night else "day", 0.0, (), True, view, view.capture(seed=seed))
+
+
+def live_clip(frames: int = 240) -> Iterator[tuple[np.ndarray, float]]:
+    """vtest.avi as a live camera delivers it: every frame, at 10 fps, JPEG-encoded."""
+    for k, frame in enumerate(clip_frames(frames, 1)):
+        yield encoded(_to_uint8(frame), 85), k / FPS

@@ -34,8 +34,8 @@ class NormLimits:
     relearn_s: float
     min_sharpness_ratio: float
     min_contrast_ratio: float
-    min_brightness_ratio: float  # too_dark below this share of the norm above black, too_bright
-    # above its inverse (with clipping)
+    min_brightness_ratio: float  # too_dark below this share of the norm above black
+    max_brightness_ratio: float  # too_bright above this multiple (with some clipped white)
     max_noise_ratio: float
 
 
@@ -51,7 +51,7 @@ class Observed:
 
 
 _NOISE_SLACK = 3.0  # grey levels: a noise rise smaller than this is never 'noisy'
-_CLIPPED_BRIGHT = 0.1  # share at video white a relative 'too_bright' needs as well
+_CLIPPED_BRIGHT = 0.02  # share at video white a relative 'too_bright' needs as well
 
 
 class Norm:
@@ -88,7 +88,7 @@ class Norm:
             "blurred": o.sharpness < limits.min_sharpness_ratio * norm.sharpness,
             "low_contrast": o.contrast < limits.min_contrast_ratio * norm.contrast,
             "too_dark": above < limits.min_brightness_ratio * usual,
-            "too_bright": above * limits.min_brightness_ratio > usual and o.clipped_bright >= _CLIPPED_BRIGHT,
+            "too_bright": above > limits.max_brightness_ratio * usual and o.clipped_bright >= _CLIPPED_BRIGHT,
             "noisy": o.noise > max(limits.max_noise_ratio * norm.noise, norm.noise + _NOISE_SLACK),
         }
         return frozenset(reason for reason, bad in failed.items() if bad)

@@ -64,7 +64,7 @@ _NOISE_SCALE = 0.55  # |response| is histogrammed at this scale, so that 255 sta
 _IMPULSE_RMS_SQ = 128.0**2  # each impulse counts as a +-128 deviation
 _NOISE_ENERGY = 6.0  # squared coefficients of [1, -2, 1]: energy of white noise of sigma 1
 _ROUNDING_VAR = 1.0 / 12.0  # variance of rounding to integers, added by every reduction step
-_ENERGY_FLOOR = 0.3  # grey levels^2: a coarse octave with less detail than this is near flat
+_DETAIL_PRIOR = 0.5  # grey levels^2 of detail energy assumed in each octave (see _sharpness)
 FINE_NOISE_MAX = 2.5  # noise sigma at S above which the finest octave is not judged
 
 
@@ -119,7 +119,7 @@ class Thresholds(BaseModel):
         0.14, ge=0, le=10, description="lowest RMS contrast, std / mean luma (clean >= 0.24 / must <= 0.085)"
     )
     max_noise: float = Field(
-        12.0, ge=0, le=255, description="highest noise sigma (clean <= 7.1 / must >= 17)"
+        14.0, ge=0, le=255, description="highest noise sigma (clean <= 7.1 / must >= 17)"
     )
     frozen_after_s: float = Field(2.0, gt=0, le=3600, description="seconds unchanged after which: 'frozen'")
     max_frozen_change: float = Field(
@@ -130,7 +130,7 @@ class Thresholds(BaseModel):
         "sigma 0.7 gives 0.78, sigma 1 1.1; a P-frame refreshing a stuck picture < 0.1)",
     )
     max_uniformity: float = Field(
-        0.5, ge=0, le=1, description="above: 'blank' (clean <= 0.28 / must >= 0.73)"
+        0.65, ge=0, le=1, description="above: 'blank' (clean <= 0.28 / must >= 0.73)"
     )
     min_score: float = Field(
         0.0, ge=0, le=1, description="below, a frame fails for its weakest aspect; 0: off"
@@ -148,7 +148,7 @@ class Thresholds(BaseModel):
         description="time constant at which frames rejected only against the norm still move it (s)",
     )
     min_sharpness_ratio: float = Field(
-        0.5, ge=0, le=1, description="below this share of the camera's norm: 'blurred'"
+        0.7, ge=0, le=1, description="below this share of the camera's norm: 'blurred'"
     )
     min_contrast_ratio: float = Field(
         0.5, ge=0, le=1, description="below this share of the camera's norm: 'low_contrast'"
@@ -157,8 +157,14 @@ class Thresholds(BaseModel):
         0.35,
         ge=0,
         le=1,
-        description="brightness above black below this share of the norm: 'too_dark'; above its "
-        "inverse with >= 10 % clipped white: 'too_bright'",
+        description="brightness above black below this share of the camera's norm: 'too_dark'",
+    )
+    max_brightness_ratio: float = Field(
+        2.0,
+        ge=1,
+        le=100,
+        description="brightness above black above this multiple of the norm, with >= 2 % at video "
+        "white: 'too_bright'",
     )
     max_noise_ratio: float = Field(
         2.5, ge=1, le=100, description="noise above this multiple of the norm (and +3 levels): 'noisy'"
@@ -176,7 +182,7 @@ class Thresholds(BaseModel):
         return NormLimits(
             *(self.baseline_warmup_s, self.baseline_follow_s, self.baseline_relearn_s),
             *(self.min_sharpness_ratio, self.min_contrast_ratio, self.min_brightness_ratio),
-            self.max_noise_ratio,
+            *(self.max_brightness_ratio, self.max_noise_ratio),
         )
 
 
@@ -331,9 +337,11 @@ def _sharpness(octaves: tuple[np.ndarray, np.ndarray, np.ndarray], plan: _Plan, 
         raw.append(energy)
         detail.append(np.maximum(energy - _NOISE_ENERGY * max(variance, own_sigma * own_sigma), 0.0))
         variance = variance / 4.0 + _ROUNDING_VAR
-    # detail over everything the coarser octave holds, noise included: never a ratio of two
-    # small remainders, and noise can only lower it
-    ratios = [fine / (coarse + _ENERGY_FLOOR) for fine, coarse in zip(detail, raw[1:])]
+    # detail over everything the coarser octave holds, noise included (never a ratio of two
+    # small remainders; noise can only lower it), both with _DETAIL_PRIOR added: where an
+    # octave holds far less than that (fog at dusk, a sky) the frame has no detail for blur
+    # to remove, and the ratio tends to 1, not to 0: such a scene cannot look blurred
+    ratios = [(fine + _DETAIL_PRIOR) / (coarse + _DETAIL_PRIOR) for fine, coarse in zip(detail, raw[1:])]
     if not ratios:
         return 0.0
     if len(ratios) == 2 and sigma > FINE_NOISE_MAX:
@@ -574,13 +582,12 @@ class CameraQuality:
         limits = self.thresholds
         metrics = _scored(metrics, limits, change=change, frozen_s=frozen_s)
         absolute = judge(metrics, limits)
-        if absolute:
-            return Assessment(metrics, absolute)
         m = metrics
         observed = Observed(m.sharpness, m.contrast, m.brightness, m.noise, m.clipped_bright)
         relative = self.norm.reasons(observed, limits.norm_limits)
-        self.norm.learn(observed, t, limits.norm_limits, slow=bool(relative))
-        return Assessment(metrics, tuple(reason for reason in REASONS if reason in relative))
+        if not absolute:  # what an absolute limit rejects never becomes the norm
+            self.norm.learn(observed, t, limits.norm_limits, slow=bool(relative))
+        return Assessment(metrics, tuple(r for r in REASONS if r in relative or r in absolute))
 
     def _track(self, sample: np.ndarray, t: float) -> tuple[float, float]:
         """(change to the previous frame, seconds since the last life) after this frame."""
