@@ -75,7 +75,9 @@ class View:
     def held_out(self) -> bool:
         return self.source in HELD_OUT
 
-    def capture(self, picture: np.ndarray | None = None, sigma: float | None = None, seed: int = 0) -> np.ndarray:
+    def capture(
+        self, picture: np.ndarray | None = None, sigma: float | None = None, seed: int = 0
+    ) -> np.ndarray:
         """What the camera delivers: picture + sensor noise, clipped, JPEG-encoded at 85."""
         picture = self.picture if picture is None else picture
         noise = _noise(picture.shape, [self.seed, seed])
@@ -175,7 +177,9 @@ def clip_frames(count: int = 64, step: int = 3) -> tuple[np.ndarray, ...]:
     finally:
         capture.release()
     if len(frames) < count:
-        raise FileNotFoundError(f"{path}: {len(frames)} frames read, {count} needed; run scripts/setup --test")
+        raise FileNotFoundError(
+            f"{path}: {len(frames)} frames read, {count} needed; run scripts/setup --test"
+        )
     return tuple(_luma(f) for f in frames[::step])
 
 
@@ -328,10 +332,16 @@ def _covered(v: View, rng: np.random.Generator) -> np.ndarray:
 
 
 DEGRADATIONS: tuple[Degradation, ...] = (
-    *(Degradation("gaussian blur", ("blurred",), f"sigma {s}", s, s >= 3, _gaussian(s)) for s in (1, 2, 3, 5)),
+    *(
+        Degradation("gaussian blur", ("blurred",), f"sigma {s}", s, s >= 3, _gaussian(s))
+        for s in (1, 2, 3, 5)
+    ),
     *(Degradation("defocus", ("blurred",), f"radius {r}", r, r >= 4, _defocus(r)) for r in (1.5, 2.5, 4, 6)),
     *(Degradation("motion blur", ("blurred",), f"{n} px", n, n == 12, _motion(n)) for n in (4, 8, 12, 20)),
-    *(Degradation("haze", ("low_contrast",), f"transmission {t}", t, t <= 0.15, _haze(t)) for t in (0.4, 0.25, 0.15)),
+    *(
+        Degradation("haze", ("low_contrast",), f"transmission {t}", t, t <= 0.15, _haze(t))
+        for t in (0.4, 0.25, 0.15)
+    ),
     *(
         Degradation("low light", ("too_dark", "noisy"), f"gain {g}", g, g <= 0.08, _low_light(g))
         for g in (0.2, 0.12, 0.08)
@@ -347,7 +357,7 @@ DEGRADATIONS: tuple[Degradation, ...] = (
     Degradation("wet lens", ("blurred", "low_contrast"), "drops on 50 %", 0.5, False, _droplets(0.5)),
     *(Degradation("compression", ("blurred",), f"JPEG q{q}", q, q <= 2, _compressed(q)) for q in (10, 5, 2)),
     *(Degradation("sensor noise", ("noisy",), f"sigma {s}", s, s >= 25, _noisy(s)) for s in (10, 15, 25)),
-    Degradation("covered lens", ("blank", "too_dark"), "hand or bag", 1.0, True, _covered),
+    Degradation("covered lens", ("blank", "too_dark", "low_contrast"), "hand or bag", 1.0, True, _covered),
 )
 
 

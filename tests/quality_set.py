@@ -479,7 +479,11 @@ def observe(
     before judged_from_s are fed but not recorded."""
     seen: dict[str, list[Observation[Any]]] = {name: [] for name in observers}
     for item in labelled(per_kind, shares):
-        cameras = {name: camera for name, new in observers.items() if (camera := new(item.case, item.view)) is not None}
+        cameras = {
+            name: camera
+            for name, new in observers.items()
+            if (camera := new(item.case, item.view)) is not None
+        }
         if isinstance(item, Sample):
             for name, camera in cameras.items():
                 seen[name].append(_observation(item, camera(item.luma, 0.0)))

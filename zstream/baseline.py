@@ -74,8 +74,10 @@ class Norm:
         self._mean, self._weight = None, 0.0
 
     def warm(self, limits: NormLimits) -> bool:
-        return self._mean is not None and limits.follow_s > 0 and self._weight >= min(
-            limits.warmup_s, 0.9 * limits.follow_s
+        return (
+            self._mean is not None
+            and limits.follow_s > 0
+            and self._weight >= min(limits.warmup_s, 0.9 * limits.follow_s)
         )
 
     def reasons(self, o: Observed, limits: NormLimits) -> frozenset[str]:

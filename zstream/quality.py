@@ -36,7 +36,6 @@ down by f; more 2x steps give E, about 1/16 of full size. Numbers are on the lab
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from dataclasses import asdict, dataclass
 
@@ -300,11 +299,11 @@ def _reduce(luma: np.ndarray, factor: int, prefetch: bool = False) -> np.ndarray
     twice as slowly as a sequential pass does. With `prefetch`, one cheap sequential read
     (cv2.countNonZero, result unused) first pulls the frame into cache: the first step then
     costs ~45 % less at 1080p, ~10 % less than copying the frame first (no writes). An odd
-    last row or column is dropped at each step.
+    last row or column is dropped at each step; a frame 1 px high or wide stays as it is.
     """
     if factor > 1 and prefetch:
         cv2.countNonZero(luma)
-    while factor > 1:
+    while factor > 1 and min(luma.shape) >= 2:
         h, w = luma.shape
         luma = cv2.resize(luma[: h - h % 2, : w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         factor //= 2
@@ -329,8 +328,8 @@ def _sharpness(octaves: tuple[np.ndarray, np.ndarray, np.ndarray], plan: _Plan, 
     """
     windows = (*plan.sharp_rows, None)
     variance, detail, raw = sigma * sigma + _ROUNDING_VAR, [], []
-    for octave, bands in zip(octaves, windows, strict=True):
-        measured = _directional_energy(octave, bands)
+    for k, (octave, bands) in enumerate(zip(octaves, windows, strict=True)):
+        measured = _directional_energy(octave, bands, own_noise=k < 2)  # S/4: little is left
         if measured is None:
             break
         energy, own_sigma = measured
@@ -341,7 +340,10 @@ def _sharpness(octaves: tuple[np.ndarray, np.ndarray, np.ndarray], plan: _Plan, 
     # small remainders; noise can only lower it), both with _DETAIL_PRIOR added: where an
     # octave holds far less than that (fog at dusk, a sky) the frame has no detail for blur
     # to remove, and the ratio tends to 1, not to 0: such a scene cannot look blurred
-    ratios = [(fine + _DETAIL_PRIOR) / (coarse + _DETAIL_PRIOR) for fine, coarse in zip(detail, raw[1:])]
+    ratios = [
+        (fine + _DETAIL_PRIOR) / (coarse + _DETAIL_PRIOR)
+        for fine, coarse in zip(detail, raw[1:], strict=False)
+    ]
     if not ratios:
         return 0.0
     if len(ratios) == 2 and sigma > FINE_NOISE_MAX:
@@ -349,7 +351,9 @@ def _sharpness(octaves: tuple[np.ndarray, np.ndarray, np.ndarray], plan: _Plan, 
     return 100.0 * float(min(r.min() for r in ratios))
 
 
-def _directional_energy(image: np.ndarray, bands: _Windows | None) -> tuple[np.ndarray, float] | None:
+def _directional_energy(
+    image: np.ndarray, bands: _Windows | None, own_noise: bool = True
+) -> tuple[np.ndarray, float] | None:
     """Mean squared second difference along x, y and both diagonals over the 3x3 windows
     inside `bands` (None: the whole image) and interior columns, and the noise sigma measured
     there (see _noise); None if the image is too small.
@@ -369,11 +373,16 @@ def _directional_energy(image: np.ndarray, bands: _Windows | None) -> tuple[np.n
         up, mid, down = stack[valid - 1], stack[valid], stack[valid + 1]
     norm, sq = cv2.norm, cv2.NORM_L2SQR
     centre, left, right = mid[:, 1:-1], mid[:, :-2], mid[:, 2:]
-    pairs = ((left, right), (up[:, 1:-1], down[:, 1:-1]), (up[:, :-2], down[:, 2:]), (up[:, 2:], down[:, :-2]))
+    pairs = (
+        (left, right),
+        (up[:, 1:-1], down[:, 1:-1]),
+        (up[:, :-2], down[:, 2:]),
+        (up[:, 2:], down[:, :-2]),
+    )
     energy = np.empty(4)
     for i, (a, c) in enumerate(pairs):
         energy[i] = 2.0 * (norm(a, centre, sq) + norm(c, centre, sq)) - norm(a, c, sq)
-    return energy / centre.size, _median_sigma(stack, valid)
+    return energy / centre.size, (_median_sigma(stack, valid) if own_noise else 0.0)
 
 
 def _mean_gradient(coarse: np.ndarray) -> float:

@@ -37,8 +37,8 @@ class Validator(MessageIntake):
         self.topology = topology
         self.counters = counters
         self.rings = RingCache(topology.run_id)
-        # Per-camera state (frozen detection, the camera's norm) is correct here because each camera is routed to
-        # exactly one validation worker, which sees its frames in order.
+        # Per-camera state (frozen detection, the camera's norm) is correct here because each
+        # camera is routed to exactly one validation worker, which sees its frames in order.
         self._quality: dict[str, CameraQuality] = {}
         self._output: dict[str, FpsCap] = {}  # per camera: which validated frames go to Redis
         self.apply(topology)
