@@ -206,7 +206,7 @@ class _Plan:
 
     factor: int  # S = the frame reduced by this (a power of two)
     coarse_steps: int  # 2x steps from S to E
-    sharp_rows: tuple[_Windows | None, _Windows | None, _Windows | None]  # bands of S, S/2, S/4
+    sharp_rows: tuple[_Windows | None, _Windows | None]  # sharpness bands of S and of S/2
     noise_rows: np.ndarray | None  # full-resolution rows of the noise bands; None: all
     noise_valid: np.ndarray  # rows of the noise sample whose 3x3 window lies inside one band
     step: int  # the point sample is luma[step // 2 :: step, step // 2 :: step]
@@ -225,8 +225,7 @@ def _plan(h: int, w: int) -> _Plan:
     while factor << coarse < COARSE_FACTOR and sh >> (coarse + 1) >= 3 and (w // factor) >> (coarse + 1) >= 3:
         coarse += 1
     bands = max(1, round(SHARP_SHARE * sh / SHARP_BAND_ROWS))
-    half_bands = max(1, bands // 2)  # coarser octaves: fewer bands, each wider in the scene
-    sharp = (_windows(sh, bands), _windows(sh // 2, half_bands), _windows(sh // 4, half_bands))
+    sharp = (_windows(sh, bands), _windows(sh // 2, bands))  # S/2: the same bands' places
     noise_bands = round(NOISE_SAMPLE_PIXELS / ((NOISE_BAND_ROWS - 2) * max(1, w - 2)))
     noise_rows, noise_valid = _bands(h, NOISE_BAND_ROWS, max(1, noise_bands))
     step = max(1, math.isqrt(h * w // SAMPLE_POINTS))
@@ -327,7 +326,7 @@ def _sharpness(octaves: tuple[np.ndarray, np.ndarray, np.ndarray], plan: _Plan, 
     noise dominates the finest octave (sigma at S above FINE_NOISE_MAX), only the second
     ratio is used.
     """
-    windows = plan.sharp_rows
+    windows = (*plan.sharp_rows, None)
     variance, detail, raw = sigma * sigma + _ROUNDING_VAR, [], []
     for k, (octave, bands) in enumerate(zip(octaves, windows, strict=True)):
         measured = _directional_energy(octave, bands, own_noise=k < 2)  # S/4: little is left
