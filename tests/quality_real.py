@@ -355,7 +355,7 @@ DEGRADATIONS: tuple[Degradation, ...] = (
         for a in (0.3, 0.5, 0.7)
     ),
     Degradation("wet lens", ("blurred", "low_contrast"), "drops on 50 %", 0.5, False, _droplets(0.5)),
-    *(Degradation("compression", ("blurred",), f"JPEG q{q}", q, q <= 2, _compressed(q)) for q in (10, 5, 2)),
+    *(Degradation("compression", ("blurred",), f"JPEG q{q}", q, False, _compressed(q)) for q in (10, 5, 2)),
     *(Degradation("sensor noise", ("noisy",), f"sigma {s}", s, s >= 25, _noisy(s)) for s in (10, 15, 25)),
     Degradation("covered lens", ("blank", "too_dark", "low_contrast"), "hand or bag", 1.0, True, _covered),
 )
@@ -400,10 +400,13 @@ class Step:
     judged: bool
 
 
-def camera_runs(stride: int = 1, cases: tuple[str, ...] = ()) -> Iterator[tuple[View, Iterator[Step]]]:
+def camera_runs(
+    stride: int = 1, cases: tuple[str, ...] = (), must_only: bool = True
+) -> Iterator[tuple[View, Iterator[Step]]]:
     """A fixed camera per view: WARMUP_S of clean frames (fresh sensor noise each), then each
-    must-detect degradation of `cases` in turn, one frame, each followed by a clean frame."""
-    chosen = [d for d in DEGRADATIONS if d.case in cases and d.must_detect]
+    degradation of `cases` (must-detect ones only, or all) in turn, one frame, each followed
+    by a clean frame."""
+    chosen = [d for d in DEGRADATIONS if d.case in cases and (d.must_detect or not must_only)]
     for view in clean_views(stride):
         yield view, _run(view, chosen)
 
