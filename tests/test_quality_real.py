@@ -167,3 +167,32 @@ def test_a_naturally_soft_scene_is_not_rejected_for_ever() -> None:
     results += [camera.assess(view.capture(seed=k), 30 + k / 2).reasons for k in range(10)]
     assert not any(results), results
     assert np.isfinite(camera.norm.values.sharpness)
+
+
+def test_the_norm_follows_a_dusk() -> None:
+    """Brightness falling 4x in 30 minutes (a frame a second, 352 px), noise rising: <= 1 %
+    rejected, none for brightness, contrast or noise (the norm follows)."""
+    source = qr.downscaled(qr.photo("EveningGlow"), 352)
+    camera = CameraQuality(Thresholds())
+    rejected = []
+    for k in range(1800):
+        gain = float(np.exp(-1.4 * k / 1800))
+        picture = (source - qr.BLACK) * gain + qr.BLACK
+        view = qr.View("dusk", "EveningGlow", True, picture, 1.5 + 2.5 * (1 - gain), k)
+        if reasons := camera.assess(view.capture(seed=k), float(k)).reasons:
+            rejected.append((k, reasons))
+    print(f"\ndusk: {len(rejected)} of 1800 rejected: {rejected[:5]}")
+    assert len(rejected) <= 18, rejected
+    assert not [r for _, reasons in rejected for r in reasons if r in ("too_dark", "low_contrast", "noisy")]
+
+
+def test_a_lasting_change_becomes_the_norm() -> None:
+    """Re-pointed at a soft scene: rejected against the norm at first, accepted within 20 min."""
+    sharp = qr.View("Path", "Path", False, qr.downscaled(qr.photo("Path"), 640), 1.5, 0)
+    soft = qr.View("soft", "Path", False, qr.blurred(sharp.picture, 3.0), 1.5, 1)
+    camera = CameraQuality(Thresholds())
+    for k in range(30):
+        camera.assess(sharp.capture(seed=k), k / 2)
+    verdicts = [camera.assess(soft.capture(seed=k), 15 + 5 * k).reasons for k in range(240)]
+    assert all("blurred" in reasons for reasons in verdicts[:12])  # the first minute
+    assert not any(verdicts[-60:])  # the last five minutes of twenty
