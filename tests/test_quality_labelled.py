@@ -5,7 +5,7 @@ strengths the set declares "must detect", judged by a camera that saw the view's
 first (quality_set.norm_camera: its norm catches blur an absolute limit cannot tell from a
 soft scene); <= 1 % of clean frames are rejected, counting the
 frames of live sequences (fresh sensor noise every frame, fed for longer than frozen_after_s)
-as clean. The set is generated once per module (~15-20 s on two cores); only the metrics and
+as clean. The set is generated once per module (~40 s on two loaded cores); only the metrics and
 verdicts are kept, never the frames.
 """
 
