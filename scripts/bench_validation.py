@@ -14,7 +14,11 @@ extreme clean frame (so it rejects no clean frame of the set: fitted in-sample, 
 for it). The baseline has no frozen detection: it is not run on frozen sequences and its
 frozen row says n/a; compare the other classes.
 
-    .venv/bin/python scripts/bench_validation.py [--quick]
+Real pictures (--real): tests/quality_real.py whole (single frames: the absolute limits of
+a camera's first frame; fixed cameras: warm-up, then each degradation against the camera's
+norm), per class and strength, day and night apart, held-out sources apart.
+
+    .venv/bin/python scripts/bench_validation.py [--quick] [--real]
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.quality_set
 
+from tests import quality_real as qr
 from tests import quality_set as qs
+from tests.quality_set import norm_camera
 from zstream.quality import CameraQuality, Thresholds, measure
 from zstream.sources.synthetic import TrafficScene
 
@@ -130,11 +136,11 @@ def accuracy(per_kind: int, shares: qs.Shares) -> tuple[str, float]:
     """Run both on the labelled set; the table and the seconds it took."""
     start = time.perf_counter()
 
-    def ours(case: str) -> qs.Observer[tuple[str, ...]]:
-        camera = CameraQuality(Thresholds())
-        return lambda luma, t: camera.assess(luma, t).reasons
+    def ours(case: str, view: str) -> qs.Observer[tuple[str, ...]]:
+        observe = norm_camera(case, view)
+        return lambda luma, t: observe(luma, t).reasons
 
-    def theirs(case: str) -> qs.Observer[tuple[float, ...]] | None:
+    def theirs(case: str, view: str) -> qs.Observer[tuple[float, ...]] | None:
         return None if case == "frozen" else lambda luma, t: baseline_gray(luma)
 
     seen = qs.observe({"ours": ours, "baseline": theirs}, per_kind, shares)
@@ -205,9 +211,50 @@ def fired(rules: dict[str, tuple[str, str, float]], value: tuple[float, ...]) ->
 REASON_OF = {d.case: d.reason for d in qs.DEGRADATIONS} | {"frozen": "frozen"}
 
 
+def real_accuracy(stride: int) -> str:
+    """Per class and strength on real pictures: share detected (clean: rejected), single
+    frames and fixed cameras, day / night / held-out sources."""
+    tally: dict[tuple[str, str, str], list[int]] = {}
+
+    def count(mode: str, sample: qr.Sample, reasons: tuple[str, ...]) -> None:
+        hit = bool(reasons) if not sample.reasons else any(r in reasons for r in sample.reasons)
+        groups = ["night" if sample.view.night else "day"] + (["held-out"] if sample.view.held_out else [])
+        for group in groups:
+            cell = tally.setdefault(
+                (mode, f"{sample.case}|{sample.level:08.3f}|{sample.strength}", group), [0, 0]
+            )
+            cell[0] += hit
+            cell[1] += 1
+
+    for sample in qr.labelled(stride):
+        count("frame", sample, CameraQuality(Thresholds()).assess(sample.luma, 0.0).reasons)
+    cases = tuple(sorted({d.case for d in qr.DEGRADATIONS}))
+    for _, steps in qr.camera_runs(stride, cases, must_only=False):
+        camera = CameraQuality(Thresholds())
+        for step in steps:
+            reasons = camera.assess(step.sample.luma, step.t).reasons
+            if step.judged:
+                count("camera", step.sample, reasons)
+    musts = {(d.case, d.strength) for d in qr.DEGRADATIONS if d.must_detect}
+    lines = [
+        f"{'class':<15}{'strength':<20}{'':>5}{'frame day':>14}{'night':>12}{'held-out':>12}"
+        f"{'camera day':>14}{'night':>12}{'held-out':>12}"
+    ]
+    for key in sorted({k[1] for k in tally}):
+        case, _, strength = key.split("|")
+        row = f"{case:<15}{strength:<20}{'must' if (case, strength) in musts else '':>5}"
+        for mode in ("frame", "camera"):
+            for group in ("day", "night", "held-out"):
+                hits, n = tally.get((mode, key, group), (0, 0))
+                row += f"{(f'{hits / n:.1%} /{n}' if n else '-'):>{14 if group == 'day' else 12}}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds, for a smoke test")
+    parser.add_argument("--real", action="store_true", help="also the real pictures (~10 min; --quick: ~1)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     scale = 0.1 if args.quick else 1.0
@@ -229,6 +276,15 @@ def main() -> None:
         " (n/a).\n"
     )
     print(table)
+    if args.real:
+        start = time.perf_counter()
+        real = real_accuracy(12 if args.quick else 2)
+        print(
+            f"\nreal pictures (tests/quality_real.py; {time.perf_counter() - start:.0f} s): share detected,"
+            " clean: share rejected, /frames;\nframe: a camera's first frame (absolute limits);"
+            " camera: a fixed camera after its warm-up (its norm too)\n"
+        )
+        print(real)
 
 
 if __name__ == "__main__":

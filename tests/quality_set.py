@@ -35,6 +35,7 @@ from typing import Any, Generic, TypeVar
 import cv2
 import numpy as np
 
+from zstream.quality import Assessment, CameraQuality, Thresholds
 from zstream.sources.synthetic import TrafficScene
 
 BLACK, WHITE = 16, 235  # video range
@@ -467,17 +468,22 @@ class Observation(Generic[T]):
 
 
 def observe(
-    observers: Mapping[str, Callable[[str], Observer[Any] | None]],
+    observers: Mapping[str, Callable[[str, str], Observer[Any] | None]],
     per_kind: int = 12,
     shares: Shares = Shares(),
 ) -> dict[str, list[Observation[Any]]]:
     """Feed the set to every observer in one pass. Each factory is called with the case
-    ("clean", "gaussian blur", "frozen", ...) for every single frame and every sequence and
-    returns a fresh observer (a new camera), or None to sit that one out. Sequence frames
+    ("clean", "gaussian blur", "frozen", ...) and the view's name for every single frame and
+    every sequence (a view's clean frame comes before its degraded ones) and returns an
+    observer (a camera), or None to sit that one out. Sequence frames
     before judged_from_s are fed but not recorded."""
     seen: dict[str, list[Observation[Any]]] = {name: [] for name in observers}
     for item in labelled(per_kind, shares):
-        cameras = {name: camera for name, new in observers.items() if (camera := new(item.case)) is not None}
+        cameras = {
+            name: camera
+            for name, new in observers.items()
+            if (camera := new(item.case, item.view)) is not None
+        }
         if isinstance(item, Sample):
             for name, camera in cameras.items():
                 seen[name].append(_observation(item, camera(item.luma, 0.0)))
@@ -488,6 +494,31 @@ def observe(
                 if t >= item.judged_from_s - 1e-9:
                     seen[name].append(_observation(item, value))
     return seen
+
+
+class _Norms:
+    """Cameras that learn each view's norm from its clean frame (see `norm_camera`)."""
+
+    view = ""
+    camera: CameraQuality | None = None
+    t = 0.0
+
+
+def norm_camera(case: str, view: str) -> Observer[Assessment]:
+    """The camera a degraded single frame is judged by: the one that saw its view's clean
+    frame just before (its norm, with the warm-up cut to that one frame: a fixed camera that
+    knows its scene), or a fresh one (absolute limits only) for sequences and clean frames."""
+    if case in ("frozen", "live"):
+        return CameraQuality(Thresholds()).assess
+    if case == "clean":
+        _Norms.view, _Norms.camera = view, CameraQuality(Thresholds(baseline_warmup_s=0.0))
+    camera = _Norms.camera if _Norms.view == view and _Norms.camera else CameraQuality(Thresholds())
+
+    def observe(luma: np.ndarray, t: float) -> Assessment:
+        _Norms.t += 0.1
+        return camera.assess(luma, _Norms.t)
+
+    return observe
 
 
 def _observation(item: Sample | Sequence, value: T) -> Observation[T]:

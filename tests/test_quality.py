@@ -87,7 +87,6 @@ def test_night_scene_passes() -> None:
 
 
 DEGRADATIONS = {
-    "gaussian blur sigma 3": (lambda y: cv2.GaussianBlur(y, (0, 0), 3), "blurred"),
     "exposure 8 %": (lambda y: _scaled(y, 0.08), "too_dark"),
     "exposure x3": (lambda y: _scaled(y, 3.0), "too_bright"),
     "contrast 10 %": (lambda y: _scaled(y, 0.10, float(y.mean())), "low_contrast"),
@@ -105,26 +104,39 @@ def test_degraded_scene_fails_for_the_right_reason(luma: np.ndarray, name: str) 
     assert metrics.score < 0.5
 
 
+def _knowing(luma: np.ndarray) -> CameraQuality:
+    """A camera whose norm is the sharp scene (warm-up cut to one frame)."""
+    camera = CameraQuality(Thresholds(baseline_warmup_s=0.0))
+    assert camera.assess(_noisy(luma, 1.5, seed=9), 0.0).reasons == ()
+    return camera
+
+
 @pytest.mark.parametrize("angle", [0, 45, 90, 135, 30])
 def test_motion_blur_in_any_direction_is_blurred(luma: np.ndarray, angle: float) -> None:
     """Blur along one direction leaves the others sharp: sharpness takes the weakest."""
     blurred = cv2.filter2D(luma, -1, motion_kernel(15, angle))
-    assert "blurred" in judge(measure(_noisy(blurred, 1.5)), Thresholds())
+    assert "blurred" in _knowing(luma).assess(_noisy(blurred, 1.5), 0.1).reasons
+
+
+def test_defocus_is_blurred_against_the_norm(luma: np.ndarray) -> None:
+    soft = cv2.GaussianBlur(luma, (0, 0), 3)
+    assert "blurred" in _knowing(luma).assess(_noisy(soft, 1.5), 0.1).reasons
 
 
 def test_sharpness_falls_with_blur(luma: np.ndarray) -> None:
     values = [measure(cv2.GaussianBlur(luma, (0, 0), s) if s else luma).sharpness for s in (0, 1, 2, 3)]
     assert values == sorted(values, reverse=True)
-    assert values[0] > 10 * values[3]
+    assert values[0] > 3 * values[3]
 
 
 def test_sharpness_does_not_depend_on_exposure_or_sensor_noise(luma: np.ndarray) -> None:
-    """Normalised by the coarse structure and corrected for noise: dim and noisy is not soft."""
+    """A ratio of octaves, corrected for noise: dim and noisy is not soft."""
     day = measure(luma).sharpness
     assert measure(_scaled(luma, 0.4)).sharpness == pytest.approx(day, rel=0.25)
     assert measure(_noisy(luma, 4)).sharpness == pytest.approx(day, rel=0.25)
     soft = cv2.GaussianBlur(luma, (0, 0), 3)
-    assert measure(_noisy(soft, 6)).sharpness < Thresholds().min_sharpness  # noise does not hide blur
+    limit = Thresholds().min_sharpness_ratio * day
+    assert measure(_noisy(soft, 6)).sharpness < limit  # noise does not hide blur
 
 
 def test_brightness_contrast_and_clipping_match_full_resolution(luma: np.ndarray) -> None:

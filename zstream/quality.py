@@ -3,15 +3,16 @@
 Reads the Y plane where it sits in shared memory (never writes it, never converts colour).
 One pass makes S, the frame reduced by the largest power of two f that keeps it >= 640 px
 wide (f = 2 at 720p and 1080p, 4 at 4K) by exact 2x area steps, which average sensor noise
-down by f; more 2x steps give E, about 1/16 of full size. Numbers are on the labelled set.
+down by f; more 2x steps give S/2, S/4 and E, about 1/16 of full size (zstream.detail).
+Numbers are on the labelled sets (tests/quality_set.py, tests/quality_real.py).
 
-    sharpness    fine detail in the weakest direction: on row bands of S (3/16 of its rows),
-                 the energy of the second difference along x, y and both diagonals less what
-                 sensor noise explains (6 (sigma/f)^2); the smallest of the four (motion blur
-                 removes detail along its own direction only), x100 / (d^2 + 1), d being the
-                 coarse gradient of `uniformity`. That division makes it independent of
-                 exposure and scene: a night is as sharp as the day. Clean >= 57; sigma-3 px
-                 or 15 px motion blur <= 15.
+    sharpness    how much fine detail survives, in the weakest of four directions: 100 x the
+                 energy of second differences at S over that at S/2 (and S/2 over S/4, the
+                 smaller wins), sensor and encoder noise subtracted (zstream.detail.sharpness).
+                 Natural scenes are about scale-invariant, so a sharp frame scores the same
+                 at 352 px or 4K, in daylight or at night, with large flat areas or strong
+                 edges; blur lowers it. Real photographs: clean >= 17 (median ~40); the floor,
+                 with no fine detail left, ~8-15.
     brightness   mean luma, 0..255
     clipped_dark / clipped_bright
                  shares of a full-resolution point sample at or below 16 / at or above 235,
@@ -43,23 +44,11 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from zstream.baseline import Norm, NormLimits, Observed
+from zstream.detail import IMPULSE_RMS_SQ, mean_gradient, noise, plan_for, reduce, sharpness
+
 REASONS = ("blurred", "too_dark", "too_bright", "low_contrast", "noisy", "frozen", "blank")
 BLACK, WHITE = 16, 235  # video-range luma of black and white
-MIN_WORK_WIDTH = 640  # S is the frame reduced by the largest power of two that keeps this
-COARSE_FACTOR = 16  # E is the frame reduced about this much
-SHARP_BAND_ROWS = 6  # rows of S per sharpness band; the outer two only feed the 3x3 kernels
-SHARP_SHARE = 0.1875  # share of S's rows in the sharpness bands
-SAMPLE_POINTS = 16_000  # full-resolution point sample: clipping and change
-NOISE_BAND_ROWS = 4  # rows per noise band; the outer two only feed the 3x3 kernel
-NOISE_SAMPLE_PIXELS = 24_000  # enough for a median within ~1 % of the true noise sigma
-# Immerkaer's kernel [[1,-2,1],[-2,4,-2],[1,-2,1]] has squared coefficients summing to 36, so
-# on Gaussian noise of sigma s its response has sigma 6 s, and |response| a median of 0.6745 * 6 s.
-_MEDIAN_TO_SIGMA = 1.0 / (0.6745 * 6.0)
-_NOISE_SCALE = 0.55  # |response| is histogrammed at this scale, so that 255 stands for 464:
-# isolated impulses of +-116 or more reach it (4x their height), edges and corners (<= 2x their
-# contrast, however sharp) do not; pixel-thin diagonal lines (6x) would, but optics blur them
-_IMPULSE_RMS_SQ = 128.0**2  # each impulse counts as a +-128 deviation
-_NOISE_ENERGY = 6.0  # squared coefficients of [1, -2, 1]: energy of white noise of sigma 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +81,10 @@ class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_sharpness: float = Field(
-        25.0, ge=0, le=1e5, description="below: 'blurred' (clean >= 57 / must <= 15)"
+        12.0,
+        ge=0,
+        le=1e5,
+        description="below: 'blurred' (real clean >= 17; a backstop: blur is judged against the norm)",
     )
     min_brightness: float = Field(
         30.0, ge=0, le=255, description="lowest mean luma (clean >= 42 / must <= 27)"
@@ -113,7 +105,7 @@ class Thresholds(BaseModel):
         0.14, ge=0, le=10, description="lowest RMS contrast, std / mean luma (clean >= 0.24 / must <= 0.085)"
     )
     max_noise: float = Field(
-        12.0, ge=0, le=255, description="highest noise sigma (clean <= 7.1 / must >= 17)"
+        14.0, ge=0, le=255, description="highest noise sigma (clean <= 12.5 / must >= 17)"
     )
     frozen_after_s: float = Field(2.0, gt=0, le=3600, description="seconds unchanged after which: 'frozen'")
     max_frozen_change: float = Field(
@@ -124,10 +116,44 @@ class Thresholds(BaseModel):
         "sigma 0.7 gives 0.78, sigma 1 1.1; a P-frame refreshing a stuck picture < 0.1)",
     )
     max_uniformity: float = Field(
-        0.5, ge=0, le=1, description="above: 'blank' (clean <= 0.28 / must >= 0.73)"
+        0.65, ge=0, le=1, description="above: 'blank' (clean <= 0.60, fog at dusk / must >= 0.73)"
     )
     min_score: float = Field(
         0.0, ge=0, le=1, description="below, a frame fails for its weakest aspect; 0: off"
+    )
+    baseline_follow_s: float = Field(
+        300.0, ge=0, le=86400, description="time constant of each camera's norm (s); 0: no per-camera norm"
+    )
+    baseline_warmup_s: float = Field(
+        10.0, ge=0, le=86400, description="seconds of accepted frames a camera's norm learns before it judges"
+    )
+    baseline_relearn_s: float = Field(
+        900.0,
+        ge=0,
+        le=86400,
+        description="time constant at which frames rejected only against the norm still move it (s)",
+    )
+    min_sharpness_ratio: float = Field(
+        0.7, ge=0, le=1, description="below this share of the camera's norm: 'blurred'"
+    )
+    min_contrast_ratio: float = Field(
+        0.5, ge=0, le=1, description="below this share of the camera's norm: 'low_contrast'"
+    )
+    min_brightness_ratio: float = Field(
+        0.35,
+        ge=0,
+        le=1,
+        description="brightness above black below this share of the camera's norm: 'too_dark'",
+    )
+    max_brightness_ratio: float = Field(
+        2.0,
+        ge=1,
+        le=100,
+        description="brightness above black above this multiple of the norm, with >= 2 % at video "
+        "white: 'too_bright'",
+    )
+    max_noise_ratio: float = Field(
+        2.5, ge=1, le=100, description="noise above this multiple of the norm (and +3 levels): 'noisy'"
     )
 
     @model_validator(mode="after")
@@ -135,6 +161,15 @@ class Thresholds(BaseModel):
         if self.min_brightness >= self.max_brightness:
             raise ValueError("min_brightness must be below max_brightness")
         return self
+
+    @functools.cached_property
+    def norm_limits(self) -> NormLimits:
+        """The per-camera norm's settings (made once: thresholds are frozen)."""
+        return NormLimits(
+            *(self.baseline_warmup_s, self.baseline_follow_s, self.baseline_relearn_s),
+            *(self.min_sharpness_ratio, self.min_contrast_ratio, self.min_brightness_ratio),
+            *(self.max_brightness_ratio, self.max_noise_ratio),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,52 +187,6 @@ class Assessment:
 # --- measuring one frame ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """How frames of one size are sampled; made once per size (all arrays read-only)."""
-
-    factor: int  # S = the frame reduced by this (a power of two)
-    coarse_steps: int  # 2x steps from S to E
-    sharp_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None  # rows of S above, at and
-    # below the centres of the sharpness bands' 3x3 windows (those inside one band); None: all
-    noise_rows: np.ndarray | None  # full-resolution rows of the noise bands; None: all
-    noise_valid: np.ndarray  # rows of the noise sample whose 3x3 window lies inside one band
-    step: int  # the point sample is luma[step // 2 :: step, step // 2 :: step]
-
-
-@functools.lru_cache(maxsize=16)
-def _plan(h: int, w: int) -> _Plan:
-    factor = 1
-    while w // (2 * factor) >= MIN_WORK_WIDTH and h // (2 * factor) >= 2:
-        factor *= 2
-    sh, coarse = h // factor, 0
-    while factor << coarse < COARSE_FACTOR and sh >> (coarse + 1) >= 3 and (w // factor) >> (coarse + 1) >= 3:
-        coarse += 1
-    sharp_rows, sharp_valid = _bands(sh, SHARP_BAND_ROWS, max(1, round(SHARP_SHARE * sh / SHARP_BAND_ROWS)))
-    sharp = None
-    if sharp_rows is not None:
-        centres = sharp_rows[sharp_valid]
-        sharp = (centres - 1, centres, centres + 1)
-    noise_bands = round(NOISE_SAMPLE_PIXELS / ((NOISE_BAND_ROWS - 2) * max(1, w - 2)))
-    noise_rows, noise_valid = _bands(h, NOISE_BAND_ROWS, max(1, noise_bands))
-    step = max(1, math.isqrt(h * w // SAMPLE_POINTS))
-    for array in (*(sharp or ()), noise_valid):
-        array.flags.writeable = False
-    return _Plan(factor, coarse, sharp, noise_rows, noise_valid, step)
-
-
-def _bands(h: int, rows: int, count: int) -> tuple[np.ndarray | None, np.ndarray]:
-    """`count` bands of `rows` rows spread evenly down h rows (None: take all rows), and which
-    rows of their stack have both neighbours in the same band."""
-    if count * rows >= h // 2:
-        return None, np.arange(1, h - 1)
-    starts = np.linspace(0, h - rows, count).round().astype(np.intp)
-    taken = (starts[:, None] + np.arange(rows)).ravel()
-    taken.flags.writeable = False
-    valid = (np.arange(count)[:, None] * rows + np.arange(1, rows - 1)).ravel()
-    return taken, valid
-
-
 def _measure(luma: np.ndarray) -> tuple[QualityMetrics, np.ndarray]:
     """The frame's own metrics (no change, frozen_s or score yet) and its point sample."""
     if not isinstance(luma, np.ndarray) or luma.ndim != 2 or luma.dtype != np.uint8 or luma.size == 0:
@@ -205,126 +194,35 @@ def _measure(luma: np.ndarray) -> tuple[QualityMetrics, np.ndarray]:
             f"expected a non-empty 2-D uint8 luma plane, got {getattr(luma, 'dtype', type(luma))} "
             f"{getattr(luma, 'shape', '')}"
         )
-    plan = _plan(*luma.shape)
-    small = _reduce(luma, plan.factor, prefetch=True)
-    half = _reduce(small, 2 if plan.coarse_steps else 1)
-    coarse = _reduce(half, 1 << max(0, plan.coarse_steps - 1))
+    plan = plan_for(*luma.shape)
+    small = reduce(luma, plan.factor, prefetch=True)
+    half = reduce(small, 2)
+    quarter = reduce(half, 2)
+    coarse = reduce(quarter, 1 << max(0, plan.coarse_steps - 2)) if plan.coarse_steps > 2 else quarter
+    if plan.coarse_steps < 2:
+        coarse = half if plan.coarse_steps == 1 else small
     # S/2 keeps the mean and most of the spread; a tiny frame is used whole (the 2x steps drop
     # an odd last row and column, which would bias the mean of a 17x9 frame)
     mean, std = cv2.meanStdDev(half if half.size >= 4096 else luma)
-    sigma, impulses = _noise(luma, plan)
-    gradient = _mean_gradient(coarse)
+    sigma, impulses = noise(luma, plan)
+    gradient = mean_gradient(coarse)
     step = plan.step
     sample = np.ascontiguousarray(luma[step // 2 :: step, step // 2 :: step])
     n = sample.size
     brightness = float(mean[0, 0])
     metrics = QualityMetrics(
-        sharpness=100.0 * _fine_energy(small, plan, sigma / plan.factor) / (gradient * gradient + 1.0),
+        sharpness=sharpness((small, half, quarter), plan, sigma / plan.factor),
         brightness=brightness,
         clipped_dark=int(np.count_nonzero(sample <= BLACK)) / n,
         clipped_bright=int(np.count_nonzero(sample >= WHITE)) / n,
         contrast=float(std[0, 0]) / max(brightness, 1.0),
-        noise=math.sqrt(sigma * sigma + _IMPULSE_RMS_SQ * impulses),
+        noise=math.sqrt(sigma * sigma + IMPULSE_RMS_SQ * impulses),
         change=0.0,
         frozen_s=0.0,
         uniformity=1.0 / (1.0 + gradient),
         score=0.0,
     )
     return metrics, sample
-
-
-def _reduce(luma: np.ndarray, factor: int, prefetch: bool = False) -> np.ndarray:
-    """Shrink by `factor` (a power of two) in exact 2x area steps, OpenCV's fast path.
-
-    A frame fresh from shared memory is not in cache, and cv2's 2x resize reads it about
-    twice as slowly as a sequential pass does. With `prefetch`, one cheap sequential read
-    (cv2.countNonZero, result unused) first pulls the frame into cache: the first step then
-    costs ~45 % less at 1080p, ~10 % less than copying the frame first (no writes). An odd
-    last row or column is dropped at each step.
-    """
-    if factor > 1 and prefetch:
-        cv2.countNonZero(luma)
-    while factor > 1:
-        h, w = luma.shape
-        luma = cv2.resize(luma[: h - h % 2, : w - w % 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-        factor //= 2
-    return luma
-
-
-def _fine_energy(small: np.ndarray, plan: _Plan, sigma: float) -> float:
-    """Second-difference energy in the weakest of four directions, less sensor noise's share.
-
-    With u = a - b and v = c - b, (a - 2b + c)^2 = 2u^2 + 2v^2 - (a - c)^2: each direction's
-    energy is three sums of squared differences between shifted views of the rows above, at
-    and below the band centres (exact integers from cv2.norm, no filtered image). Only
-    windows wholly inside a band and inside the frame count (interior columns).
-    """
-    if small.shape[0] < 3 or small.shape[1] < 3:
-        return 0.0
-    if plan.sharp_rows is None:
-        up, mid, down = small[:-2], small[1:-1], small[2:]
-    else:
-        up, mid, down = (np.take(small, rows, axis=0) for rows in plan.sharp_rows)
-    norm, sq = cv2.norm, cv2.NORM_L2SQR
-    centre, left, right = mid[:, 1:-1], mid[:, :-2], mid[:, 2:]
-    up_in, down_in = up[:, 1:-1], down[:, 1:-1]
-    triples = (  # (a, c) about the centre, and the direction's weight
-        (left, right, 1.0),
-        (up_in, down_in, 1.0),
-        (up[:, :-2], down[:, 2:], 0.25),  # steps sqrt(2) apart
-        (up[:, 2:], down[:, :-2], 0.25),
-    )
-    valid = centre.size
-    noise = _NOISE_ENERGY * sigma * sigma
-    lowest = math.inf
-    for a, c, weight in triples:
-        total = 2.0 * (norm(a, centre, sq) + norm(c, centre, sq)) - norm(a, c, sq)
-        lowest = min(lowest, weight * (total / valid - noise))
-    return max(0.0, lowest)
-
-
-def _mean_gradient(coarse: np.ndarray) -> float:
-    """Mean absolute difference between neighbours of E, across and down (grey levels)."""
-    h, w = coarse.shape
-    total, count = 0.0, 0
-    if w > 1:
-        total += cv2.norm(coarse[:, 1:], coarse[:, :-1], cv2.NORM_L1)
-        count += h * (w - 1)
-    if h > 1:
-        total += cv2.norm(coarse[1:], coarse[:-1], cv2.NORM_L1)
-        count += (h - 1) * w
-    return total / count if count else 0.0
-
-
-def _noise(luma: np.ndarray, plan: _Plan) -> tuple[float, float]:
-    """(sigma of Gaussian noise, share of impulses) from Immerkaer's operator on row bands.
-
-    The kernel (a separable second difference, i.e. Sobel dx=2 dy=2) cancels flat areas,
-    ramps and straight edges; texture and corners still respond, but they cover a minority of
-    pixels, so the median of |response| tracks the noise. Impulses are counted apart (see
-    _NOISE_SCALE).
-    """
-    h, w = luma.shape
-    if h < 3 or w < 3:
-        return 0.0, 0.0
-    sample = luma if plan.noise_rows is None else luma[plan.noise_rows]
-    response = cv2.Sobel(sample, cv2.CV_16S, 2, 2, ksize=3)
-    magnitude = cv2.convertScaleAbs(response, alpha=_NOISE_SCALE)[plan.noise_valid, 1:-1]
-    hist = cv2.calcHist([magnitude], [0], None, [256], [0, 256]).ravel()
-    sigma = _histogram_median(hist) * _MEDIAN_TO_SIGMA / _NOISE_SCALE
-    # Strong Gaussian noise saturates some responses too (1 % at sigma 35): only the excess
-    # over that share is impulses.
-    gaussian = math.erfc(255.0 / _NOISE_SCALE / (6.0 * sigma * math.sqrt(2.0))) if sigma > 0.0 else 0.0
-    return sigma, max(0.0, float(hist[255]) / float(hist.sum()) - gaussian)
-
-
-def _histogram_median(hist: np.ndarray) -> float:
-    """Median of integer data from its histogram, interpolated within the median's bin."""
-    cumulative = np.cumsum(hist)
-    half = cumulative[-1] / 2.0
-    b = int(np.searchsorted(cumulative, half))
-    below = cumulative[b] - hist[b]
-    return max(0.0, b - 0.5 + float(half - below) / float(hist[b]))
 
 
 # --- verdicts ----------------------------------------------------------------------------------
@@ -438,10 +336,10 @@ LIFE_WINDOW = 4  # a change counts as life when another came within this many fr
 
 
 class CameraQuality:
-    """Quality of one camera's frames, with the state frozen detection needs.
+    """Quality of one camera's frames, with the state frozen detection and the camera's norm need.
 
     One instance per camera, kept by the one validation worker that camera is routed to, so
-    it sees every frame in order. `thresholds` may be replaced at any time.
+    it sees every frame in order. `thresholds` may be replaced at any time (the state stays).
 
     Frozen: consecutive frames of a live camera always differ (sensor noise), while a stuck
     encoder or decoder repeats one picture. A frame is unchanged when its change is at most
@@ -450,11 +348,16 @@ class CameraQuality:
     key frame re-encoding the stuck picture, a glitch) does not end a freeze, while a live
     stream whose source repeats each picture up to four times still shows life. frozen_s is
     the time since the last life; a camera's first frame, a new resolution or time going
-    backwards (a restarted stream) start afresh.
+    backwards (a restarted stream) start afresh, the norm too.
+
+    Norm (zstream.baseline): each frame is also judged against the camera's own recent norm
+    of sharpness, contrast, brightness and noise, once it is warm; the absolute limits stay,
+    as a backstop for a camera that starts degraded.
     """
 
     def __init__(self, thresholds: Thresholds) -> None:
         self.thresholds = thresholds
+        self.norm = Norm()
         self._sample: np.ndarray | None = None
         self._t = 0.0
         self._alive_t = 0.0
@@ -471,8 +374,15 @@ class CameraQuality:
             raise ValueError(f"frame time must be finite, got {t}")
         metrics, sample = _measure(luma)
         change, frozen_s = self._track(sample, t)
-        metrics = _scored(metrics, self.thresholds, change=change, frozen_s=frozen_s)
-        return Assessment(metrics, judge(metrics, self.thresholds))
+        limits = self.thresholds
+        metrics = _scored(metrics, limits, change=change, frozen_s=frozen_s)
+        absolute = judge(metrics, limits)
+        m = metrics
+        observed = Observed(m.sharpness, m.contrast, m.brightness, m.noise, m.clipped_bright)
+        relative = self.norm.reasons(observed, limits.norm_limits)
+        if not absolute:  # what an absolute limit rejects never becomes the norm
+            self.norm.learn(observed, t, limits.norm_limits, slow=bool(relative))
+        return Assessment(metrics, tuple(r for r in REASONS if r in relative or r in absolute))
 
     def _track(self, sample: np.ndarray, t: float) -> tuple[float, float]:
         """(change to the previous frame, seconds since the last life) after this frame."""
@@ -480,6 +390,7 @@ class CameraQuality:
         if previous is None or previous.shape != sample.shape or t < self._t:
             self._t = self._alive_t = t
             self._recent = 0
+            self.norm.reset()
             return 0.0, 0.0
         change = cv2.norm(sample, previous, cv2.NORM_L1) / sample.size
         changed = change > self.thresholds.max_frozen_change

@@ -37,8 +37,8 @@ class Validator(MessageIntake):
         self.topology = topology
         self.counters = counters
         self.rings = RingCache(topology.run_id)
-        # Per-camera state (frozen detection) is correct here because each camera is routed to
-        # exactly one validation worker, which sees its frames in order.
+        # Per-camera state (frozen detection, the camera's norm) is correct here because each
+        # camera is routed to exactly one validation worker, which sees its frames in order.
         self._quality: dict[str, CameraQuality] = {}
         self._output: dict[str, FpsCap] = {}  # per camera: which validated frames go to Redis
         self.apply(topology)
@@ -54,13 +54,15 @@ class Validator(MessageIntake):
 
     def apply(self, topology: Topology) -> None:
         """Follow live camera changes: new cameras get their state, changed thresholds apply
-        from the next frame (a camera's frozen-detection state survives a threshold change)."""
+        from the next frame (a camera's frozen state and norm survive a threshold change)."""
         self.topology = topology
         quality, output = {}, {}
         for camera in topology.cameras:
             thresholds, fps = topology.thresholds_for(camera), topology.output_fps_for(camera)
             kept, cap = self._quality.get(camera.id), self._output.get(camera.id)
-            quality[camera.id] = kept if kept and kept.thresholds == thresholds else CameraQuality(thresholds)
+            if kept is not None:  # frozen state and norm survive a change of thresholds
+                kept.thresholds = thresholds
+            quality[camera.id] = kept or CameraQuality(thresholds)
             output[camera.id] = cap if cap and cap.fps == fps else FpsCap(fps)
         self._quality, self._output = quality, output
         self.rings.refresh()
