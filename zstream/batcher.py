@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import random
+import signal
 import threading
 import time
 from collections import deque
@@ -458,6 +459,9 @@ class Batcher(MessageIntake):
 
 
 async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:
+    # The event loop takes over the signal wakeup fd that zstream.worker reads SIGTERM from, so
+    # SIGTERM is the loop's to deliver here (as a callback, never re-entered).
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     topology, _ = watcher.read()
     context = zmq.asyncio.Context()
     reporter = StatsReporter.for_worker(zmq.Context.instance(), topology, f"batch-{index}", counters)

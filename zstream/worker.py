@@ -80,7 +80,8 @@ def _stop_on_sigterm(stop: threading.Event) -> None:
     main thread between bytecodes, so a second one entered while the first held the Event's lock
     deadlocked the worker (an orphan that never exited). The handler here does nothing; the C-level
     handler writes each signal's number to a wakeup pipe (whichever thread took the signal), and
-    one thread reads it and sets `stop`."""
+    one thread reads it and sets `stop`. An asyncio stage (the batcher) takes the wakeup fd for
+    its event loop, and has the loop deliver SIGTERM instead."""
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
