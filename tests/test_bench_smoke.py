@@ -132,15 +132,21 @@ def test_output_benchmark_quick_run_compares_with_opencv_at_the_same_quality() -
         assert ours <= opencv + 0.5, row
 
 
-def test_skip_loop_filter_benchmark_quick_run_measures_speed_and_quality() -> None:
+def run_script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run `scripts/<args>` with this Python; it must exit 0."""
     result = subprocess.run(
-        [sys.executable, "scripts/bench_skip_loop_filter.py", "--quick"],
+        [sys.executable, f"scripts/{args[0]}", *args[1:]],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
         cwd=REPO,
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_skip_loop_filter_benchmark_quick_run_measures_speed_and_quality() -> None:
+    result = run_script("bench_skip_loop_filter.py", "--quick", timeout=180)
     speeds = re.findall(r"\| (pyav|ffmpeg) \| (\d+) \| (\d+) \| ([\d.]+)x \|", result.stdout)
     assert [name for name, *_ in speeds] == ["pyav", "ffmpeg"], result.stdout
     psnr = [float(m) for m in re.findall(r"\| \d+ \| ([\d.]+) \(", result.stdout)]
@@ -150,14 +156,7 @@ def test_skip_loop_filter_benchmark_quick_run_measures_speed_and_quality() -> No
 
 
 def test_scale_benchmark_flat_out_quick_run_measures_throughput_against_the_ceiling(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "scripts/bench_scale.py", "--quick", "--flat-out", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_script("bench_scale.py", "--quick", "--flat-out", "--out", str(tmp_path), timeout=180)
     assert "read flat out (realtime = false)" in result.stdout
     # Flat out the files are read faster than real time: more than the 10 fps a camera plays.
     row = json.loads((tmp_path / "scale-flat-out-quick.json").read_text())["steps"][0]
@@ -169,14 +168,7 @@ def test_scale_benchmark_flat_out_quick_run_measures_throughput_against_the_ceil
 
 def quick_rows(script: str) -> list[list[str]]:
     """Run a benchmark script with --quick; the words of its table rows (those naming an input)."""
-    result = subprocess.run(
-        [sys.executable, f"scripts/{script}", "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_script(script, "--quick", timeout=120)
     return [line.split() for line in result.stdout.splitlines() if line.startswith(("jpeg ", "raw "))]
 
 
