@@ -21,14 +21,14 @@ from tests.conftest import REDIS_URL, topology_text, wait_until
 from tests.media import make_h264_clip, read_mark, split_i420
 from tests.test_pipeline import assert_clean_exit, final_counts, frames_by_camera
 from tests.test_redis_faults import final_rows
-from tests.test_stages import setup, written  # noqa: F401 - setup: a fixture
+from tests.test_stages import output, setup, written  # noqa: F401 - setup: a fixture
 from zstream.batcher import Batch, Batcher, QcEntry
 from zstream.ledger import InFlightWrites, in_flight_path
 from zstream.ring import Ring
 from zstream.settle import read_books, settle_in_flight
 from zstream.stats import Counters
 from zstream.topology import Topology
-from zstream.wire import FrameMeta, Verdict, encode_qc_entry
+from zstream.wire import FrameMeta, Verdict, decode, encode_qc_entry
 
 CAMERAS = ["a", "b", "c"]
 FRAMES, FPS = 150, 50  # 3 s per camera, played in real time
@@ -103,7 +103,7 @@ def test_writes_that_landed_before_a_kill_count_as_written_and_those_that_did_no
     batcher = Batcher(topology, ledger, aioredis.from_url(REDIS_URL))
     batcher.in_flight = InFlightWrites(in_flight_path(run_dir, "batch-0", os.getpid()))
     metrics = {"brightness": 100.0}
-    passed = [batcher._read_pixels(ring, Verdict(written(ring), metrics, (), 1.0)) for _ in range(3)]
+    passed = [(decode(output(written(ring))[0]).meta, b"jpeg bytes") for _ in range(3)]
     failed = [
         QcEntry("cam", encode_qc_entry(Verdict(written(ring), metrics, ("too_dark",), 1.0))) for _ in range(2)
     ]
@@ -111,7 +111,7 @@ def test_writes_that_landed_before_a_kill_count_as_written_and_those_that_did_no
         entry.entry_id = f"{10**12 + index}-0"
 
     async def land_then_die() -> None:
-        await batcher._write_batch(Batch(frames=[p for p in passed if p is not None]))
+        await batcher._write_batch(Batch(frames=passed))
         await batcher.redis.aclose()
 
     asyncio.run(land_then_die())
@@ -136,4 +136,3 @@ def test_writes_that_landed_before_a_kill_count_as_written_and_those_that_did_no
         assert counts[("written", "cam", "")] == 0
     assert not list(run_dir.glob("counters-*")) and not list(run_dir.glob("in-flight-*"))
     ledger.ledger.close()
-    batcher.rings.close()

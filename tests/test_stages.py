@@ -8,7 +8,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import cv2
 import msgpack
+import numpy as np
 import pytest
 import zmq
 
@@ -17,7 +19,7 @@ from zstream.ring import Ring, ring_path
 from zstream.stats import Counters
 from zstream.topology import Topology, parse_topology
 from zstream.validate import Validator
-from zstream.wire import PROTOCOL_VERSION, FrameRef, Verdict, encode
+from zstream.wire import PROTOCOL_VERSION, FrameMeta, FrameRef, Output, Verdict, decode, encode
 
 
 @pytest.fixture
@@ -76,26 +78,97 @@ def test_validator_rejects_and_counts_every_kind_of_bad_message(setup: tuple[Top
         validator.close()
 
 
-def test_batcher_rejects_bad_verdicts_and_batches_good_ones(setup: tuple[Topology, Ring]) -> None:
+def output(ref: FrameRef, captured_ago: float = 0.0) -> tuple[bytes, bytes]:
+    """What validation sends for a frame that passed: [Output header, its payload]."""
+    meta = FrameMeta(
+        ref.camera, ref.seq, ref.pts, time.time() - captured_ago, time.time(), 64, 64, "jpeg", "bgr24",
+        (64, 64, 3), {"brightness": 100.0},
+    )  # fmt: skip
+    return encode(Output(meta)), b"jpeg bytes"
+
+
+def test_batcher_rejects_bad_messages_and_batches_good_ones(setup: tuple[Topology, Ring]) -> None:
     topology, ring = setup
     counters = Counters()
     batcher = Batcher(topology, counters, client=None)
-    good, dark = written(ring), written(ring, value=5)
-    metrics = {"brightness": 100.0}
+    good, later, dark = written(ring), written(ring), written(ring, value=5)
     batcher.handle(msgpack.packb([PROTOCOL_VERSION, Verdict.TYPE, good._fields(), {"a": "x"}, [], 1.0]))
     batcher.handle(msgpack.packb([PROTOCOL_VERSION, Verdict.TYPE, good._fields(), {(1,): 1}, [], 1.0]))
-    never_written = FrameRef("cam", 7, 3, 2, 64, 64, None, 1.0)
-    empty_slot = FrameRef("cam", 0, 3, 2, 64, 64, None, 1.0)
-    batcher.handle(encode(Verdict(never_written, metrics, (), 1.0)))
-    batcher.handle(encode(Verdict(empty_slot, metrics, (), 1.0)))
-    batcher.handle(encode(Verdict(good, metrics, (), 2.0)))
-    batcher.handle(encode(Verdict(good, metrics, (), 2.0)))  # the same frame again: out of order
+    batcher.handle(msgpack.packb([PROTOCOL_VERSION, Output.TYPE, ["cam", 1], 0]))  # a short meta
+    batcher.handle(encode(good))  # a FrameRef is validation's, not the batcher's
+    batcher.handle(*output(good))
+    batcher.handle(*output(good))  # the same frame again: out of order
     batcher.handle(encode(Verdict(dark, {"brightness": 5.0}, ("too_dark",), 2.0)))
-    expected = {"bad_message": 2, "bad_reference": 1, "overwritten": 1, "out_of_order": 1}
-    assert drops(counters, "batch") == expected
-    assert [meta.seq for meta, _ in batcher.open.frames] == [good.seq]
+    batcher.handle(*output(later))  # older than the last frame handled: out of order
+    assert drops(counters, "batch") == {"bad_message": 4, "out_of_order": 2}
+    assert [(meta.seq, data) for meta, data in batcher.open.frames] == [(good.seq, b"jpeg bytes")]
     assert [entry.fields["reasons"] for entry in batcher.qc] == ["too_dark"]
-    batcher.rings.close()
+
+
+def test_validation_sends_passing_frames_encoded_and_releases_every_slot(
+    setup: tuple[Topology, Ring],
+) -> None:
+    """The output work happens in validation: what reaches the batcher is a JPEG at the output
+    size (or a Verdict, for QC), and no slot stays held for the batcher."""
+    topology, ring = setup
+    topology = topology.model_copy(
+        update={"batcher": topology.batcher.model_copy(update={"output_fps": 0, "output_width": 32})}
+    )
+    counters = Counters()
+    context = zmq.Context.instance()
+    batch = context.socket(zmq.PULL)
+    batch.bind(topology.endpoint("batch"))
+    validator = Validator(topology, 0, context, counters)
+    try:
+        good, dark = written(ring), written(ring, value=5)
+        blocks = np.random.default_rng(1).integers(40, 220, (16, 16), dtype=np.uint8)
+        ring.planes(good.slot)[0][:] = cv2.resize(blocks, (64, 64), interpolation=cv2.INTER_NEAREST)
+        validator.handle(encode(good))
+        validator.handle(encode(dark))
+        assert batch.poll(2000)
+        header, payload = batch.recv_multipart()
+        sent = decode(header)
+        assert isinstance(sent, Output) and (sent.meta.seq, sent.meta.width, sent.meta.height) == (
+            good.seq,
+            32,
+            32,
+        )
+        picture = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert picture.shape == (32, 32) and sent.meta.shape == (32, 32, 3)
+        assert batch.poll(2000)
+        failed = decode(batch.recv())
+        assert isinstance(failed, Verdict) and failed.reasons and failed.frame.seq == dark.seq
+        assert ring.frames_in_flight() == 0
+    finally:
+        validator.close()
+        batch.close(linger=0)
+
+
+@pytest.mark.parametrize(("frames", "validated"), [("output", 5), ("all", 10)])
+def test_validation_measures_the_frames_sent_on_or_all_of_them(
+    setup: tuple[Topology, Ring], frames: str, validated: int
+) -> None:
+    """At 5 of 10 fps out, "output" measures the 5 frames sent on, "all" every frame (for frozen
+    detection and the norm); either way the same 5 are sent and the other 5 skipped."""
+    topology, ring = setup
+    topology = topology.model_copy(
+        update={
+            "batcher": topology.batcher.model_copy(update={"output_fps": 5}),
+            "validation": topology.validation.model_copy(update={"frames": frames}),
+        }
+    )
+    counters = Counters()
+    validator = Validator(topology, 0, zmq.Context.instance(), counters)
+    try:
+        for index in range(10):
+            ref = dataclasses.replace(written(ring), pts=index / 10)
+            validator.handle(encode(ref))
+    finally:
+        validator.close()
+    counts = counters.snapshot()
+    assert counts[("validated", "cam", "")] == validated
+    assert counts[("skipped", "cam", "output_rate")] == 5
+    assert ring.frames_in_flight() == 0
 
 
 def test_batch_timeout_counts_from_the_oldest_frames_capture(setup: tuple[Topology, Ring]) -> None:
@@ -103,25 +176,19 @@ def test_batch_timeout_counts_from_the_oldest_frames_capture(setup: tuple[Topolo
     after the batch opened: time a frame spent upstream is not waited again at the batcher."""
     topology, ring = setup
     batcher = Batcher(topology, Counters(), client=None)
-    try:
-
-        def verdict(captured_ago: float) -> bytes:
-            ref = dataclasses.replace(written(ring), capture_ts=time.time() - captured_ago)
-            return encode(Verdict(ref, {"brightness": 100.0}, (), time.time()))
-
-        batcher.handle(verdict(0.0))
-        assert 0.15 < batcher.seal_if_due() <= 0.2  # a fresh frame: nearly the whole timeout
-        batcher.seal()
-        batcher.handle(verdict(0.15))
-        batcher.handle(verdict(0.0))  # a younger frame joining does not move the deadline
-        assert 0.0 < batcher.seal_if_due() <= 0.05
-        assert len(batcher.sealed) == 1 and len(batcher.open.frames) == 2
-        batcher.seal()
-        batcher.handle(verdict(1.0))  # already older than the timeout: sealed at the next look
-        batcher.seal_if_due()
-        assert not batcher.open.frames and [len(b.frames) for b in batcher.sealed] == [1, 2, 1]
-    finally:
-        batcher.rings.close()
+    batcher.handle(*output(written(ring)))
+    assert 0.15 < batcher.seal_if_due() <= 0.2  # a fresh frame: nearly the whole timeout
+    batcher.seal()
+    batcher.handle(*output(written(ring), captured_ago=0.15))
+    batcher.handle(*output(written(ring)))  # a younger frame joining does not move the deadline
+    assert 0.0 < batcher.seal_if_due() <= 0.05
+    assert len(batcher.sealed) == 1 and len(batcher.open.frames) == 2
+    batcher.seal()
+    batcher.handle(
+        *output(written(ring), captured_ago=1.0)
+    )  # older than the timeout: sealed at the next look
+    batcher.seal_if_due()
+    assert not batcher.open.frames and [len(b.frames) for b in batcher.sealed] == [1, 2, 1]
 
 
 def test_a_frame_rewritten_while_validation_reads_its_header_counts_as_overwritten(

@@ -25,10 +25,11 @@ import zmq
 
 from tests.conftest import REPO, Pipeline, topology_text, wait_until
 from zstream.errors import WireError
+from zstream.output import TAP_BURST_S, TAP_TIME_SHARE, TapInterest, TimeShare
 from zstream.sources.synthetic import expected_frame
 from zstream.stats import Counters
-from zstream.tap import BURST_S, TIME_SHARE, TapPublisher, TapSubscriber, run_tap
-from zstream.wire import FrameMeta, TapFrame, decode_batch_entry
+from zstream.tap import TapPublisher, TapSubscriber, run_tap
+from zstream.wire import TapFrame, decode_batch_entry
 
 SYNTH = "synthetic://traffic?size=320x240&fps=25"
 README = (REPO / "README.md").read_text()
@@ -267,11 +268,13 @@ def test_run_tap_says_why_in_one_line_when_nothing_comes() -> None:
     assert len(out.getvalue().splitlines()) == 1 and "not a ZeroMQ endpoint" in out.getvalue()
 
 
-def test_the_publisher_knows_which_cameras_are_subscribed() -> None:
+def test_the_publisher_knows_which_cameras_are_subscribed_and_tells_validation(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("zstream.output.INTEREST_CHECK_S", 0.0)
     context = zmq.Context.instance()
     xpub = context.socket(zmq.XPUB)
     port = xpub.bind_to_random_port("tcp://127.0.0.1")
-    tap = TapPublisher(xpub, "raw", 80, Counters())
+    tap = TapPublisher(xpub, "raw", Counters(), own_format="raw", run_dir=tmp_path)
+    interest = TapInterest(tmp_path)
     subscribers = []
     try:
         assert not tap.wants("cam-1")
@@ -283,21 +286,26 @@ def test_the_publisher_knows_which_cameras_are_subscribed() -> None:
             subscribers.append(sub)
         wait_until(lambda: tap.wants("lane-3"), 5, 0.02, message="subscriptions seen")
         assert tap.wants("cam-1") and tap.wants("cam-10") and not tap.wants("cam-2")
+        # The validation workers, which make the tap's raw payloads, see the same subscriptions.
+        assert interest.wants("lane-3") and interest.wants("cam-10") and not interest.wants("cam-2")
         subscribers.pop(0).close()  # cam-1 still has a subscriber
         time.sleep(0.3)
         assert tap.wants("cam-1")
         subscribers.pop(0).close()  # now it has none
         wait_until(lambda: not tap.wants("cam-1"), 5, 0.02, message="cam-1 unsubscribed")
+        assert not interest.wants("cam-1")
         everything = context.socket(zmq.SUB)
         everything.setsockopt(zmq.LINGER, 0)
         everything.connect(f"tcp://127.0.0.1:{port}")
         everything.setsockopt(zmq.SUBSCRIBE, b"")
         subscribers.append(everything)
         wait_until(lambda: tap.wants("cam-2"), 5, 0.02, message='"" subscribes to every camera')
+        assert interest.wants("cam-2")
     finally:
         for sub in subscribers:
             sub.close()
         tap.close()
+    assert not interest.wants("cam-2"), "a stopped tap is watched by nobody"
 
 
 def test_tap_header_round_trips_and_refuses_another_version() -> None:
@@ -316,30 +324,19 @@ def test_tap_header_round_trips_and_refuses_another_version() -> None:
         TapFrame.decode(msgpack.packb({**plain, "payload": "png"}))
 
 
-def test_the_tap_sheds_rather_than_take_more_than_its_share_of_the_batcher(monkeypatch) -> None:
-    context = zmq.Context.instance()
-    xpub = context.socket(zmq.XPUB)
-    xpub.bind_to_random_port("tcp://127.0.0.1")
-    counters = Counters()
-    tap = TapPublisher(xpub, "raw", 80, counters)
-    monkeypatch.setattr(tap, "wants", lambda camera: True)
-
-    def slow_payload(*args: object) -> tuple[bytes, str, tuple[int, ...]]:
-        time.sleep(0.01)  # an expensive JPEG
-        return b"x", "yuv420p", (1,)
-
-    monkeypatch.setattr(tap, "_payload", slow_payload)
-    meta = FrameMeta("cam-1", 0, None, 0.0, 0.0, 4, 4, "raw", "yuv420p", (6, 4), {})
+def test_the_taps_own_payloads_take_no_more_than_their_share_of_a_validation_worker() -> None:
+    share = TimeShare()
+    published = shed = 0
     started = time.monotonic()
-    try:
-        while time.monotonic() - started < 2.0:  # frames offered back to back for 2 s
-            tap.publish(meta, b"", (np.zeros((4, 4), np.uint8),) * 3, lambda: True)
-    finally:
-        tap.close()
-    counts = counters.snapshot()
-    published, busy = counts.get(("tapped", "cam-1", ""), 0), counts.get(("dropped", "cam-1", "tap:busy"), 0)
-    spent, budget = published * 0.01, BURST_S + TIME_SHARE * 2.0
+    while time.monotonic() - started < 2.0:  # frames offered back to back for 2 s
+        if share.allows():
+            time.sleep(0.01)  # an expensive JPEG
+            share.spent(0.01)
+            published += 1
+        else:
+            shed += 1
+    spent, budget = published * 0.01, TAP_BURST_S + TAP_TIME_SHARE * 2.0
     # Most frames were shed, to stay within the budget, and the budget was used.
-    assert busy > published
+    assert shed > published
     assert spent <= budget + 0.05, f"the tap took {spent:.2f} s of 2 s"
     assert spent >= 0.8 * budget

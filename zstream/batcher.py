@@ -1,9 +1,9 @@
 """Batching stage: group validated frames into Redis Stream entries, and failures into the QC stream.
 
-The batcher is where pixels leave shared memory: it scales each frame to the camera's
-output width and copies (or JPEG-encodes) it out of its ring slot, re-checks the slot's
-generation so a frame overwritten meanwhile is dropped rather than sent torn, and releases
-the slot. Batches are sealed by size or age and written in order by one writer task; while
+The batcher is the one writer of the streams, so it does as little per frame as it can:
+frames come already scaled and encoded by the validation workers (zstream.output), and it
+groups them, publishes them on the tap and writes them; it never reads shared memory.
+Batches are sealed by size or age and written in order by one writer task; while
 Redis is down they wait in a bounded queue (retried with capped, jittered exponential
 back-off), and when that overflows the oldest batch is shed and counted. When Redis returns,
 what waited is written in order, with the entry ids it was given, even to a Redis that
@@ -13,6 +13,7 @@ restarted empty.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -31,18 +32,17 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from zstream.errors import RingError, mask_url
+from zstream.errors import mask_url
 from zstream.ledger import InFlightWrites, in_flight_path
-from zstream.pixels import i420_bytes, i420_shape, i420_to_color, jpeg_encode, output_size, scale_i420
 from zstream.redis_client import connect_async
-from zstream.ring import RingCache
 from zstream.rundir import PipelineWatcher
 from zstream.stats import Counters, StatsReporter, latency_bucket
 from zstream.tap import TapPublisher
 from zstream.topology import Topology
 from zstream.wire import (
-    MAX_MESSAGE_BYTES,
+    MAX_PAYLOAD_BYTES,
     FrameMeta,
+    Output,
     Verdict,
     batch_name,
     encode_batch_entry,
@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 STAGE = "batch"
 QC_BACKLOG = 10000
 QC_CHUNK = 200
+AHEAD_BATCHES = 4  # sealed batches waiting for a Redis that is up, before intake waits for it
+INTAKE_HWM = 200  # frames queued from each validation worker (each up to a raw frame's size)
 RETRY_FIRST_S = 0.1  # back-off after the first failed write while Redis is down
 RETRY_MAX_S = 2.0  # its cap: Redis is written to again within about this long of its return
 
@@ -126,10 +128,9 @@ class Batcher(MessageIntake):
     """Turns verdicts into sealed batches and QC entries; `writer` sends them to Redis."""
 
     STAGE = STAGE
-    EXPECTED = Verdict
+    EXPECTED = (Verdict, Output)
 
     def __init__(self, topology: Topology, counters: Counters, client: Any) -> None:
-        self.rings = RingCache(topology.run_id)
         self.apply(topology)
         self.counters = counters
         self.redis = client
@@ -139,6 +140,8 @@ class Batcher(MessageIntake):
         self.qc: deque[QcEntry] = deque()
         self._ids = {"batch": EntryIds(), "qc": EntryIds()}
         self.wake = asyncio.Event()
+        self.written = asyncio.Event()  # set at each batch written: intake held back may go on
+        self.redis_failing = False
         self._last_seq: dict[str, int] = {}
         self._last_written_ts: dict[str, float] = {}  # capture time of each camera's last written frame
         self._batches = 0
@@ -147,82 +150,29 @@ class Batcher(MessageIntake):
         self.in_flight: InFlightWrites | None = None  # what a kill -9 mid-write must not lose track of
 
     def apply(self, topology: Topology) -> None:
-        """Follow live changes: the cameras' output widths, and rings removed or resized."""
+        """Follow live changes of the batch and Redis settings."""
         self.topology = topology
         self.settings = topology.batcher
-        self._output_width = {camera.id: topology.output_width_for(camera) for camera in topology.cameras}
-        self.rings.refresh()
 
     # ---- intake -------------------------------------------------------------------------
 
-    def accept(self, verdict: Verdict) -> None:
-        """Batch a passing frame, queue a failing one for QC; release its slot either way."""
-        ref = verdict.frame
-        try:
-            ring = self.rings.get(ref.camera)
-            self._accept(verdict, ring)
-            ring.release(ref.slot, ref.generation)  # done with the slot whatever became of the frame
-        except RingError as exc:
-            self.counters.drop(STAGE, "bad_reference", ref.camera)
-            log.warning("camera %s: %s", ref.camera, exc)
-
-    def _accept(self, verdict: Verdict, ring: Any) -> None:
-        ref = verdict.frame
-        if ref.seq >= ring.next_seq:
-            raise RingError(f"frame {ref.seq} was never written to the ring (next is {ring.next_seq})")
-        if ref.seq <= self._last_seq.get(ref.camera, -1):
-            self.counters.drop(STAGE, "out_of_order", ref.camera)
+    def accept(self, message: Verdict | Output, data: bytes = b"", tap: bytes | None = None) -> None:
+        """Batch a frame that passed (an Output, encoded by validation), queue one that failed (a
+        Verdict) for QC; per camera, in order."""
+        if isinstance(message, Output):
+            camera, seq = message.meta.camera, message.meta.seq
+        else:
+            camera, seq = message.frame.camera, message.frame.seq
+        if seq <= self._last_seq.get(camera, -1):
+            self.counters.drop(STAGE, "out_of_order", camera)
             return
-        if verdict.passed:
-            payload = self._read_pixels(ring, verdict)
-            if payload is None:
-                return
-            self.add(payload)
-        else:
-            self._queue_qc(QcEntry(ref.camera, encode_qc_entry(verdict)))
-        self._last_seq[ref.camera] = (
-            ref.seq
-        )  # only once accepted: a stale reference must not block later frames
-
-    def _read_pixels(self, ring: Any, verdict: Verdict) -> tuple[FrameMeta, bytes] | None:
-        """Copy or encode the frame out of its slot; None (counted) if it was overwritten."""
-        ref = verdict.frame
-        if not ring.is_current(ref.slot, ref.generation):
-            self.counters.drop(STAGE, "overwritten", ref.camera)
-            return None
-        width, height = output_size(ref.width, ref.height, self._output_width.get(ref.camera, 0))
-        planes = scale_i420(*ring.planes(ref.slot), width, height)
-        settings = self.settings
-        if settings.encoding == "jpeg":
-            data, shape = jpeg_encode(*planes, settings.jpeg_quality)
-            pixel_format = "bgr24"
-        elif settings.pixel_format == "yuv420p":
-            # Unscaled, the slot is Y, U, V back to back: one copy out, the one the transport needs.
-            unscaled = planes[0].shape == (ref.height, ref.width)
-            data = ring.frame(ref.slot).tobytes() if unscaled else i420_bytes(*planes)
-            shape, pixel_format = i420_shape(width, height), "yuv420p"
-        else:
-            color = i420_to_color(*planes, settings.pixel_format)
-            data, shape, pixel_format = color.tobytes(), color.shape, settings.pixel_format
-        if not ring.is_current(ref.slot, ref.generation):  # rewritten while we copied: torn
-            self.counters.drop(STAGE, "overwritten", ref.camera)
-            return None
-        meta = FrameMeta(
-            ref.camera,
-            ref.seq,
-            ref.pts,
-            ref.capture_ts,
-            verdict.validated_ts,
-            width,
-            height,
-            settings.encoding,
-            pixel_format,
-            tuple(shape),
-            verdict.metrics,
-        )
+        self._last_seq[camera] = seq
+        if isinstance(message, Verdict):
+            self._queue_qc(QcEntry(camera, encode_qc_entry(message)))
+            return
         if self.tap is not None:
-            self.tap.publish(meta, data, planes, lambda: ring.is_current(ref.slot, ref.generation))
-        return meta, data
+            self.tap.publish(message.meta, data, message.tap, tap)
+        self.add((message.meta, data))
 
     def add(self, frame: tuple[FrameMeta, bytes]) -> None:
         """Put a frame in the open batch; seal it when full. The batch timeout counts from its
@@ -257,6 +207,12 @@ class Batcher(MessageIntake):
             self.counters.add("batches_shed", reason="redis_backlog")
             for meta, _ in shed.frames:
                 self.counters.drop(STAGE, "redis_backlog", meta.camera)
+
+    def backlogged(self) -> bool:
+        """Redis is up but slower than the frames coming in: stop taking them until a batch is
+        written, so that they wait upstream (ZeroMQ's queues, then the cameras' drop policy)
+        rather than be shed here, which is for while Redis is down."""
+        return not self.redis_failing and len(self.sealed) >= AHEAD_BATCHES
 
     def seal_if_due(self) -> float:
         """Seal the open batch when it is old enough; returns seconds until it will be."""
@@ -308,8 +264,10 @@ class Batcher(MessageIntake):
                         self.settings.max_pending_batches,
                     )
                 failures += 1
+                self.redis_failing = True
                 await asyncio.sleep(retry_delay(failures))
                 continue
+            self.redis_failing = False
             if failures:
                 log.info(
                     "Redis is back after %.1f s (%d failed writes); %d batches pending, %d shed meanwhile",
@@ -348,6 +306,7 @@ class Batcher(MessageIntake):
                 self.counters.add("latency_ms", reason=latency_bucket(written - meta.capture_ts))
                 self._count_span(meta)
             self.counters.add("batches_written")
+            self.written.set()
             if self.in_flight is not None:
                 self.in_flight.done("batch")
             latency_ms = sum(max(0.0, written - meta.capture_ts) for meta, _ in batch.frames) * 1000
@@ -476,8 +435,8 @@ async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event, co
     batcher.in_flight = InFlightWrites(in_flight_path(watcher.run_dir, f"batch-{index}", os.getpid()))
     batcher.tap = TapPublisher.open(topology, counters)
     pull = context.socket(zmq.PULL)
-    pull.setsockopt(zmq.RCVHWM, 10000)
-    pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    pull.setsockopt(zmq.RCVHWM, INTAKE_HWM)
+    pull.setsockopt(zmq.MAXMSGSIZE, MAX_PAYLOAD_BYTES)  # per part: headers are checked on decoding
     pull.bind(topology.endpoint("batch"))
     finish = asyncio.Event()
     writer = asyncio.create_task(batcher.writer(finish))
@@ -488,13 +447,20 @@ async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event, co
             if stop.is_set() and deadline is None:
                 deadline = time.monotonic() + topology.supervisor.drain_budget_s("batch") - 1.0
             timeout_ms = max(1, int(min(batcher.seal_if_due(), 0.1) * 1000))
-            if await pull.poll(timeout_ms):
+            if batcher.backlogged():
+                batcher.written.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(batcher.written.wait(), timeout_ms / 1000)
+                last_input = time.monotonic()  # input is waiting for us, not finished
+            elif await pull.poll(timeout_ms):
                 for _ in range(256):  # take a burst before yielding to the writer
                     try:
-                        data = await pull.recv(zmq.NOBLOCK)
+                        parts = await pull.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    batcher.handle(data)
+                    batcher.handle(*parts)
+                    if batcher.backlogged():
+                        break
                 last_input = time.monotonic()
                 await asyncio.sleep(0)
             elif stop.is_set() and time.monotonic() - last_input >= DRAIN_IDLE_S:
@@ -503,6 +469,8 @@ async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event, co
                 break
             if (published := watcher.changed()) is not None:  # cameras changed live
                 batcher.apply(published[0])
+            if batcher.tap is not None:  # new subscribers are announced before their first frame
+                batcher.tap.follow_subscriptions()
             reporter.maybe_send()
         batcher.seal()
         finish.set()
@@ -519,7 +487,6 @@ async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event, co
         pull.close(linger=0)
         if batcher.tap is not None:
             batcher.tap.close()
-        batcher.rings.close()
         await client.aclose()
         context.term()
         zmq.Context.instance().term()

@@ -29,6 +29,7 @@ PLACEMENT_FILE = "placement.json"
 STATUS_FILE = "status.json"
 ENDPOINTS_FILE = "endpoints.json"  # the control, tap and metrics addresses actually bound
 TAP_ENDPOINT_FILE = "tap.endpoint"  # written by the batcher, which binds the tap
+TAP_WANTED_FILE = "tap.wanted"  # the batcher: its tap subscribers' camera prefixes, one a line
 PRIVATE_DIR = 0o700  # the run dir: its files name cameras with their passwords, its sockets take frames
 PRIVATE_FILE = 0o600
 
@@ -163,7 +164,14 @@ class RunDir:
         ours = [*self.path.glob("validate-*.sock"), self.path / "batch.sock", self.path / "stats.sock"]
         ours += [*self.path.glob(f"{LEDGER_PREFIX}*"), *self.path.glob(f"{IN_FLIGHT_PREFIX}*")]
         ours += self.path.glob("*.tmp")  # a replace_file cut short by a crash
-        files = [TOPOLOGY_FILE, PLACEMENT_FILE, STATUS_FILE, ENDPOINTS_FILE, TAP_ENDPOINT_FILE]
+        files = [
+            TOPOLOGY_FILE,
+            PLACEMENT_FILE,
+            STATUS_FILE,
+            ENDPOINTS_FILE,
+            TAP_ENDPOINT_FILE,
+            TAP_WANTED_FILE,
+        ]
         for path in [*ours, *(self.path / name for name in files)]:
             path.unlink(missing_ok=True)
         for path in ring_paths_of_run(self.topology.run_id):

@@ -6,11 +6,15 @@ The camera id comes first so that a SUB socket's prefix filtering selects camera
 versioned msgpack map (`zstream.wire.TapFrame`); the payload is empty (`meta`), a JPEG file
 (`jpeg`) or the decoded I420 frame (`raw`), as `tap.payload` says.
 
-Publishing (`TapPublisher`, in the batcher, which already reads every validated frame out of
-its ring) must never slow the pipeline down:
+Publishing (`TapPublisher`, in the batcher, which receives every frame on its way to Redis)
+must never slow the pipeline down:
 
-- It is an XPUB socket, so the batcher sees the subscriptions and does no work at all (no
-  JPEG encoding, no copy) for a camera nobody subscribes to.
+- It is an XPUB socket, so the batcher sees the subscriptions and does no work at all for a
+  camera nobody subscribes to. The tap's payload is the batch's own (same JPEG quality, or
+  raw I420 for raw I420) wherever it can be; otherwise the validation workers make it
+  (zstream.output), only for the cameras someone watches: the batcher announces its
+  subscribers' prefixes in RUN_DIR/tap.wanted, which they read every 0.1 s (a frame validated
+  before a new subscriber was seen is counted as `tap:subscribing`).
 - Sends never block. Each subscriber may have `tap.hwm` frames queued; beyond that the tap
   sheds, and counts it. Plain PUB drops silently at the high-water mark, so the socket runs
   with ZMQ_XPUB_NODROP: a send that would overflow the queue of any subscriber matching the
@@ -23,10 +27,10 @@ its ring) must never slow the pipeline down:
   inactive and skips it silently until it reads again, so what it misses is no longer counted
   (measured: 2 drops counted for 2,000 frames sent past a subscriber that read none). The tap
   is for watching the pipeline; a consumer that must not miss frames reads Redis. After a
-  refusal the camera's frames are shed (and counted) for FULL_BACKOFF_S without being encoded,
-  so a stuck subscriber does not make the batcher encode frames only to drop them.
-- Its work is bounded: JPEG encoding and copies may take TIME_SHARE of the batcher's time;
-  beyond that frames are shed and counted (`tap:busy`) rather than delaying the batches.
+  refusal the camera's frames are shed (and counted) for FULL_BACKOFF_S.
+- Its work is bounded: the tap's own payloads may take TAP_TIME_SHARE of a validation
+  worker's time; beyond that they are shed and counted (`tap:busy`) rather than delaying
+  validation.
 - Tap drops are counted as `dropped` with stage `tap`, but the frame still went to Redis:
   `zstream.stats.books` leaves them out.
 
@@ -38,7 +42,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -49,12 +53,13 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from zstream.errors import WireError, ZStreamError
-from zstream.pixels import i420_bytes, i420_shape, jpeg_encode
+from zstream.output import clear_tap_interest, tap_payload_format, write_tap_interest
+from zstream.pixels import i420_shape, jpeg_encode
 from zstream.rundir import TAP_ENDPOINT_FILE, replace_file
 from zstream.security import CurveServer, curve_client
 from zstream.sources.base import chroma_size, i420_size
 from zstream.stats import Counters
-from zstream.wire import FrameMeta, TapFrame
+from zstream.wire import FrameMeta, TapFrame, TapPart
 
 if TYPE_CHECKING:
     from zstream.topology import Topology
@@ -63,11 +68,7 @@ log = logging.getLogger(__name__)
 STAGE = "tap"
 ENDPOINT_FILE = TAP_ENDPOINT_FILE  # in the run dir: the address actually bound (port * resolved)
 SAVE_JPEG_QUALITY = 90  # raw tap frames saved by `zstream tap --save`
-# The tap's work (JPEG encoding, copies) may take this share of the batcher's time, in bursts of
-# up to BURST_S; beyond it frames are shed (`tap:busy`) instead of delaying the batches.
-TIME_SHARE = 0.25
-BURST_S = 0.25
-FULL_BACKOFF_S = 0.1  # after a refusal, the camera's frames are shed this long without encoding them
+FULL_BACKOFF_S = 0.1  # after a refusal, the camera's frames are shed this long
 
 
 class TapPublisher:
@@ -77,23 +78,19 @@ class TapPublisher:
         self,
         socket: zmq.Socket,
         payload: str,
-        jpeg_quality: int,
         counters: Counters,
-        batch_jpeg_quality: int | None = None,
-        endpoint_file: Path | None = None,
+        own_format: str | None = None,
+        run_dir: Path | None = None,
     ) -> None:
         self.socket = socket
         self.payload = payload
-        self.jpeg_quality = jpeg_quality
         self.counters = counters
-        self.batch_jpeg_quality = batch_jpeg_quality  # batch payloads of this quality are reused
-        self.endpoint_file = endpoint_file
+        self.own_format = own_format  # None: batch payloads serve as the tap's (tap_payload_format)
+        self.run_dir = run_dir  # where the endpoint and the subscribers' prefixes are announced
         self.curve: CurveServer | None = None  # the ZAP thread checking subscribers' keys, if any
         self.endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._topics: set[bytes] = set()
         self._wanted: dict[str, bool] = {}
-        self._budget_s = BURST_S
-        self._budget_at = time.monotonic()
         self._errors = 0
         self._full_until: dict[str, float] = {}
 
@@ -135,17 +132,11 @@ class TapPublisher:
                 exc,
             )
             return None
-        batcher = topology.batcher
-        tap = cls(
-            socket,
-            settings.payload,
-            settings.jpeg_quality,
-            counters,
-            batch_jpeg_quality=batcher.jpeg_quality if batcher.encoding == "jpeg" else None,
-            endpoint_file=Path(topology.run_dir) / ENDPOINT_FILE,
-        )
+        run_dir = Path(topology.run_dir)
+        tap = cls(socket, settings.payload, counters, tap_payload_format(topology), run_dir)
         tap.curve = curve
-        replace_file(tap.endpoint_file, tap.endpoint + "\n")
+        replace_file(run_dir / ENDPOINT_FILE, tap.endpoint + "\n")
+        write_tap_interest(run_dir, set())
         log.info("tap: publishing validated frames (%s) on %s", settings.payload, tap.endpoint)
         return tap
 
@@ -153,8 +144,9 @@ class TapPublisher:
         self.socket.close(linger=0)
         if self.curve is not None:
             self.curve.stop()
-        if self.endpoint_file is not None:
-            self.endpoint_file.unlink(missing_ok=True)
+        if self.run_dir is not None:
+            (self.run_dir / ENDPOINT_FILE).unlink(missing_ok=True)
+            clear_tap_interest(self.run_dir)
 
     # ---- subscriptions ------------------------------------------------------------------
 
@@ -166,6 +158,11 @@ class TapPublisher:
             key = camera.encode()
             wanted = self._wanted[camera] = any(key.startswith(topic) for topic in self._topics)
         return wanted
+
+    def follow_subscriptions(self) -> None:
+        """Take in subscriptions (and announce them to validation, which makes the tap's own
+        payloads) without waiting for a frame to publish."""
+        self._read_subscriptions()
 
     def _read_subscriptions(self) -> None:
         # XPUB passes on the first subscription to a topic and the last unsubscription from it
@@ -179,36 +176,25 @@ class TapPublisher:
             else:
                 continue  # not a subscription: nothing a subscriber may send us
             self._wanted.clear()
+            if self.run_dir is not None and self.own_format is not None:  # validation makes its payload
+                write_tap_interest(self.run_dir, self._topics)
 
     # ---- publishing ---------------------------------------------------------------------
 
-    def publish(
-        self,
-        meta: FrameMeta,
-        data: bytes,
-        planes: tuple[np.ndarray, np.ndarray, np.ndarray],
-        current: Callable[[], bool],
-    ) -> None:
-        """Publish a frame on its way to Redis (its batch metadata, its payload `data`, and its
-        I420 `planes` at its output size, which may be views into a ring slot still held, so
-        `current()` says whether that slot still holds it) to the subscribers of its camera.
-        Never blocks, never raises."""
+    def publish(self, meta: FrameMeta, data: bytes, part: TapPart, own: bytes | None) -> None:
+        """Publish a frame on its way to Redis (its batch metadata and payload `data`, and the
+        tap's `own` payload when validation made one, as `part` says) to the subscribers of its
+        camera. Never blocks, never raises."""
         if not self.wants(meta.camera):
             return
-        start = time.monotonic()
-        if start < self._full_until.get(meta.camera, 0.0):  # a subscriber was full just now
+        if time.monotonic() < self._full_until.get(meta.camera, 0.0):  # a subscriber was full just now
             self.counters.drop(STAGE, "subscriber_full", meta.camera)
             return
-        self._budget_s = min(BURST_S, self._budget_s + (start - self._budget_at) * TIME_SHARE)
-        self._budget_at = start
-        if self._budget_s <= 0:
-            self.counters.drop(STAGE, "busy", meta.camera)
-            return
         try:
-            payload, pixel_format, shape = self._payload(meta, data, planes)
-            if not current():  # rewritten while we read it: torn
-                self.counters.drop(STAGE, "overwritten", meta.camera)
+            payload = self._payload(meta, data, part, own)
+            if payload is None:
                 return
+            body, pixel_format, shape = payload
             header = TapFrame(
                 meta.camera,
                 meta.seq,
@@ -222,7 +208,7 @@ class TapPublisher:
                 shape,
                 meta.metrics,
             ).encode()
-            if self._send([meta.camera.encode(), header, payload]):
+            if self._send([meta.camera.encode(), header, body]):
                 self.counters.add("tapped", meta.camera)
             else:
                 self.counters.drop(STAGE, "subscriber_full", meta.camera)
@@ -237,22 +223,23 @@ class TapPublisher:
                     meta.camera,
                     self._errors,
                 )
-        finally:
-            self._budget_s -= time.monotonic() - start
 
     def _payload(
-        self, meta: FrameMeta, data: bytes, planes: tuple[np.ndarray, np.ndarray, np.ndarray]
-    ) -> tuple[bytes, str | None, tuple[int, ...] | None]:
+        self, meta: FrameMeta, data: bytes, part: TapPart, own: bytes | None
+    ) -> tuple[bytes, str | None, tuple[int, ...] | None] | None:
+        """The tap message's payload, pixel format and shape; None (counted where it must be)
+        when there is none to send."""
         if self.payload == "meta":
             return b"", None, None
-        if self.payload == "raw":
-            if meta.encoding == "raw" and meta.pixel_format == "yuv420p":
-                return data, "yuv420p", meta.shape  # the batch's own copy: no second one
-            return i420_bytes(*planes), "yuv420p", i420_shape(meta.width, meta.height)
-        if meta.encoding == "jpeg" and self.batch_jpeg_quality == self.jpeg_quality:
-            return data, "bgr24", meta.shape
-        encoded, shape = jpeg_encode(*planes, self.jpeg_quality)
-        return encoded, "bgr24", tuple(shape)
+        raw = self.payload == "raw"
+        pixel_format, shape = ("yuv420p", i420_shape(meta.width, meta.height)) if raw else ("bgr24", None)
+        if self.own_format is None:  # the batch payload is the tap's too
+            return data, pixel_format, meta.shape
+        if part is TapPart.ATTACHED and own is not None:
+            return own, pixel_format, shape or (meta.height, meta.width, 3)
+        if part is TapPart.NONE:  # subscribed after validation looked (it looks every 0.1 s)
+            self.counters.drop(STAGE, "subscribing", meta.camera)
+        return None  # TapPart.SHED: validation counted it
 
     def _send(self, parts: list[bytes]) -> bool:
         """Send one message without blocking; False (nothing sent) if the queue of a subscriber

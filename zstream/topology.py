@@ -120,6 +120,11 @@ class CaptureSettings(Strict):
 
 class ValidationSettings(Strict):
     workers: int = Field(1, ge=1, le=64, description="validation processes; each camera sticks to one")
+    frames: Literal["output", "all"] = Field(
+        "output",
+        description='which frames are measured: "output", those the output rate sends on (README, '
+        'Validation: what it changes); "all", every captured frame',
+    )
     thresholds: Thresholds = Field(default_factory=Thresholds)
 
 
@@ -141,8 +146,8 @@ class BatcherSettings(Strict):
         5.0,
         ge=0,
         le=240,
-        description="frames per second per camera written to Redis (every frame is still decoded and "
-        "validated); 0: every frame",
+        description="frames per second per camera written to Redis (every frame is still decoded); "
+        "0: every frame",
     )
     output_width: int = Field(
         640, ge=0, le=16384, description="frames written to Redis are scaled down to this width; 0: unscaled"
@@ -219,7 +224,9 @@ class TapSettings(Strict):
         description="ZeroMQ PUB endpoint publishing every validated frame; empty string: no tap",
     )
     payload: Literal["meta", "jpeg", "raw"] = Field("jpeg", description="what each tap message carries")
-    jpeg_quality: int = Field(80, ge=1, le=100)
+    jpeg_quality: int | None = Field(
+        None, ge=1, le=100, description="default: the batch's, so that the tap reuses its JPEG"
+    )
     hwm: int = Field(
         100, ge=1, le=100000, description="frames queued per subscriber; beyond it the tap sheds (counted)"
     )

@@ -1,10 +1,14 @@
-"""Validation stage: measure each frame's quality on its luma plane, in place in shared memory.
+"""Validation stage: judge each frame's quality on its luma plane, in place in shared memory,
+and encode the frames that passed for Redis.
 
 Every camera is routed to one validation worker (see topology.Placement), so its frames
-stay in order and its per-camera state lives in one process. Every frame is validated;
-the camera's output rate then picks the frames that go on to the batcher (which writes
-them to the batch or the QC stream), and the slots of the others are released here,
-counted as skipped (output_rate), so they never cost the batcher a message.
+stay in order and its per-camera state lives in one process. The camera's output rate
+picks the frames that go on to Redis; the others are released here, counted as skipped
+(output_rate), and by default not measured at all (`validation.frames = "output"`; "all"
+measures every frame, README "Validation"). A frame that failed goes to the batcher as a
+Verdict (for the QC stream); one that passed is scaled and encoded here (zstream.output),
+where N workers share that work, and goes as an Output. Either way its slot is released
+here: the batcher never reads shared memory.
 """
 
 from __future__ import annotations
@@ -12,21 +16,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 import zmq
 
 from zstream.errors import RingError
+from zstream.output import Encoder, Planes, TapInterest, TimeShare
 from zstream.quality import CameraQuality
 from zstream.rate import FpsCap
-from zstream.ring import RingCache
+from zstream.ring import Ring, RingCache
 from zstream.rundir import PipelineWatcher
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Topology
-from zstream.wire import MAX_MESSAGE_BYTES, FrameRef, Verdict, encode
+from zstream.wire import MAX_MESSAGE_BYTES, FrameMeta, FrameRef, Output, TapPart, Verdict, encode
 from zstream.worker import DRAIN_IDLE_S, MessageIntake
 
 log = logging.getLogger(__name__)
 STAGE = "validate"
+OUTPUT_HWM = 200  # frames queued for the batcher (each up to a raw frame's size), beside its own 200
+TAP_STAGE = "tap"  # drops of the tap's own payloads (the frame still goes to Redis)
 
 
 class Validator(MessageIntake):
@@ -40,7 +49,10 @@ class Validator(MessageIntake):
         # Per-camera state (frozen detection, the camera's norm) is correct here because each
         # camera is routed to exactly one validation worker, which sees its frames in order.
         self._quality: dict[str, CameraQuality] = {}
-        self._output: dict[str, FpsCap] = {}  # per camera: which validated frames go to Redis
+        self._output: dict[str, FpsCap] = {}  # per camera: which frames go on to Redis
+        self.encoder = Encoder(topology)
+        self.tap_interest = TapInterest(Path(topology.run_dir))
+        self.tap_share = TimeShare()
         self.apply(topology)
         self.pull = context.socket(zmq.PULL)
         # Per camera (each has its own pipe): with the sender's HWM, what may wait for us.
@@ -48,7 +60,7 @@ class Validator(MessageIntake):
         self.pull.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         self.pull.bind(topology.endpoint(f"validate-{index}"))
         self.push = context.socket(zmq.PUSH)
-        self.push.setsockopt(zmq.SNDHWM, 10000)
+        self.push.setsockopt(zmq.SNDHWM, OUTPUT_HWM)
         self.push.setsockopt(zmq.LINGER, 2000)
         self.push.connect(topology.endpoint("batch"))
 
@@ -56,6 +68,7 @@ class Validator(MessageIntake):
         """Follow live camera changes: new cameras get their state, changed thresholds apply
         from the next frame (a camera's frozen state and norm survive a threshold change)."""
         self.topology = topology
+        self.every_frame = topology.validation.frames == "all"
         quality, output = {}, {}
         for camera in topology.cameras:
             thresholds, fps = topology.thresholds_for(camera), topology.output_fps_for(camera)
@@ -65,59 +78,123 @@ class Validator(MessageIntake):
             quality[camera.id] = kept or CameraQuality(thresholds)
             output[camera.id] = cap if cap and cap.fps == fps else FpsCap(fps)
         self._quality, self._output = quality, output
+        self.encoder.apply(topology)
         self.rings.refresh()
 
     def accept(self, ref: FrameRef) -> None:
-        """Measure one frame in place and pass the verdict on; stale references are counted."""
+        """Measure one frame in place; pass its verdict on, or (it passed) the frame encoded for
+        Redis. The slot is released here whatever becomes of the frame; stale references are counted."""
         quality = self._quality.get(ref.camera)
         if quality is None:
             self.counters.drop(STAGE, "unknown_camera", ref.camera)
             return
         try:
             ring = self.rings.get(ref.camera)
-            if not ring.is_current(ref.slot, ref.generation):
-                self.counters.drop(STAGE, "overwritten", ref.camera)
-                return
-            info = ring.info(ref.slot)
-            if (info.seq, info.width, info.height) != (ref.seq, ref.width, ref.height):
-                if not ring.is_current(ref.slot, ref.generation):  # rewritten between the two looks
-                    self.counters.drop(STAGE, "overwritten", ref.camera)
-                    return
-                raise RingError(f"reference to slot {ref.slot} does not match what the slot holds")
-            luma = ring.planes(ref.slot)[0]
-            # Stream time when there is one: a file read faster than real time freezes in stream
-            # seconds, not wall-clock ones. (Time going back, on a restart, resets the state.)
-            assessment = quality.assess(luma, ref.pts if ref.pts is not None else ref.capture_ts)
-            if not ring.is_current(ref.slot, ref.generation):  # rewritten while we measured
-                self.counters.drop(STAGE, "overwritten", ref.camera)
-                return
+            self._check(ring, ref)
         except RingError as exc:
             self.counters.drop(STAGE, "bad_reference", ref.camera)
             log.warning("camera %s: %s", ref.camera, exc)
             return
-        reasons = assessment.reasons
-        # Counted before the verdict leaves: were this worker killed right after sending, the
-        # batcher could write a frame that no count says was validated.
-        self.counters.add("validated", ref.camera)
-        if reasons:
-            self.counters.add("rejected", ref.camera)  # frames, where "failed" counts reasons
-        for reason in reasons:
-            self.counters.add("failed", ref.camera, reason)
-        if self._output[ref.camera].admit(ref.pts if ref.pts is not None else ref.capture_ts):
-            verdict = Verdict(ref, assessment.metrics.as_dict(), reasons, time.time())
-            try:
-                self.push.send(encode(verdict), zmq.NOBLOCK)
-            except zmq.Again:
-                ring.release(ref.slot, ref.generation)
-                self.counters.drop(STAGE, "batcher_full", ref.camera)
-        else:
+        except _Overwritten:
+            self.counters.drop(STAGE, "overwritten", ref.camera)
+            return
+        try:
+            message = self._judge(ring, ref, quality)
+        except _Overwritten:
+            self.counters.drop(STAGE, "overwritten", ref.camera)
+            return
+        finally:
             ring.release(ref.slot, ref.generation)
+        if message is not None:
+            try:
+                self.push.send_multipart(message, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self.counters.drop(STAGE, "batcher_full", ref.camera)
+
+    @staticmethod
+    def _check(ring: Ring, ref: FrameRef) -> None:
+        """That the slot still holds the frame `ref` announced."""
+        if not ring.is_current(ref.slot, ref.generation):
+            raise _Overwritten
+        info = ring.info(ref.slot)
+        if (info.seq, info.width, info.height) != (ref.seq, ref.width, ref.height):
+            if not ring.is_current(ref.slot, ref.generation):  # rewritten between the two looks
+                raise _Overwritten
+            raise RingError(f"reference to slot {ref.slot} does not match what the slot holds")
+
+    def _judge(self, ring: Ring, ref: FrameRef, quality: CameraQuality) -> list[Any] | None:
+        """The message for the batcher (None: the frame goes no further, counted)."""
+        # Stream time when there is one: a file read faster than real time freezes in stream
+        # seconds, not wall-clock ones. (Time going back, on a restart, resets the state.)
+        t = ref.pts if ref.pts is not None else ref.capture_ts
+        sent = self._output[ref.camera].admit(t)
+        if not sent and not self.every_frame:
             self.counters.add("skipped", ref.camera, "output_rate")
+            return None
+        assessment = quality.assess(ring.planes(ref.slot)[0], t)
+        if not ring.is_current(ref.slot, ref.generation):  # rewritten while we measured
+            raise _Overwritten
+        self._count(ref.camera, assessment.reasons)
+        if not sent:
+            self.counters.add("skipped", ref.camera, "output_rate")
+            return None
+        metrics = assessment.metrics.as_dict()
+        if assessment.reasons:
+            return [encode(Verdict(ref, metrics, assessment.reasons, time.time()))]
+        return self._output_message(ring, ref, metrics)
+
+    def _count(self, camera: str, reasons: tuple[str, ...]) -> None:
+        # Counted before anything leaves: were this worker killed right after sending, the
+        # batcher could write a frame that no count says was validated.
+        self.counters.add("validated", camera)
+        if reasons:
+            self.counters.add("rejected", camera)  # frames, where "failed" counts reasons
+        for reason in reasons:
+            self.counters.add("failed", camera, reason)
+
+    def _output_message(self, ring: Ring, ref: FrameRef, metrics: dict[str, float]) -> list[Any]:
+        """[Output header, payload(, the tap's own payload)] of a frame that passed."""
+        encoded, planes = self.encoder.encode(ring, ref)
+        tap, tap_part = TapPart.NONE, b""
+        if self.encoder.tap_format and self.tap_interest.wants(ref.camera):
+            tap, tap_part = self._tap_payload(ref.camera, planes)
+        if not ring.is_current(ref.slot, ref.generation):  # rewritten while we copied: torn
+            raise _Overwritten
+        meta = FrameMeta(
+            ref.camera,
+            ref.seq,
+            ref.pts,
+            ref.capture_ts,
+            time.time(),
+            encoded.width,
+            encoded.height,
+            encoded.encoding,
+            encoded.pixel_format,
+            encoded.shape,
+            metrics,
+        )
+        header = encode(Output(meta, tap))
+        return [header, encoded.data, tap_part] if tap is TapPart.ATTACHED else [header, encoded.data]
+
+    def _tap_payload(self, camera: str, planes: Planes) -> tuple[TapPart, bytes]:
+        """The tap's own payload, within its share of this worker's time (else shed, counted)."""
+        if not self.tap_share.allows():
+            self.counters.drop(TAP_STAGE, "busy", camera)
+            return TapPart.SHED, b""
+        start = time.monotonic()
+        try:
+            return TapPart.ATTACHED, self.encoder.tap_payload(planes)
+        finally:
+            self.tap_share.spent(time.monotonic() - start)
 
     def close(self) -> None:
         self.pull.close(linger=0)
         self.push.close()
         self.rings.close()
+
+
+class _Overwritten(Exception):
+    """The slot was rewritten (the camera lapped its ring) while we looked at it."""
 
 
 def run(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:

@@ -1,9 +1,11 @@
 """Every message zstream sends, and the Redis entry formats, in one place.
 
 Internal messages (between processes on one host, over ZeroMQ) are msgpack arrays
-`[PROTOCOL_VERSION, type, *fields]`. They carry references to shared-memory slots and
-metadata, never pixels. A message of another version or an unknown type is rejected
-with WireError instead of being guessed at.
+`[PROTOCOL_VERSION, type, *fields]`. Up to validation they carry references to
+shared-memory slots, never pixels; from validation to the batcher a passing frame's
+encoded output (a 640 px JPEG, by default) follows its header as a message part of its
+own. A message of another version or an unknown type is rejected with WireError instead
+of being guessed at.
 
 Redis entries (what leaves the pipeline) carry their own format version in field `v`.
 """
@@ -11,6 +13,7 @@ Redis entries (what leaves the pipeline) carry their own format version in field
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, ClassVar
 
 import msgpack
@@ -19,7 +22,8 @@ from zstream.errors import WireError
 
 PROTOCOL_VERSION = 1
 BATCH_FORMAT_VERSION = 1
-MAX_MESSAGE_BYTES = 1 << 20
+MAX_MESSAGE_BYTES = 1 << 20  # a header; pixel parts have MAX_PAYLOAD_BYTES
+MAX_PAYLOAD_BYTES = 1 << 28  # one raw frame (an unscaled 8K BGR frame is 100 MB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,99 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameMeta:
+    """Metadata of one frame inside a batch entry; `data` is its pixel payload."""
+
+    camera: str
+    seq: int
+    pts: float | None
+    capture_ts: float
+    validated_ts: float
+    width: int
+    height: int
+    encoding: str  # "raw" or "jpeg"
+    pixel_format: str  # raw: yuv420p | bgr24 | rgb24; jpeg: what decoding gives ("bgr24")
+    shape: tuple[int, ...]  # numpy shape of the decoded array
+    metrics: dict[str, float]
+
+    def _fields(self) -> list[Any]:
+        return [
+            self.camera,
+            self.seq,
+            self.pts,
+            self.capture_ts,
+            self.validated_ts,
+            self.width,
+            self.height,
+            self.encoding,
+            self.pixel_format,
+            list(self.shape),
+            {name: float(value) for name, value in self.metrics.items()},
+        ]
+
+    @classmethod
+    def _from(cls, values: list[Any]) -> FrameMeta:
+        camera, seq, pts, capture_ts, validated_ts, width, height, encoding, pixel_format, shape, metrics = (
+            values
+        )
+        _expect(camera, str, "camera")
+        for name, value in (("seq", seq), ("width", width), ("height", height)):
+            _expect(value, int, name)
+        for name, text in (("encoding", encoding), ("pixel_format", pixel_format)):
+            _expect(text, str, name)
+        _expect(shape, list, "shape")
+        _expect(metrics, dict, "metrics")
+        if pts is not None:
+            _expect(pts, (int, float), "pts")
+        return cls(
+            camera,
+            seq,
+            pts,
+            float(capture_ts),
+            float(validated_ts),
+            width,
+            height,
+            encoding,
+            pixel_format,
+            tuple(int(n) for n in shape),
+            metrics,
+        )
+
+
+class TapPart(IntEnum):
+    """What an Output says about the tap's own payload (one the batch payload cannot serve)."""
+
+    NONE = 0  # none made: the tap needs none, or nobody watched the camera when it was validated
+    ATTACHED = 1  # in the message's third part
+    SHED = 2  # the validation worker shed it (counted there): the tap shows nothing of this frame
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """validation → batcher: a frame that passed, scaled and encoded for Redis.
+
+    Sent as a multipart message [header, payload] or [header, payload, tap payload]: the
+    pixels (JPEG or raw bytes, FrameMeta says which) travel as parts of their own, never
+    packed into the header. The validation workers do this per-frame output work, so that
+    it scales with their number; the batcher only groups and writes.
+    """
+
+    TYPE: ClassVar[int] = 6
+    meta: FrameMeta
+    tap: TapPart = TapPart.NONE
+
+    def _fields(self) -> list[Any]:
+        return [self.meta._fields(), int(self.tap)]
+
+    @classmethod
+    def _from(cls, values: list[Any]) -> Output:
+        meta, tap = values
+        _expect(meta, list, "meta")
+        _expect(tap, int, "tap")
+        return cls(FrameMeta._from(meta), TapPart(tap))
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerStats:
     """any worker → supervisor: cumulative counters since the worker process started.
 
@@ -179,9 +276,9 @@ class ControlReply:
         return cls(ok, result, error)
 
 
-Message = FrameRef | Verdict | WorkerStats | ControlRequest | ControlReply
+Message = FrameRef | Verdict | Output | WorkerStats | ControlRequest | ControlReply
 MESSAGE_TYPES: dict[int, type[Message]] = {
-    cls.TYPE: cls for cls in (FrameRef, Verdict, WorkerStats, ControlRequest, ControlReply)
+    cls.TYPE: cls for cls in (FrameRef, Verdict, Output, WorkerStats, ControlRequest, ControlReply)
 }
 
 
@@ -189,7 +286,7 @@ def encode(message: Message) -> bytes:
     return msgpack.packb([PROTOCOL_VERSION, message.TYPE, *message._fields()], use_bin_type=True)
 
 
-def decode(data: bytes, expected: type[Message] | None = None) -> Message:
+def decode(data: bytes, expected: type[Message] | tuple[type[Message], ...] | None = None) -> Message:
     """Decode one message; WireError on anything malformed, of another version, or unexpected."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
@@ -205,8 +302,9 @@ def decode(data: bytes, expected: type[Message] | None = None) -> Message:
     cls = MESSAGE_TYPES.get(kind)
     if cls is None:
         raise WireError(f"unknown message type {kind!r}")
-    if expected is not None and cls is not expected:
-        raise WireError(f"expected {expected.__name__}, got {cls.__name__}")
+    wanted = expected if isinstance(expected, tuple) else (expected,)
+    if expected is not None and cls not in wanted:
+        raise WireError(f"expected {' or '.join(kind.__name__ for kind in wanted)}, got {cls.__name__}")
     try:
         return cls._from(fields)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
@@ -219,23 +317,6 @@ def _expect(value: Any, kind: type | tuple[type, ...], name: str) -> None:
 
 
 # ---- Redis entries -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class FrameMeta:
-    """Metadata of one frame inside a batch entry; `data` is its pixel payload."""
-
-    camera: str
-    seq: int
-    pts: float | None
-    capture_ts: float
-    validated_ts: float
-    width: int
-    height: int
-    encoding: str  # "raw" or "jpeg"
-    pixel_format: str  # raw: yuv420p | bgr24 | rgb24; jpeg: what decoding gives ("bgr24")
-    shape: tuple[int, ...]  # numpy shape of the decoded array
-    metrics: dict[str, float]
 
 
 def encode_batch_entry(

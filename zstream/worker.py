@@ -30,13 +30,14 @@ DRAIN_IDLE_S = 0.3  # while stopping: input quiet this long means upstream has n
 class MessageIntake:
     """How a stage takes messages from an internal socket: decode them, and count (never die
     of) anything malformed, of another version or unforeseen. A stage subclasses this, names
-    its STAGE and EXPECTED message type and implements accept()."""
+    its STAGE and EXPECTED message type(s) and implements accept(message, *parts), where
+    `parts` are the message parts after its header (the pixels of an Output)."""
 
     STAGE: ClassVar[str]
-    EXPECTED: ClassVar[type[Message]]
+    EXPECTED: ClassVar[type[Message] | tuple[type[Message], ...]]
     counters: Counters
 
-    def handle(self, data: bytes) -> None:
+    def handle(self, data: bytes, *parts: Any) -> None:
         try:
             message = decode(data, self.EXPECTED)
         except WireError as exc:
@@ -44,14 +45,14 @@ class MessageIntake:
             logging.getLogger(__name__).warning("%s rejected a message: %s", self.STAGE, exc)
             return
         try:
-            self.accept(message)
+            self.accept(message, *parts)
         except Exception:  # a message we did not foresee must cost one frame, not the worker
             self.counters.drop(self.STAGE, "bad_message")
             logging.getLogger(__name__).exception(
                 "%s rejected a message that failed unexpectedly", self.STAGE
             )
 
-    def accept(self, message: Any) -> None:
+    def accept(self, message: Any, *parts: Any) -> None:
         raise NotImplementedError
 
 
