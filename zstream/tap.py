@@ -153,6 +153,10 @@ class TapPublisher:
     def wants(self, camera: str) -> bool:
         """Whether any subscriber's prefix matches the camera id ("" matches every camera)."""
         self._read_subscriptions()
+        return self._matches(camera)
+
+    def _matches(self, camera: str) -> bool:
+        """wants() as of the last look at the subscriptions (the batcher looks at each wake-up)."""
         wanted = self._wanted.get(camera)
         if wanted is None:
             key = camera.encode()
@@ -185,7 +189,7 @@ class TapPublisher:
         """Publish a frame on its way to Redis (its batch metadata and payload `data`, and the
         tap's `own` payload when validation made one, as `part` says) to the subscribers of its
         camera. Never blocks, never raises."""
-        if not self.wants(meta.camera):
+        if not self._matches(meta.camera):
             return
         if time.monotonic() < self._full_until.get(meta.camera, 0.0):  # a subscriber was full just now
             self.counters.drop(STAGE, "subscriber_full", meta.camera)
