@@ -8,7 +8,8 @@ a measured window reports:
 
   decoded %    frames the capture decoded (`received`) / frames the sources produced
                (10 fps x N x seconds); below 100 % the decoders fall behind real time
-  validated %  frames validated / frames produced ("decoded and validated": every frame is)
+  validated %  frames through validation / frames produced: measured, or (the default,
+               validation.frames = "output") skipped as the output rate does not send them
   delivered %  frames written to the Redis batch stream / frames the output rate selected
                (5 of the 10 fps by default), i.e. written / (written + dropped after the
                selection), both from the batcher's counters; a frame that failed QC (counted)
@@ -32,8 +33,9 @@ met every target, as a share of the ceiling.
 pipeline lets it (the `wait` policy: nothing is dropped), so "decoded fps % of ceiling" is the
 pipeline's throughput against FFmpeg's decode alone, on the same clip in the same run.
 
-Every frame is decoded and validated; the output rate (batcher.output_fps, output_width:
-5 fps at 640 px wide by default, JPEG) picks what goes to Redis, after validation. A step
+Every frame is decoded; the output rate (batcher.output_fps, output_width: 5 fps at 640 px
+wide by default, JPEG) picks what goes to Redis, and validation measures those (and, with
+validation.frames = "all", the others too), then scales and encodes what passed. A step
 whose decoded % falls below --min-decoded stops early, and so does the ramp: the machine
 is saturated. Results: a Markdown table (printed, and written to
 --out with the raw figures as JSON) and a PNG plot if matplotlib is installed.
@@ -52,6 +54,7 @@ import contextlib
 import datetime
 import json
 import multiprocessing
+import os
 import platform
 import re
 import resource
@@ -65,7 +68,7 @@ import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +107,11 @@ PACED_S = 10.0  # how long they run (QUICK_PACED_S with --quick)
 QUICK_PACED_S = 2.0
 STAGES = ("capture", "validate", "batch", "supervisor")
 PLOT_MISSING = "matplotlib is not installed: no plot (`.venv/bin/pip install matplotlib`)"
+
+
+def cores() -> int:
+    """The CPUs this script (and every process it starts) may run on: all, or --cores's."""
+    return len(os.sched_getaffinity(0))
 
 
 # ---- the clip --------------------------------------------------------------------------------
@@ -153,12 +161,12 @@ def decode_ceiling(clip: Path, passes: int) -> Ceiling:
         frames = sum(1 for _ in container.demux(video=0)) - 1  # less the final empty packet
     command = ["ffmpeg", "-v", "error", "-nostdin", "-threads", "1", "-stream_loop", str(passes - 1)]
     command += ["-i", str(clip), "-f", "null", "-"]
-    cores = psutil.cpu_count() or 1
+    count = cores()
     started = time.perf_counter()
-    running = [subprocess.Popen(command) for _ in range(cores)]
+    running = [subprocess.Popen(command) for _ in range(count)]
     if any(process.wait(600) for process in running):
         raise RuntimeError(f"ffmpeg failed on {clip}: {' '.join(command)}")
-    return Ceiling(cores * passes * frames / (time.perf_counter() - started), cores)
+    return Ceiling(count * passes * frames / (time.perf_counter() - started), count)
 
 
 def paced_decode(clip: str, threads: int, seconds: float) -> tuple[int, float]:
@@ -340,6 +348,9 @@ def scrape(address: str) -> tuple[float, dict[str, float], dict[str, float], dic
                 latency_sum = sample.value
             elif sample.name == "zstream_uptime_seconds":
                 uptime = sample.value
+    # Frames through validation: measured, or skipped by the output rate (validation.frames =
+    # "output" measures only what is sent on).
+    counters["through"] = counters["validated"] + counters["skipped"]
     return uptime, dict(counters), dict(dropped), dict(buckets), latency_sum
 
 
@@ -596,7 +607,7 @@ class Step:
             raise RuntimeError("the pipeline's counters did not move during the window")
         result.seconds = seconds
         result.decoded = self._share(samples, "received", SOURCE_FPS) or 0.0
-        result.validated = self._share(samples, "validated", SOURCE_FPS) or 0.0
+        result.validated = self._share(samples, "through", SOURCE_FPS) or 0.0
         result.delivered = self._delivered(first, last)
 
         def delta(now: dict[Any, float], then: dict[Any, float], key: Any) -> float:
@@ -614,18 +625,18 @@ class Step:
         result.latency_mean_ms = (last.latency_sum - first.latency_sum) * 1000 / count if count else None
 
         # CPU over the pipeline's own clock would mix clocks: use the wall time between readings.
-        wall = (last.machine[1] - first.machine[1]) / psutil.cpu_count()
+        wall = (last.machine[1] - first.machine[1]) / cores()
         by_stage: dict[str, float] = defaultdict(float)
         for pid, (stage, spent) in last.cpu.items():
             before = first.cpu.get(pid, (stage, 0.0))[1]  # a process started meanwhile: all of it
             by_stage[stage] += spent - before
         result.cpu_by_stage = {stage: 100.0 * by_stage.get(stage, 0.0) / wall for stage in STAGES}
-        result.cpu_machine = 100.0 * sum(by_stage.values()) / wall / psutil.cpu_count()
-        for stage, counter in (("capture", "received"), ("validate", "validated"), ("batch", "written")):
+        result.cpu_machine = 100.0 * sum(by_stage.values()) / wall / cores()
+        for stage, counter in (("capture", "received"), ("validate", "through"), ("batch", "written")):
             frames = delta(last.counters, first.counters, counter)
             if frames > 0:
                 result.cpu_ms_per_frame[stage] = 1000.0 * by_stage.get(stage, 0.0) / frames
-        result.cpu_machine_total = 100.0 * (last.machine[0] - first.machine[0]) / wall / psutil.cpu_count()
+        result.cpu_machine_total = 100.0 * (last.machine[0] - first.machine[0]) / wall / cores()
         for name in self.extra:
             if name in first.extra_cpu and name in last.extra_cpu:
                 setattr(result, f"cpu_{name}", 100.0 * (last.extra_cpu[name] - first.extra_cpu[name]) / wall)
@@ -819,7 +830,7 @@ def describe(options: Options, mode: str) -> str:
     output = rate + (f", {options.output_width} px wide" if options.output_width else f", {width}x{height}")
     return (
         f"Scale benchmark ({mode} cameras), run of {when} on {platform.node()} "
-        f"({psutil.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}): "
+        f"({cores()} CPUs, {platform.machine()}, Python {platform.python_version()}): "
         f"{width}x{height} H.264 at {SOURCE_FPS} fps "
         f"{'in real time' if options.realtime else 'read flat out (realtime = false)'} "
         f"(key frame every {GOP}), "
@@ -828,10 +839,11 @@ def describe(options: Options, mode: str) -> str:
         f"output {output} as JPEG q{options.jpeg_quality} (after validation); "
         f"{options.warmup:g} s warm-up, {options.window:g} s window per step.\n\n"
         "decoded % = frames decoded by capture / frames produced (10 fps x N x s); validated % = "
-        "frames validated / frames produced; delivered % = frames written to the Redis batch stream "
+        "frames through validation (measured, or skipped by the output rate) / frames produced; "
+        "delivered % = frames written to the Redis batch stream "
         "/ frames the output rate selected (written + dropped after it). CPU % machine: pipeline "
         "processes in % of all CPUs (everything that ran, other load included, in brackets); by "
-        "stage in % of one core; ms/frame: capture per frame decoded, validate per frame validated, "
+        "stage in % of one core; ms/frame: capture per frame decoded, validate per frame through it, "
         "batch per frame written. Memory without shared memory (the rings: shm MiB): RSS sums count "
         "shared library pages once per process; PSS splits them, so it is the true total. Latency: "
         "capture (frame in shared memory) to Redis, interpolated in the histogram's buckets (..., "
@@ -917,6 +929,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy profiles of every worker (into --out), summarised"
     )
+    parser.add_argument(
+        "--cores", help="scaling: the flat-out run on each of these core counts (1,2), with taskset"
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory of the results")
     args = parser.parse_args(argv)
@@ -935,9 +950,50 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.step_list = [int(n) for n in args.steps.split(",") if n.strip()]
     except ValueError:
         parser.error(f"--steps: expected camera counts such as 10,25,50, got {args.steps!r}")
+    try:
+        args.core_list = [int(n) for n in (args.cores or "").split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--cores: expected core counts such as 1,2, got {args.cores!r}")
+    if args.core_list and (min(args.core_list) < 1 or args.rtsp):
+        parser.error("--cores: counts of at least 1, files only (not --rtsp)")
     if not args.step_list or min(args.step_list) < 1:
         parser.error("--steps: at least one step, each of at least 1 camera")
     return args
+
+
+def scaling(args: argparse.Namespace, options: Options) -> str:
+    """--cores: the flat-out run on 1, 2, ... cores (taskset: this script's CPU affinity, which
+    ffmpeg and the pipeline inherit; Redis is not ours and runs where it runs), 2 cameras a core
+    and one validation worker per 2 cores: speed-up of the pipeline against the ceiling's."""
+    allowed = sorted(os.sched_getaffinity(0))
+    rows = []
+    for count in args.core_list:
+        if count > len(allowed):
+            raise SystemExit(f"--cores: {count} cores asked for, this machine lets us use {len(allowed)}")
+        os.sched_setaffinity(0, allowed[:count])
+        workers = {"validation_workers": max(1, count // 2), "capture_workers": max(1, count // 4)}
+        step = replace(options, realtime=False, **workers)
+        print(f"cores: {count} ...", file=sys.stderr, flush=True)
+        ceiling, results = ramp([2 * count], step, False, args.clip_seconds, args.passes, QUICK_PACED_S)
+        result = results[-1]
+        rows.append((count, ceiling.fps, result.decoded * result.cameras * SOURCE_FPS / 100, result))
+    os.sched_setaffinity(0, allowed)
+    first = rows[0]
+    lines = [
+        "| cores | workers: capture / validation | cameras | ceiling fps | pipeline fps | of ceiling "
+        "| ceiling speed-up | pipeline speed-up | efficiency | CPU ms/frame: capture / validate / batch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for count, ceiling_fps, fps, result in rows:
+        ceiling_up, pipeline_up = ceiling_fps / first[1], fps / first[2]
+        workers = f"{max(1, count // 4)} / {max(1, count // 2)}"
+        ms = " / ".join(f"{result.cpu_ms_per_frame.get(stage, 0.0):.2f}" for stage in STAGES[:3])
+        lines.append(
+            f"| {count} | {workers} | {result.cameras} | {ceiling_fps:.0f} | {fps:.0f} "
+            f"| {fps / ceiling_fps:.2f} | {ceiling_up:.2f}x | {pipeline_up:.2f}x "
+            f"| {pipeline_up / ceiling_up:.2f} | {ms} |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -965,6 +1021,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.flat_out and args.rtsp:
         print("bench_scale: --flat-out reads files; an RTSP server paces its clients", file=sys.stderr)
         return 2
+    if args.core_list:
+        report = describe(replace(options, realtime=False), "flat-out") + "\n\n" + scaling(args, options)
+        print(report)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "scale-cores.md").write_text(report + "\n")
+        return 0
     mode = "rtsp" if args.rtsp else "flat-out" if args.flat_out else "file"
     try:
         paced_s = QUICK_PACED_S if args.quick else PACED_S
