@@ -334,6 +334,20 @@ def main() -> None:
     )
     print(f"{redis_ms:.3f} ms per frame)")
     print(f"work beyond decoding, stages measured alone: {beyond:.3f} ms per decoded frame")
+    share = sent / (rounds * len(frames))
+    print("\nA model, not a measurement: N cores, the clip's cameras flat out, each stage at its ceiling")
+    print("above (capture = PyAV decode + copy; validation per decoded frame; the one batcher per")
+    print("written frame, never more than one core). Real runs add the supervisor (~1 % of a core),")
+    print("cache contention (validation beside decoders costs up to 1.5x its figure alone) and Redis.\n")
+    print("| cores | decoded fps | written fps | batcher busy | of the ffmpeg ceiling |")
+    print("|---|---|---|---|---|")
+    per_frame = pyav + per_decoded + batch_ms * share  # ms of CPU per decoded frame, all stages
+    for cores in (1, 2, 4, 8, 16, 32, 64):
+        fps = min(cores * 1000 / per_frame, 1000 / (batch_ms * share))
+        busy = fps * share * batch_ms / 1000
+        print(
+            f"| {cores} | {fps:,.0f} | {fps * share:,.0f} | {busy:.0%} | {fps * ffmpeg / 1000 / cores:.2f} |"
+        )
     print('\nQC verdicts, validation.frames = "output" (every second frame measured) against "all",')
     print("on the frames both measured (real CCTV footage, vtest.avi, 10 fps):\n")
     print("| case | frames | verdicts that differ | rejected: all / output |")
