@@ -45,7 +45,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from zstream.baseline import Norm, NormLimits, Observed
-from zstream.detail import IMPULSE_RMS_SQ, mean_gradient, noise, plan_for, reduce, sharpness
+from zstream.detail import IMPULSE_RMS_SQ, mean_gradient, noise, octaves, plan_for, sharpness
 
 REASONS = ("blurred", "too_dark", "too_bright", "low_contrast", "noisy", "frozen", "blank")
 BLACK, WHITE = 16, 235  # video-range luma of black and white
@@ -195,27 +195,28 @@ def _measure(luma: np.ndarray) -> tuple[QualityMetrics, np.ndarray]:
             f"{getattr(luma, 'shape', '')}"
         )
     plan = plan_for(*luma.shape)
-    small = reduce(luma, plan.factor, prefetch=True)
-    half = reduce(small, 2)
-    quarter = reduce(half, 2)
-    coarse = reduce(quarter, 1 << max(0, plan.coarse_steps - 2)) if plan.coarse_steps > 2 else quarter
-    if plan.coarse_steps < 2:
-        coarse = half if plan.coarse_steps == 1 else small
-    # S/2 keeps the mean and most of the spread; a tiny frame is used whole (the 2x steps drop
-    # an odd last row and column, which would bias the mean of a 17x9 frame)
-    mean, std = cv2.meanStdDev(half if half.size >= 4096 else luma)
+    small, half, quarter, coarse = octaves(luma, plan)
     sigma, impulses = noise(luma, plan)
-    gradient = mean_gradient(coarse)
+    gradient = mean_gradient(coarse, plan.coarse_down)
     step = plan.step
     sample = np.ascontiguousarray(luma[step // 2 :: step, step // 2 :: step])
     n = sample.size
+    if plan.strips is None:  # read whole: S/2 keeps the mean and most of the spread; a tiny
+        # frame is used itself (the 2x steps drop an odd last row and column, which would bias
+        # the mean of a 17x9 frame)
+        mean, std = cv2.meanStdDev(half if half.size >= 4096 else luma)
+        spread = float(std[0, 0])
+    else:  # the point sample covers the whole frame (the strips a third of it); its spread,
+        # less the sensor noise, is the scene's
+        mean, std = cv2.meanStdDev(sample)
+        spread = math.sqrt(max(float(std[0, 0]) ** 2 - sigma * sigma, 0.0))
     brightness = float(mean[0, 0])
     metrics = QualityMetrics(
         sharpness=sharpness((small, half, quarter), plan, sigma / plan.factor),
         brightness=brightness,
         clipped_dark=int(np.count_nonzero(sample <= BLACK)) / n,
         clipped_bright=int(np.count_nonzero(sample >= WHITE)) / n,
-        contrast=float(std[0, 0]) / max(brightness, 1.0),
+        contrast=spread / max(brightness, 1.0),
         noise=math.sqrt(sigma * sigma + IMPULSE_RMS_SQ * impulses),
         change=0.0,
         frozen_s=0.0,
