@@ -28,8 +28,8 @@ STRIPS = 5  # a larger frame is read in this many strips
 STRIP_ROWS = 32  # rows of S per strip: S/2 has 16, S/4 8, E 2-8
 SHARP_STEP = 3  # at S, every SHARP_STEP-th row centres sharpness windows (odd: every phase of
 # an encoder's 8x8 blocks, whose edges are part of the detail)
-NOISE_BANDS = 8  # noise is measured on at least this many bands of three rows
-OWN_NOISE_PIXELS = 8_000  # windows of S and of S/2 whose own noise is measured
+NOISE_BANDS = 5  # noise is measured on at least this many bands of three rows
+OWN_NOISE_PIXELS = 4_000  # windows of S and of S/2 whose own noise is measured
 SAMPLE_POINTS = 16_000  # full-resolution point sample: clipping and change
 NOISE_SAMPLE_PIXELS = 12_000  # enough for a median within ~1.5 % of the true noise sigma
 # Immerkaer's kernel [[1,-2,1],[-2,4,-2],[1,-2,1]] has squared coefficients summing to 36, so
@@ -88,14 +88,15 @@ def plan_for(h: int, w: int) -> Plan:
         coarse += 1
     rows = factor * STRIP_ROWS
     if h * w > WHOLE_PIXELS and 2 * h >= 3 * STRIPS * rows:
-        starts = np.linspace(0, h - rows, STRIPS).round().astype(np.intp)
+        spacing = (h - rows) // (STRIPS - 1)
+        starts = (h - rows - spacing * (STRIPS - 1)) // 2 + spacing * np.arange(STRIPS, dtype=np.intp)
         strips: tuple[int, ...] | None = tuple(int(s) for s in starts)
     else:
         strips, rows, starts = None, h, np.zeros(1, np.intp)
     count = len(starts)
     sw = w // factor
     windows = tuple(
-        _windows(count, rows // (factor << k), SHARP_STEP if k == 0 else 1, sw >> k, own=k < 2)
+        _windows(count, rows // (factor << k), SHARP_STEP if k == 0 else 1, sw >> k, own=k == 1)
         for k in range(3)
     )
     noise = _bands(starts, rows, w, NOISE_SAMPLE_PIXELS)
@@ -123,9 +124,9 @@ def _bands(starts: np.ndarray, rows: int, width: int, pixels: int) -> Bands:
     if rows < 3 or width < 3:
         return Bands(_frozen(np.zeros(0, np.intp)), _frozen(np.zeros(0, np.intp)))
     wanted = max(NOISE_BANDS, -(-pixels // (width - 2)))
-    per_strip = max(1, min(-(-wanted // starts.size), rows - 2))
+    per_strip = min(-(-wanted // starts.size), rows - 2)
     offsets = np.linspace(0, rows - 3, per_strip).round().astype(np.intp)
-    firsts = (starts[:, None] + offsets).ravel()
+    firsts = (starts[None, :] + offsets[:, None]).ravel()[:wanted]  # taking turns over the strips
     taken = (firsts[:, None] + np.arange(3)).ravel().astype(np.intp)
     return Bands(_frozen(taken), _frozen(np.arange(1, taken.size, 3, dtype=np.intp)))
 
@@ -166,8 +167,9 @@ def octaves(luma: np.ndarray, plan: Plan) -> tuple[np.ndarray, np.ndarray, np.nd
         if plan.factor == 1:
             small = np.concatenate([luma[s : s + rows] for s in plan.strips])
         else:  # each strip's first 2x step straight into the stack: one read of the frame
-            first = np.empty((len(plan.strips) * (rows // 2), w // 2), np.uint8)
-            for k, s in enumerate(plan.strips):
+            strips = plan.strips
+            first = np.empty((len(strips) * (rows // 2), w // 2), np.uint8)
+            for k, s in enumerate(strips):
                 part = luma[s : s + rows, : w - w % 2]
                 out = first[k * (rows // 2) : (k + 1) * (rows // 2)]
                 cv2.countNonZero(part)  # into cache first: see reduce

@@ -81,10 +81,10 @@ class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_sharpness: float = Field(
-        12.0,
+        13.0,
         ge=0,
         le=1e5,
-        description="below: 'blurred' (real clean >= 17; a backstop: blur is judged against the norm)",
+        description="below: 'blurred' (real clean >= 16; a backstop: blur is judged against the norm)",
     )
     min_brightness: float = Field(
         30.0, ge=0, le=255, description="lowest mean luma (clean >= 42 / must <= 27)"
