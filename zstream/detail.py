@@ -24,7 +24,7 @@ import numpy as np
 MIN_WORK_WIDTH = 640  # S is the frame reduced by the largest power of two that keeps this
 COARSE_FACTOR = 16  # E is the frame reduced about this much
 WHOLE_PIXELS = 500_000  # a frame up to this size (768x576 and smaller) is read whole
-STRIPS = 5  # a larger frame is read in this many strips
+STRIPS = 6  # a larger frame is read in this many strips, or more to read a third of its rows
 STRIP_ROWS = 32  # rows of S per strip: S/2 has 16, S/4 8, E 2-8
 SHARP_STEP = 3  # at S, every SHARP_STEP-th row centres sharpness windows (odd: every phase of
 # an encoder's 8x8 blocks, whose edges are part of the detail)
@@ -87,9 +87,10 @@ def plan_for(h: int, w: int) -> Plan:
     while factor << coarse < COARSE_FACTOR and sh >> (coarse + 1) >= 3 and (w // factor) >> (coarse + 1) >= 3:
         coarse += 1
     rows = factor * STRIP_ROWS
-    if h * w > WHOLE_PIXELS and 2 * h >= 3 * STRIPS * rows:
-        spacing = (h - rows) // (STRIPS - 1)
-        starts = (h - rows - spacing * (STRIPS - 1)) // 2 + spacing * np.arange(STRIPS, dtype=np.intp)
+    n = max(STRIPS, round(h / (3 * rows)))
+    if h * w > WHOLE_PIXELS and 2 * h >= 3 * n * rows:
+        spacing = (h - rows) // (n - 1)
+        starts = (h - rows - spacing * (n - 1)) // 2 + spacing * np.arange(n, dtype=np.intp)
         strips: tuple[int, ...] | None = tuple(int(s) for s in starts)
     else:
         strips, rows, starts = None, h, np.zeros(1, np.intp)

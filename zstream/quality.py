@@ -134,7 +134,7 @@ class Thresholds(BaseModel):
         description="time constant at which frames rejected only against the norm still move it (s)",
     )
     min_sharpness_ratio: float = Field(
-        0.7, ge=0, le=1, description="below this share of the camera's norm: 'blurred'"
+        0.78, ge=0, le=1, description="below this share of the camera's norm: 'blurred'"
     )
     min_contrast_ratio: float = Field(
         0.5, ge=0, le=1, description="below this share of the camera's norm: 'low_contrast'"
