@@ -234,7 +234,7 @@ def _directional_energy(image: np.ndarray, windows: Windows) -> tuple[np.ndarray
     """
     if windows.count == 0 or image.shape[1] < 3:
         return None
-    rows = np.take(image, windows.rows, axis=0)  # above, centre, below, for each window
+    rows = image.take(windows.rows, axis=0)  # above, centre, below, for each window
     up, mid, down = rows[0::3], rows[1::3], rows[2::3]
     norm, sq = cv2.norm, cv2.NORM_L2SQR
     centre, left, right = mid[:, 1:-1], mid[:, :-2], mid[:, 2:]
@@ -249,7 +249,7 @@ def _directional_energy(image: np.ndarray, windows: Windows) -> tuple[np.ndarray
         energy[i] = 2.0 * (norm(a, centre, sq) + norm(c, centre, sq)) - norm(a, c, sq)
     own = 0.0
     if windows.noisy is not None and int(windows.noisy.rows[-1]) < image.shape[0]:
-        own = _median_sigma(np.take(image, windows.noisy.rows, axis=0), windows.noisy.valid)
+        own = _median_sigma(image.take(windows.noisy.rows, axis=0), windows.noisy.valid)
     return energy / centre.size, own
 
 
@@ -262,7 +262,7 @@ def mean_gradient(coarse: np.ndarray, down: tuple[np.ndarray, np.ndarray] | None
         total += cv2.norm(coarse[:, 1:], coarse[:, :-1], cv2.NORM_L1)
         count += h * (w - 1)
     if down is not None and down[1].size and int(down[1][-1]) < h:
-        total += cv2.norm(np.take(coarse, down[0], axis=0), np.take(coarse, down[1], axis=0), cv2.NORM_L1)
+        total += cv2.norm(coarse.take(down[0], axis=0), coarse.take(down[1], axis=0), cv2.NORM_L1)
         count += down[0].size * w
     elif down is None and h > 1:
         total += cv2.norm(coarse[1:], coarse[:-1], cv2.NORM_L1)
@@ -282,7 +282,7 @@ def noise(luma: np.ndarray, plan: Plan) -> tuple[float, float]:
     h, w = luma.shape
     if h < 3 or w < 3 or not plan.noise.valid.size:
         return 0.0, 0.0
-    magnitude = _magnitude(np.take(luma, plan.noise.rows, axis=0), plan.noise.valid)
+    magnitude = _magnitude(luma.take(plan.noise.rows, axis=0), plan.noise.valid)
     hist = cv2.calcHist([magnitude], [0], None, [256], [0, 256]).ravel()
     sigma = _histogram_median(hist) * _MEDIAN_TO_SIGMA / _NOISE_SCALE
     # Strong Gaussian noise saturates some responses too (1 % at sigma 35): only the excess
