@@ -3,7 +3,9 @@
 Reads the Y plane where it sits in shared memory (never writes it, never converts colour).
 One pass makes S, the frame reduced by the largest power of two f that keeps it >= 640 px
 wide (f = 2 at 720p and 1080p, 4 at 4K) by exact 2x area steps, which average sensor noise
-down by f; more 2x steps give S/2, S/4 and E, about 1/16 of full size (zstream.detail).
+down by f; more 2x steps give S/2, S/4 and E, about 1/16 of full size (zstream.detail). A
+frame over 500,000 px is read in 6 full-width strips (a third of its rows or more): reading
+the uncached frame was most of the cost.
 Numbers are on the labelled sets (tests/quality_set.py, tests/quality_real.py).
 
     sharpness    how much fine detail survives, in the weakest of four directions: 100 x the
@@ -11,17 +13,18 @@ Numbers are on the labelled sets (tests/quality_set.py, tests/quality_real.py).
                  smaller wins), sensor and encoder noise subtracted (zstream.detail.sharpness).
                  Natural scenes are about scale-invariant, so a sharp frame scores the same
                  at 352 px or 4K, in daylight or at night, with large flat areas or strong
-                 edges; blur lowers it. Real photographs: clean >= 17 (median ~40); the floor,
+                 edges; blur lowers it. Real photographs: clean >= 16 (median ~40); the floor,
                  with no fine detail left, ~8-15.
-    brightness   mean luma, 0..255
+    brightness   mean luma, 0..255 (of S/2, or of the point sample when read in strips)
     clipped_dark / clipped_bright
                  shares of a full-resolution point sample at or below 16 / at or above 235,
                  video-range black and white (BT.601/709 limited range, what H.264 cameras
                  send), where sensors clip; full-range sources clip at 0/255, counted too.
-    contrast     RMS contrast, std / mean of luma: unlike the std alone, it stays put when
+    contrast     RMS contrast, std / mean of luma (S/2's, or the point sample's less the
+                 sensor noise when read in strips): unlike the std alone, it stays put when
                  a night scene is dimmer (>= 0.24), and drops in fog or haze (<= 0.085).
-    noise        sigma of the sensor noise in grey levels: Immerkaer's operator on thin
-                 full-resolution row bands, robust to edges through a median; isolated
+    noise        sigma of the sensor noise in grey levels: Immerkaer's operator on three-row
+                 full-resolution bands (~12,000 points), robust to edges through a median; isolated
                  impulses (salt and pepper, dead pixels) exceed what edges reach, and their
                  share p adds as sqrt(sigma^2 + 128^2 p). Clean <= 7.1; sigma 20 >= 17.
     change       mean absolute difference to the previous frame on the point sample (grey
