@@ -8,8 +8,9 @@ about 1/16 of full size, is what `mean_gradient` reads. Only reads the frame.
 A frame larger than WHOLE_PIXELS is read in STRIPS full-width strips spread evenly down it
 (STRIP_ROWS rows of S each, about a third of a 1080p frame): the luma sits in shared memory,
 uncached, and reading it is most of the cost. Every octave is made from the same strips, so
-the sharpness ratios compare the same parts of the scene; brightness, contrast, noise and
-uniformity are read from them too. A smaller frame is read whole.
+the sharpness ratios compare the same parts of the scene; noise and uniformity are read from
+them too (brightness and contrast from quality's full-frame point sample). A smaller frame is
+read whole.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ STRIP_ROWS = 32  # rows of S per strip: S/2 has 16, S/4 8, E 2-8
 SHARP_STEP = 3  # at S, every SHARP_STEP-th row centres sharpness windows (odd: every phase of
 # an encoder's 8x8 blocks, whose edges are part of the detail)
 NOISE_BANDS = 5  # noise is measured on at least this many bands of three rows
-OWN_NOISE_PIXELS = 4_000  # windows of S and of S/2 whose own noise is measured
+OWN_NOISE_PIXELS = 4_000  # windows of S/2 whose own noise is measured
 SAMPLE_POINTS = 16_000  # full-resolution point sample: clipping and change
 NOISE_SAMPLE_PIXELS = 12_000  # enough for a median within ~1.5 % of the true noise sigma
 # Immerkaer's kernel [[1,-2,1],[-2,4,-2],[1,-2,1]] has squared coefficients summing to 36, so
@@ -47,8 +48,8 @@ FINE_NOISE_MAX = 2.5  # noise sigma at S above which the finest octave is not ju
 
 @dataclass(frozen=True, slots=True)
 class Bands:
-    """Rows read (`rows`, a band of consecutive rows in each strip), and which rows of their
-    stack centre 3x3 windows inside one band (`valid`)."""
+    """Rows read (`rows`: bands of three consecutive rows), and which rows of their stack
+    centre 3x3 windows inside one band (`valid`)."""
 
     rows: np.ndarray
     valid: np.ndarray
@@ -112,7 +113,7 @@ def plan_for(h: int, w: int) -> Plan:
 
 def _windows(strips: int, rows: int, step: int, width: int, own: bool) -> Windows:
     """Windows centred on every `step`-th inner row of each of `strips` strips of `rows` rows
-    (stacked), ordered so that any first few cover every strip; `noisy`: ~OWN_NOISE_PIXELS."""
+    (stacked); with `own`, bands for ~OWN_NOISE_PIXELS of the octave's own noise."""
     inner = np.arange(1, rows - 1, step)
     centres = (np.arange(strips)[None, :] * rows + inner[:, None]).ravel()
     noisy = _bands(np.arange(strips) * rows, rows, width, OWN_NOISE_PIXELS) if own and centres.size else None
@@ -194,8 +195,9 @@ def sharpness(octaves: tuple[np.ndarray, np.ndarray, np.ndarray], plan: Plan, si
     (S : S/2 and S/2 : S/4) count and the smaller wins: the first sees mild blur, the second
     strong blur, where the finest octave holds little but noise. Each octave's noise energy
     is subtracted: the larger of the sensor noise carried down from full resolution (plus
-    the rounding of each reduction) and the noise measured on that octave itself (an encoder
-    wipes the finest noise and leaves coarser, which full resolution does not show). When
+    the rounding of each reduction) and, at S/2, the noise measured on that octave itself (an
+    encoder wipes the finest noise and leaves coarser, which full resolution does not show;
+    measured at S as well, it changed no verdict on the real set). When
     noise dominates the finest octave (sigma at S above FINE_NOISE_MAX), only the second
     ratio is used.
     """
