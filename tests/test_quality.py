@@ -140,8 +140,9 @@ def test_sharpness_does_not_depend_on_exposure_or_sensor_noise(luma: np.ndarray)
 
 
 def test_brightness_contrast_and_clipping_match_full_resolution(luma: np.ndarray) -> None:
+    """From a point sample of the whole frame (16,000 points): within 2 grey levels."""
     metrics = measure(luma)
-    assert metrics.brightness == pytest.approx(float(luma.mean()), abs=0.5)
+    assert metrics.brightness == pytest.approx(float(luma.mean()), abs=2.0)
     assert metrics.contrast == pytest.approx(float(luma.std() / luma.mean()), rel=0.1)
     assert metrics.clipped_dark == pytest.approx(float((luma <= 16).mean()), abs=0.01)
     assert metrics.clipped_bright == pytest.approx(float((luma >= 235).mean()), abs=0.01)

@@ -3,7 +3,9 @@
 Reads the Y plane where it sits in shared memory (never writes it, never converts colour).
 One pass makes S, the frame reduced by the largest power of two f that keeps it >= 640 px
 wide (f = 2 at 720p and 1080p, 4 at 4K) by exact 2x area steps, which average sensor noise
-down by f; more 2x steps give S/2, S/4 and E, about 1/16 of full size (zstream.detail).
+down by f; more 2x steps give S/2, S/4 and E, about 1/16 of full size (zstream.detail). A
+frame over 500,000 px is read in 6 full-width strips (a third of its rows or more): reading
+the uncached frame was most of the cost.
 Numbers are on the labelled sets (tests/quality_set.py, tests/quality_real.py).
 
     sharpness    how much fine detail survives, in the weakest of four directions: 100 x the
@@ -11,17 +13,18 @@ Numbers are on the labelled sets (tests/quality_set.py, tests/quality_real.py).
                  smaller wins), sensor and encoder noise subtracted (zstream.detail.sharpness).
                  Natural scenes are about scale-invariant, so a sharp frame scores the same
                  at 352 px or 4K, in daylight or at night, with large flat areas or strong
-                 edges; blur lowers it. Real photographs: clean >= 17 (median ~40); the floor,
+                 edges; blur lowers it. Real photographs: clean >= 16 (median ~40); the floor,
                  with no fine detail left, ~8-15.
-    brightness   mean luma, 0..255
+    brightness   mean luma, 0..255 (of S/2, or of the point sample when read in strips)
     clipped_dark / clipped_bright
                  shares of a full-resolution point sample at or below 16 / at or above 235,
                  video-range black and white (BT.601/709 limited range, what H.264 cameras
                  send), where sensors clip; full-range sources clip at 0/255, counted too.
-    contrast     RMS contrast, std / mean of luma: unlike the std alone, it stays put when
+    contrast     RMS contrast, std / mean of luma (S/2's, or the point sample's less the
+                 sensor noise when read in strips): unlike the std alone, it stays put when
                  a night scene is dimmer (>= 0.24), and drops in fog or haze (<= 0.085).
-    noise        sigma of the sensor noise in grey levels: Immerkaer's operator on thin
-                 full-resolution row bands, robust to edges through a median; isolated
+    noise        sigma of the sensor noise in grey levels: Immerkaer's operator on three-row
+                 full-resolution bands (~12,000 points), robust to edges through a median; isolated
                  impulses (salt and pepper, dead pixels) exceed what edges reach, and their
                  share p adds as sqrt(sigma^2 + 128^2 p). Clean <= 7.1; sigma 20 >= 17.
     change       mean absolute difference to the previous frame on the point sample (grey
@@ -45,7 +48,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from zstream.baseline import Norm, NormLimits, Observed
-from zstream.detail import IMPULSE_RMS_SQ, mean_gradient, noise, plan_for, reduce, sharpness
+from zstream.detail import IMPULSE_RMS_SQ, mean_gradient, noise, octaves, plan_for, sharpness
 
 REASONS = ("blurred", "too_dark", "too_bright", "low_contrast", "noisy", "frozen", "blank")
 BLACK, WHITE = 16, 235  # video-range luma of black and white
@@ -81,10 +84,10 @@ class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_sharpness: float = Field(
-        12.0,
+        13.0,
         ge=0,
         le=1e5,
-        description="below: 'blurred' (real clean >= 17; a backstop: blur is judged against the norm)",
+        description="below: 'blurred' (real clean >= 16; a backstop: blur is judged against the norm)",
     )
     min_brightness: float = Field(
         30.0, ge=0, le=255, description="lowest mean luma (clean >= 42 / must <= 27)"
@@ -134,7 +137,7 @@ class Thresholds(BaseModel):
         description="time constant at which frames rejected only against the norm still move it (s)",
     )
     min_sharpness_ratio: float = Field(
-        0.7, ge=0, le=1, description="below this share of the camera's norm: 'blurred'"
+        0.78, ge=0, le=1, description="below this share of the camera's norm: 'blurred'"
     )
     min_contrast_ratio: float = Field(
         0.5, ge=0, le=1, description="below this share of the camera's norm: 'low_contrast'"
@@ -195,27 +198,28 @@ def _measure(luma: np.ndarray) -> tuple[QualityMetrics, np.ndarray]:
             f"{getattr(luma, 'shape', '')}"
         )
     plan = plan_for(*luma.shape)
-    small = reduce(luma, plan.factor, prefetch=True)
-    half = reduce(small, 2)
-    quarter = reduce(half, 2)
-    coarse = reduce(quarter, 1 << max(0, plan.coarse_steps - 2)) if plan.coarse_steps > 2 else quarter
-    if plan.coarse_steps < 2:
-        coarse = half if plan.coarse_steps == 1 else small
-    # S/2 keeps the mean and most of the spread; a tiny frame is used whole (the 2x steps drop
-    # an odd last row and column, which would bias the mean of a 17x9 frame)
-    mean, std = cv2.meanStdDev(half if half.size >= 4096 else luma)
+    small, half, quarter, coarse = octaves(luma, plan)
     sigma, impulses = noise(luma, plan)
-    gradient = mean_gradient(coarse)
+    gradient = mean_gradient(coarse, plan.coarse_down)
     step = plan.step
     sample = np.ascontiguousarray(luma[step // 2 :: step, step // 2 :: step])
     n = sample.size
+    if plan.strips is None:  # read whole: S/2 keeps the mean and most of the spread; a tiny
+        # frame is used itself (the 2x steps drop an odd last row and column, which would bias
+        # the mean of a 17x9 frame)
+        mean, std = cv2.meanStdDev(half if half.size >= 4096 else luma)
+        spread = float(std[0, 0])
+    else:  # the point sample covers the whole frame (the strips a third of it); its spread,
+        # less the sensor noise, is the scene's
+        mean, std = cv2.meanStdDev(sample)
+        spread = math.sqrt(max(float(std[0, 0]) ** 2 - sigma * sigma, 0.0))
     brightness = float(mean[0, 0])
     metrics = QualityMetrics(
         sharpness=sharpness((small, half, quarter), plan, sigma / plan.factor),
         brightness=brightness,
         clipped_dark=int(np.count_nonzero(sample <= BLACK)) / n,
         clipped_bright=int(np.count_nonzero(sample >= WHITE)) / n,
-        contrast=float(std[0, 0]) / max(brightness, 1.0),
+        contrast=spread / max(brightness, 1.0),
         noise=math.sqrt(sigma * sigma + IMPULSE_RMS_SQ * impulses),
         change=0.0,
         frozen_s=0.0,
