@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
@@ -70,7 +70,11 @@ class QualityMetrics:
     score: float
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        # Not dataclasses.asdict: its deep copy cost 3 % of validation's CPU in the pipeline.
+        return {name: getattr(self, name) for name in METRIC_NAMES}
+
+
+METRIC_NAMES = tuple(f.name for f in fields(QualityMetrics))
 
 
 class Thresholds(BaseModel):

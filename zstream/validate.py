@@ -35,6 +35,7 @@ from zstream.worker import DRAIN_IDLE_S, MessageIntake
 log = logging.getLogger(__name__)
 STAGE = "validate"
 OUTPUT_HWM = 200  # frames queued for the batcher (each up to a raw frame's size), beside its own 200
+BURST = 32  # frames taken per poll at most, before looking at the topology and the reporter
 TAP_STAGE = "tap"  # drops of the tap's own payloads (the frame still goes to Redis)
 
 
@@ -207,7 +208,11 @@ def run(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: C
     try:
         while True:
             if validator.pull.poll(100):
-                validator.handle(validator.pull.recv())
+                for _ in range(BURST):  # one poll for what is queued, not one per frame
+                    try:
+                        validator.handle(validator.pull.recv(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
                 last_input = time.monotonic()
             elif stop.is_set() and time.monotonic() - last_input >= DRAIN_IDLE_S:
                 break
