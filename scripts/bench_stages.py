@@ -50,13 +50,13 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_scale import make_clip  # noqa: E402
 
+from zstream.core.ring import Ring, ring_path  # noqa: E402
+from zstream.core.wire import FrameMeta, FrameRef, Output, encode  # noqa: E402
 from zstream.pixels import jpeg_encode, scale_i420  # noqa: E402
-from zstream.ring import Ring, ring_path  # noqa: E402
 from zstream.rundir import make_private_dir, write_pipeline  # noqa: E402
 from zstream.stats import Counters  # noqa: E402
 from zstream.topology import Topology, parse_topology  # noqa: E402
 from zstream.validate import Validator  # noqa: E402
-from zstream.wire import FrameMeta, FrameRef, Output, encode  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CAMERAS = 50  # fed to the batcher, round robin

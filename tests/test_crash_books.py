@@ -23,12 +23,12 @@ from tests.test_pipeline import assert_clean_exit, final_counts, frames_by_camer
 from tests.test_redis_faults import final_rows
 from tests.test_stages import output, setup, written  # noqa: F401 - setup: a fixture
 from zstream.batcher import Batch, Batcher, QcEntry
+from zstream.core.ring import Ring
+from zstream.core.wire import FrameMeta, Verdict, decode, encode_qc_entry
 from zstream.ledger import InFlightWrites, in_flight_path
-from zstream.ring import Ring
 from zstream.settle import read_books, settle_in_flight
 from zstream.stats import Counters
 from zstream.topology import Topology
-from zstream.wire import FrameMeta, Verdict, decode, encode_qc_entry
 
 CAMERAS = ["a", "b", "c"]
 FRAMES, FPS = 150, 50  # 3 s per camera, played in real time

@@ -31,9 +31,9 @@ from tests.test_metrics import scrape, value
 from tests.test_pipeline import assert_in_order, frames_by_camera
 from zstream import BatchConsumer
 from zstream.batcher import Batch, Batcher, QcEntry
+from zstream.core.wire import FrameMeta, decode_batch_entry, encode_batch_entry
 from zstream.stats import Counters
 from zstream.topology import parse_topology
-from zstream.wire import FrameMeta, decode_batch_entry, encode_batch_entry
 
 SYNTH = "synthetic://traffic?size=320x240&fps=25"
 

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import math
 import os
-import random
 import signal
 import threading
 import time
@@ -31,14 +30,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from zstream.errors import mask_url
-from zstream.ledger import InFlightWrites, in_flight_path
-from zstream.redis_client import connect_async
-from zstream.rundir import PipelineWatcher
-from zstream.stats import Counters, StatsReporter, latency_bucket
-from zstream.tap import TapPublisher
-from zstream.topology import Topology
-from zstream.wire import (
+from zstream.core.backoff import backoff
+from zstream.core.intake import DRAIN_IDLE_S, MessageIntake
+from zstream.core.wire import (
     MAX_PAYLOAD_BYTES,
     FrameMeta,
     Output,
@@ -47,7 +41,13 @@ from zstream.wire import (
     encode_batch_entry,
     encode_qc_entry,
 )
-from zstream.worker import DRAIN_IDLE_S, MessageIntake
+from zstream.errors import mask_url
+from zstream.ledger import InFlightWrites, in_flight_path
+from zstream.redis_client import connect_async
+from zstream.rundir import PipelineWatcher
+from zstream.stats import Counters, StatsReporter, latency_bucket
+from zstream.tap import TapPublisher
+from zstream.topology import Topology
 
 log = logging.getLogger(__name__)
 STAGE = "batch"
@@ -63,7 +63,7 @@ RETRY_MAX_S = 2.0  # its cap: Redis is written to again within about this long o
 def retry_delay(failures: int) -> float:
     """Seconds to wait after `failures` consecutive failed writes: exponential, capped, and
     jittered (half to all of it) so that many pipelines do not hammer a returning Redis at once."""
-    return min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** max(0, failures - 1)) * random.uniform(0.5, 1.0)
+    return backoff(failures, RETRY_FIRST_S, RETRY_MAX_S)
 
 
 @dataclass

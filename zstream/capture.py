@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
 
@@ -18,14 +17,15 @@ import numpy as np
 import zmq
 
 from zstream.camera import CameraLifecycle, CameraState
+from zstream.core.backoff import backoff
+from zstream.core.ring import Ring, WriteSlot, ring_path
+from zstream.core.wire import FrameRef, encode
 from zstream.errors import RingError, SourceError, SourceRejected, ZStreamError, mask_url
 from zstream.rate import FpsCap
-from zstream.ring import Ring, WriteSlot, ring_path
 from zstream.rundir import PipelineWatcher
 from zstream.sources import DecodedFrame, FrameSource, Resumable, open_source
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Camera, Placement, Topology
-from zstream.wire import FrameRef, encode
 
 log = logging.getLogger(__name__)
 STAGE = "capture"
@@ -207,15 +207,15 @@ class CameraThread(threading.Thread):
     def _backoff(self, failures: int, reason: str) -> None:
         """Network trouble: retry after an exponential, jittered back-off."""
         capture = self.topology.capture
-        delay = min(capture.reconnect_max_s, capture.reconnect_initial_s * 2 ** (failures - 1))
+        delay = backoff(failures, capture.reconnect_initial_s, capture.reconnect_max_s)
         self._wait_to_retry(CameraState.RECONNECTING, failures, reason, delay)
 
     def _retry_slowly(self, failures: int, reason: str) -> None:
         """The camera refused: it will not change its mind in a second, so do not hammer it."""
-        self._wait_to_retry(CameraState.FAILED, failures, reason, self.topology.capture.reconnect_max_s)
+        longest = self.topology.capture.reconnect_max_s
+        self._wait_to_retry(CameraState.FAILED, failures, reason, backoff(1, longest, longest))
 
     def _wait_to_retry(self, state: CameraState, failures: int, reason: str, delay: float) -> None:
-        delay *= random.uniform(0.5, 1.0)  # jitter: cameras behind one outage do not retry in step
         self.counters.add("reconnects", self.camera.id)  # attempts; "reconnected" counts successes
         self.lifecycle.change(state, f"{reason}; attempt {failures}, retry in {delay:.1f}s")
         self.stop.wait(delay)

@@ -16,10 +16,10 @@ from typing import Any
 
 import zmq
 
+from zstream.core.wire import ControlReply, ControlRequest, decode, encode
 from zstream.errors import WireError, ZStreamError
 from zstream.rundir import ENDPOINTS_FILE
 from zstream.security import CurveServer, curve_client
-from zstream.wire import ControlReply, ControlRequest, decode, encode
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 5.0

@@ -18,8 +18,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from zstream.core.files import replace_file
 from zstream.errors import TopologyError
-from zstream.rundir import replace_file
 from zstream.topology import Camera, Topology, parse_topology
 
 log = logging.getLogger(__name__)

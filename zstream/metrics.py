@@ -37,6 +37,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from zstream.camera import CameraState
+from zstream.core.address import is_port, split_host_port, unbracket
 from zstream.errors import PreflightError, ZStreamError
 from zstream.security import bearer_token_required, read_token
 from zstream.stats import LATENCY_BUCKETS_MS, CounterKey
@@ -289,10 +290,10 @@ def parse_address(address: str) -> tuple[str, int] | None:
     text = address.strip()
     if not text:
         return None
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535 or (":" in host and not host.startswith("[")):
+    host, port = split_host_port(text) or ("", "")
+    if not is_port(port) or (":" in host and not host.startswith("[")):
         raise PreflightError(f'metrics.address "{address}": expected host:port (port 0 picks a free one)')
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return unbracket(host) or "0.0.0.0", int(port)
 
 
 def format_address(host: str, port: int) -> str:

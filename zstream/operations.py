@@ -15,12 +15,12 @@ import redis
 
 from zstream import queues
 from zstream.control import ControlError
+from zstream.core.planes import i420_size
+from zstream.core.ring import Ring, ring_path
 from zstream.errors import RingError, TopologyError, ZStreamError, mask_url
 from zstream.preflight import shared_memory_free
 from zstream.redis_client import topology_client
-from zstream.ring import Ring, ring_path
 from zstream.shard import owner
-from zstream.sources.base import i420_size
 from zstream.system import shared_memory
 from zstream.topology import Camera, Topology
 

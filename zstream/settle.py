@@ -21,9 +21,9 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
+from zstream.core.wire import batch_name
 from zstream.ledger import CounterKey, InFlightWrites, Ledger, in_flight_path, ledger_path
 from zstream.stats import StatsBoard
-from zstream.wire import batch_name
 
 log = logging.getLogger(__name__)
 

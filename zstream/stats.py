@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import zmq
 
+from zstream.core.wire import WorkerStats, encode
 from zstream.ledger import CounterKey, Ledger, ledger_path
-from zstream.wire import WorkerStats, encode
 
 if TYPE_CHECKING:
     from zstream.topology import Topology

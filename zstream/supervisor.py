@@ -14,7 +14,6 @@ import enum
 import json
 import logging
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -27,12 +26,15 @@ import zmq
 
 from zstream import preflight
 from zstream.control import ControlServer
+from zstream.core.backoff import backoff
+from zstream.core.planes import i420_size
+from zstream.core.ring import Ring, ring_path
+from zstream.core.wire import WorkerStats, decode
 from zstream.errors import PreflightError, RingError, WireError, ZStreamError
 from zstream.live import LiveCameras
 from zstream.metrics import MetricsExporter
 from zstream.operations import Operations
 from zstream.redis_client import topology_client
-from zstream.ring import Ring, ring_path
 from zstream.rundir import (
     ENDPOINTS_FILE,
     STATUS_FILE,
@@ -44,7 +46,6 @@ from zstream.rundir import (
 from zstream.security import CurveServer
 from zstream.settle import Settlement
 from zstream.shard import Shard
-from zstream.sources.base import i420_size
 from zstream.stats import (
     CameraRates,
     CounterKey,
@@ -58,7 +59,6 @@ from zstream.stats import (
 )
 from zstream.system import ProcessSampler
 from zstream.topology import Topology
-from zstream.wire import WorkerStats, decode
 
 log = logging.getLogger(__name__)
 STAGES = ("batch", "validate", "capture")  # start order; drain order is the reverse
@@ -74,8 +74,7 @@ class RestartPolicy:
     stable_after_s: float = 10.0
 
     def delay(self, failures: int) -> float:
-        base = min(self.max_s, self.initial_s * 2 ** max(0, failures - 1))
-        return base * random.uniform(0.5, 1.0)
+        return backoff(failures, self.initial_s, self.max_s)
 
 
 class WorkerState(enum.Enum):

@@ -11,7 +11,7 @@ from typing import Any
 
 import psutil
 
-from zstream.ring import SHM_DIR
+from zstream.core.ring import SHM_DIR
 
 
 class ProcessSampler:

@@ -3,7 +3,7 @@
 Wire format (README "Tap"): one multipart message per frame, [camera id, header, payload].
 The camera id comes first so that a SUB socket's prefix filtering selects cameras (a prefix:
 "cam-1" also matches "cam-10", so subscribers compare the id exactly too); the header is a
-versioned msgpack map (`zstream.wire.TapFrame`); the payload is empty (`meta`), a JPEG file
+versioned msgpack map (`zstream.core.wire.TapFrame`); the payload is empty (`meta`), a JPEG file
 (`jpeg`) or the decoded I420 frame (`raw`), as `tap.payload` says.
 
 Publishing (`TapPublisher`, in the batcher, which receives every frame on its way to Redis)
@@ -52,14 +52,15 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from zstream.core.files import replace_file
+from zstream.core.planes import i420_planes, i420_shape, i420_size
+from zstream.core.wire import FrameMeta, TapFrame, TapPart
 from zstream.errors import WireError, ZStreamError
 from zstream.output import clear_tap_interest, tap_payload_format, write_tap_interest
-from zstream.pixels import i420_shape, jpeg_encode
-from zstream.rundir import TAP_ENDPOINT_FILE, replace_file
+from zstream.pixels import jpeg_encode
+from zstream.rundir import TAP_ENDPOINT_FILE
 from zstream.security import CurveServer, curve_client
-from zstream.sources.base import chroma_size, i420_size
 from zstream.stats import Counters
-from zstream.wire import FrameMeta, TapFrame, TapPart
 
 if TYPE_CHECKING:
     from zstream.topology import Topology
@@ -369,14 +370,7 @@ def _planes(frame: TapFrame, payload: bytes) -> tuple[np.ndarray, np.ndarray, np
     width, height = frame.width, frame.height
     if len(payload) != i420_size(width, height):
         raise ValueError(f"raw payload of {len(payload)} bytes is not a {width}x{height} I420 frame")
-    flat = np.frombuffer(payload, np.uint8)
-    cw, ch = chroma_size(width, height)
-    luma = width * height
-    return (
-        flat[:luma].reshape(height, width),
-        flat[luma : luma + cw * ch].reshape(ch, cw),
-        flat[luma + cw * ch :].reshape(ch, cw),
-    )
+    return i420_planes(payload, width, height)
 
 
 # ---- zstream tap ----------------------------------------------------------------------------

@@ -19,9 +19,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from zstream.core.address import is_port, split_host_port
+from zstream.core.planes import i420_size
 from zstream.errors import SourceError, TopologyError, mask_url
 from zstream.quality import Thresholds
-from zstream.sources.base import i420_size
 
 # sun_path of a Unix socket holds 107 bytes; our longest socket name is "validate-NN.sock".
 MAX_RUN_DIR_LENGTH = 80
@@ -183,25 +184,20 @@ def _zmq_endpoint(value: str, *, optional: bool = False) -> str:
     if optional and value == "":
         return value
     scheme, sep, rest = value.partition("://")
-    host, colon, port = rest.rpartition(":")
     if scheme == "ipc" and sep and rest:
         return value
-    if scheme == "tcp" and sep and host and colon and (port == "*" or _is_port(port)):
+    host, port = split_host_port(rest) or ("", "")
+    if scheme == "tcp" and sep and host and (port == "*" or is_port(port)):
         return value
     wanted = "tcp://HOST:PORT (PORT may be *), ipc://PATH" + (' or ""' if optional else "")
     raise ValueError(f"expected {wanted}, got {_shown(value)}")
 
 
-def _is_port(text: str) -> bool:
-    """0 to 65535 in ASCII digits ("²".isdigit() is true, and int() refuses it)."""
-    return text.isascii() and text.isdigit() and int(text) < 65536
-
-
 def _host_port(value: str) -> str:
     if value == "":
         return value
-    host, colon, port = value.rpartition(":")
-    if not (host and colon and _is_port(port)):
+    host, port = split_host_port(value) or ("", "")
+    if not (host and is_port(port)):
         raise ValueError(f'expected HOST:PORT (PORT 0 picks a free one) or "", got {_shown(value)}')
     return value
 
@@ -373,7 +369,7 @@ class Topology(Strict):
         return self.capture.max_size
 
     def ring_bytes(self, camera: Camera) -> int:
-        from zstream.ring import ring_segment_size
+        from zstream.core.ring import ring_segment_size
 
         width, height = self.frame_capacity(camera)
         return ring_segment_size(self.ring_slots_for(camera), i420_size(width, height))
@@ -528,7 +524,7 @@ def _exposure_problems(topology: Topology) -> list[str]:
                 f"{key}: {endpoint} is reachable beyond this machine: set security.curve_keys "
                 "(`zstream keys DIR` makes them), or bind it to 127.0.0.1"
             )
-    host = topology.metrics.address.rpartition(":")[0]
+    host = (split_host_port(topology.metrics.address) or ("", ""))[0]
     if topology.metrics.address and not is_loopback(host) and not security.metrics_token_file:
         problems.append(
             f"metrics.address: {topology.metrics.address} is reachable beyond this machine: set "

@@ -21,16 +21,16 @@ from typing import Any
 
 import zmq
 
+from zstream.core.intake import DRAIN_IDLE_S, MessageIntake
+from zstream.core.ring import Ring, RingCache
+from zstream.core.wire import MAX_MESSAGE_BYTES, FrameMeta, FrameRef, Output, TapPart, Verdict, encode
 from zstream.errors import RingError
 from zstream.output import Encoder, Planes, TapInterest, TimeShare
 from zstream.quality import CameraQuality
 from zstream.rate import FpsCap
-from zstream.ring import Ring, RingCache
 from zstream.rundir import PipelineWatcher
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Topology
-from zstream.wire import MAX_MESSAGE_BYTES, FrameMeta, FrameRef, Output, TapPart, Verdict, encode
-from zstream.worker import DRAIN_IDLE_S, MessageIntake
 
 log = logging.getLogger(__name__)
 STAGE = "validate"

@@ -14,46 +14,14 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import NoReturn
 
 import cv2
 
-from zstream.errors import WireError
 from zstream.rundir import PipelineWatcher, RunDir
 from zstream.stats import Counters
-from zstream.wire import Message, decode
 
 PR_SET_PDEATHSIG = 1
-DRAIN_IDLE_S = 0.3  # while stopping: input quiet this long means upstream has nothing left
-
-
-class MessageIntake:
-    """How a stage takes messages from an internal socket: decode them, and count (never die
-    of) anything malformed, of another version or unforeseen. A stage subclasses this, names
-    its STAGE and EXPECTED message type(s) and implements accept(message, *parts), where
-    `parts` are the message parts after its header (the pixels of an Output)."""
-
-    STAGE: ClassVar[str]
-    EXPECTED: ClassVar[type[Message] | tuple[type[Message], ...]]
-    counters: Counters
-
-    def handle(self, data: bytes, *parts: Any) -> None:
-        try:
-            message = decode(data, self.EXPECTED)
-        except WireError as exc:
-            self.counters.drop(self.STAGE, "bad_message")
-            logging.getLogger(__name__).warning("%s rejected a message: %s", self.STAGE, exc)
-            return
-        try:
-            self.accept(message, *parts)
-        except Exception:  # a message we did not foresee must cost one frame, not the worker
-            self.counters.drop(self.STAGE, "bad_message")
-            logging.getLogger(__name__).exception(
-                "%s rejected a message that failed unexpectedly", self.STAGE
-            )
-
-    def accept(self, message: Any, *parts: Any) -> None:
-        raise NotImplementedError
 
 
 def _die_with_parent(parent_pid: int, stop: threading.Event) -> None:

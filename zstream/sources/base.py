@@ -141,25 +141,3 @@ class AdmitAll:
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
-
-
-def chroma_size(width: int, height: int) -> tuple[int, int]:
-    """(width, height) of each I420 chroma plane; odd sizes round up as FFmpeg does."""
-    return (width + 1) // 2, (height + 1) // 2
-
-
-def i420_size(width: int, height: int) -> int:
-    """Bytes of one I420 frame of this size."""
-    cw, ch = chroma_size(width, height)
-    return width * height + 2 * cw * ch
-
-
-def i420_planes(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Y, U and V views of an I420 array laid out as cv2's COLOR_YUV2BGR_I420 expects.
-
-    Split by bytes, not rows: a chroma plane is a quarter of a row short when height % 4 == 2.
-    """
-    flat, luma, chroma = frame.reshape(-1), width * height, (width // 2) * (height // 2)
-    u = flat[luma : luma + chroma].reshape(height // 2, width // 2)
-    v = flat[luma + chroma :].reshape(height // 2, width // 2)
-    return frame[:height], u, v

@@ -22,8 +22,9 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from zstream.core.planes import i420_planes
 from zstream.errors import SourceError, mask_url
-from zstream.sources.base import DecodedFrame, FrameGate, i420_planes
+from zstream.sources.base import DecodedFrame, FrameGate
 
 MIN_SIDE, MAX_SIDE = 64, 7680
 MAX_FPS = 240.0

@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from zstream.sources.base import DecodedFrame, i420_planes
+from zstream.core.planes import i420_planes
+from zstream.sources.base import DecodedFrame
 
 MAX_HEADER_BYTES = 4096  # imagezmq's header is ~60 bytes; anything large is not one
 MAX_NAME_CHARS = 128

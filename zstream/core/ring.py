@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zstream.core.planes import i420_planes, i420_size
 from zstream.errors import RingError
-from zstream.sources.base import chroma_size, i420_size
 
 SHM_DIR = Path("/dev/shm")
 MAGIC = 0x5A535247  # "ZSRG"
@@ -315,15 +315,7 @@ class Ring:
             header["released"] = generation
 
     def _planes(self, slot: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        cw, ch = chroma_size(width, height)
-        data = self._data[slot]
-        y_end = width * height
-        u_end = y_end + cw * ch
-        return (
-            data[:y_end].reshape(height, width),
-            data[y_end:u_end].reshape(ch, cw),
-            data[u_end : u_end + cw * ch].reshape(ch, cw),
-        )
+        return i420_planes(self._data[slot], width, height)
 
 
 class RingCache:
