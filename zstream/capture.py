@@ -20,10 +20,11 @@ from zstream.camera import CameraLifecycle, CameraState
 from zstream.core.backoff import backoff
 from zstream.core.ring import Ring, WriteSlot, ring_path
 from zstream.core.wire import FrameRef, encode
+from zstream.envrefs import MissingVariable, expand
 from zstream.errors import RingError, SourceError, SourceRejected, ZStreamError, mask_url
 from zstream.rate import FpsCap
 from zstream.rundir import PipelineWatcher
-from zstream.sources import DecodedFrame, FrameSource, Resumable, open_source
+from zstream.sources import DecodedFrame, Decoding, FrameSource, Resumable
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Camera, Placement, Topology
 
@@ -32,6 +33,66 @@ STAGE = "capture"
 INGEST = "ingest"  # frames a pushing client sent that never reached the ring (zmq:// cameras)
 WAIT_POLL_S = 0.002  # how often a camera with the "wait" policy looks for room downstream
 HAND_OVER_S = 2.0  # how long a stopping camera waits for downstream to take its last frames
+
+
+def open_source(camera: Camera, topology: Topology) -> FrameSource:
+    """The source for a camera's URL scheme (the topology has already checked the scheme), with
+    the URL's `${NAME}` references to the environment filled in (see zstream.envrefs).
+
+    Modules are imported here, on first use, so a pipeline of RTSP cameras never loads
+    the WebRTC stack.
+    """
+    try:
+        camera = camera.model_copy(update={"url": expand(camera.url)})
+    except MissingVariable as exc:  # it will not appear in this process: retrying cannot help
+        raise SourceRejected(f"camera {camera.id}: its URL needs {exc}") from exc
+    capture = topology.capture
+    timeouts = {"open_timeout_s": capture.open_timeout_s, "read_timeout_s": capture.read_timeout_s}
+    decoding = {
+        "decoding": Decoding(
+            topology.decoder_threads_for(camera), camera.keyframes_only, camera.skip_loop_filter
+        )
+    }
+    scheme = camera.scheme
+    if scheme == "synthetic":
+        from zstream.sources.synthetic import SyntheticSource
+
+        return SyntheticSource(camera.url, camera.id)
+    if scheme == "rtsp":
+        from zstream.sources.rtsp import RtspSource
+
+        return RtspSource(camera.url, transport=camera.transport or "tcp", **timeouts, **decoding)
+    if scheme == "onvif":
+        from zstream.sources.onvif import OnvifSource
+
+        return OnvifSource(camera.url, transport=camera.transport or "tcp", **timeouts, **decoding)
+    if scheme == "http":
+        from zstream.sources.http import HttpSource
+
+        return HttpSource(camera.url, realtime=camera.realtime, **timeouts, **decoding)
+    if scheme == "whep":
+        from zstream.sources.whep import WhepSource
+
+        return WhepSource(camera.url, **timeouts)
+    if scheme == "zmq":
+        from zstream.sources.zmq_hub import ZmqSource, hub_key, message_limit
+
+        key = hub_key(camera.url)
+        sizes = [c.max_size or capture.max_size for c in topology.cameras if hub_key(c.url) == key]
+        return ZmqSource(
+            camera.url,
+            camera.id,
+            max_size=camera.max_size or capture.max_size,
+            curve_keys=topology.security.curve_keys,
+            message_limit=message_limit(sizes),
+        )
+    if scheme == "v4l2":
+        from zstream.sources.v4l2 import V4l2Source
+
+        return V4l2Source(camera.url, **timeouts, **decoding)
+    from zstream.sources.file import FileSource
+
+    return FileSource(camera.url, loop=camera.loop, realtime=camera.realtime, **decoding)
 
 
 class CameraGate:

@@ -79,8 +79,9 @@ def validate(topology_file: str) -> None:
 def up(topology_file: str, log_level: str, shard_text: str | None) -> None:
     """Run the pipeline described by TOPOLOGY_FILE until Ctrl-C (which drains it first)."""
     from zstream import preflight
-    from zstream.live import LiveCameras, overlay_path
+    from zstream.live import LiveCameras
     from zstream.supervisor import Supervisor
+    from zstream.topology.overlay import overlay_path
 
     try:
         shard = parse_shard(shard_text) if shard_text else None

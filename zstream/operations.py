@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import redis
 
@@ -18,22 +18,43 @@ from zstream.control import ControlError
 from zstream.core.planes import i420_size
 from zstream.core.ring import Ring, ring_path
 from zstream.errors import RingError, TopologyError, ZStreamError, mask_url
+from zstream.live import LiveCameras
 from zstream.preflight import shared_memory_free
 from zstream.redis_client import topology_client
-from zstream.shard import owner
+from zstream.shard import Shard, owner
+from zstream.stats import StatsBoard
 from zstream.system import shared_memory
-from zstream.topology import Camera, Topology
-
-if TYPE_CHECKING:
-    from zstream.supervisor import Supervisor
+from zstream.topology import Camera, Placement, Topology
 
 log = logging.getLogger(__name__)
 TROUBLED_STATES = frozenset({"failed", "reconnecting", "stalled"})
 RELEASE_TIMEOUT_S = 4.0  # how long a resized camera's capture may take to let go of its ring
 
 
+class Pipeline(Protocol):
+    """What the commands read and change: the supervisor (`zstream.supervisor.Supervisor`),
+    which owns the commands and hands itself to them."""
+
+    topology: Topology
+    placement: Placement
+    shard: Shard | None
+    live: LiveCameras | None
+    board: StatsBoard
+    rings: dict[str, Ring]
+    retired_seq: dict[str, int]
+    process_costs: list[dict[str, Any]]
+
+    def publish(self, topology: Topology) -> None: ...
+
+    def receive_stats(self, timeout_ms: int) -> None: ...
+
+    def capture_reports(self, camera_id: str) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 class Operations:
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Pipeline) -> None:
         self.supervisor = supervisor
 
     def run(self, command: str, args: dict[str, Any]) -> Any:

@@ -58,7 +58,7 @@ from zstream.stats import (
     total,
 )
 from zstream.system import ProcessSampler
-from zstream.topology import Topology
+from zstream.topology import Topology, initial_placement
 
 log = logging.getLogger(__name__)
 STAGES = ("batch", "validate", "capture")  # start order; drain order is the reverse
@@ -120,7 +120,7 @@ class Supervisor:
         self.workers += [Worker("capture", i) for i in range(topology.capture.workers)]
         self.run_dir = RunDir(topology)
         self.rings: dict[str, Ring] = {}
-        self.placement = topology.initial_placement()
+        self.placement = initial_placement(topology)
         self.retired_seq: dict[str, int] = {}  # next seq of cameras removed live, should they return
         self.control: ControlServer | None = None
         self.curve: CurveServer | None = None

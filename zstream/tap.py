@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-import cv2
 import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -341,20 +340,6 @@ class TapSubscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def to_bgr(frame: TapFrame, payload: bytes) -> np.ndarray:
-    """The frame as a (h, w, 3) BGR array; ValueError for a metadata-only frame."""
-    if frame.payload == "jpeg":
-        image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"frame {frame.seq} of {frame.camera}: the JPEG payload does not decode")
-        return image
-    if frame.payload == "raw":
-        from zstream.pixels import i420_to_color
-
-        return i420_to_color(*_planes(frame, payload), "bgr24")
-    raise ValueError(f"frame {frame.seq} of {frame.camera} carries no pixels (payload {frame.payload!r})")
 
 
 def to_jpeg(frame: TapFrame, payload: bytes, quality: int = SAVE_JPEG_QUALITY) -> bytes:

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 import zmq
 
 from zstream.errors import SourceError, mask_url
-from zstream.security import CurveServer
+from zstream.security import CurveServer, is_loopback
 from zstream.sources.base import DecodedFrame, FrameGate
 from zstream.sources.zmq_intake import MAX_HEADER_BYTES, Message, Refused, decode, parse_message
 
@@ -332,8 +332,6 @@ def message_limit(max_sizes: list[tuple[int, int]]) -> int:
 def camera_problems(cameras: list[tuple[int, str, str]], curve_keys: str) -> list[str]:
     """Topology problems of zmq:// cameras, given (index, camera id, url) of each: two cameras
     taking the same sender name on one url, and a REP hub beyond loopback without CURVE."""
-    from zstream.security import is_loopback
-
     problems, taken = [], {}
     for index, camera_id, url in cameras:
         try:
