@@ -32,6 +32,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from zstream.core.backoff import backoff
 from zstream.core.intake import DRAIN_IDLE_S, MessageIntake
+from zstream.core.vocabulary import DropReason, Metric, Stage
 from zstream.core.wire import (
     MAX_PAYLOAD_BYTES,
     FrameMeta,
@@ -50,7 +51,7 @@ from zstream.tap import TapPublisher
 from zstream.topology import Topology
 
 log = logging.getLogger(__name__)
-STAGE = "batch"
+STAGE = Stage.BATCH
 QC_BACKLOG = 10000
 QC_CHUNK = 200
 AHEAD_BATCHES = 4  # sealed batches waiting for a Redis that is up, before intake waits for it
@@ -164,7 +165,7 @@ class Batcher(MessageIntake):
         else:
             camera, seq = message.frame.camera, message.frame.seq
         if seq <= self._last_seq.get(camera, -1):
-            self.counters.drop(STAGE, "out_of_order", camera)
+            self.counters.drop(STAGE, DropReason.OUT_OF_ORDER, camera)
             return
         self._last_seq[camera] = seq
         if isinstance(message, Verdict):
@@ -204,9 +205,9 @@ class Batcher(MessageIntake):
             shed = self.sealed[index]
             del self.sealed[index]
             self.shed += 1
-            self.counters.add("batches_shed", reason="redis_backlog")
+            self.counters.add(Metric.BATCHES_SHED, reason="redis_backlog")
             for meta, _ in shed.frames:
-                self.counters.drop(STAGE, "redis_backlog", meta.camera)
+                self.counters.drop(STAGE, DropReason.REDIS_BACKLOG, meta.camera)
 
     def backlogged(self) -> bool:
         """Redis is up but slower than the frames coming in: stop taking them until a batch is
@@ -233,7 +234,7 @@ class Batcher(MessageIntake):
         while len(self.qc) > QC_BACKLOG:
             # Entries that went on the wire (they have an id) may have landed: shed after them.
             index = next((i for i, entry in enumerate(self.qc) if entry.entry_id is None), len(self.qc) - 1)
-            self.counters.drop(STAGE, "qc_backlog", self.qc[index].camera)
+            self.counters.drop(STAGE, DropReason.QC_BACKLOG, self.qc[index].camera)
             del self.qc[index]
 
     # ---- output -------------------------------------------------------------------------
@@ -253,7 +254,7 @@ class Batcher(MessageIntake):
             try:
                 await self._write_some()
             except (RedisError, OSError) as exc:
-                self.counters.add("redis_errors")
+                self.counters.add(Metric.REDIS_ERRORS)
                 if not failures:
                     failing_since = time.monotonic()
                     shed_before = self.shed
@@ -299,25 +300,27 @@ class Batcher(MessageIntake):
                 self._shed()
                 raise
             self.writing = None
-            self.counters.add("batch_frames", reason=str(len(batch.frames)))  # histogram
+            self.counters.add(Metric.BATCH_FRAMES, reason=str(len(batch.frames)))  # histogram
             written = time.time()
             for meta, _ in batch.frames:
-                self.counters.add("written", meta.camera)
-                self.counters.add("latency_ms", reason=latency_bucket(written - meta.capture_ts))
+                self.counters.add(Metric.WRITTEN, meta.camera)
+                self.counters.add(Metric.LATENCY_MS, reason=latency_bucket(written - meta.capture_ts))
                 self._count_span(meta)
-            self.counters.add("batches_written")
+            self.counters.add(Metric.BATCHES_WRITTEN)
             self.written.set()
             if self.in_flight is not None:
                 self.in_flight.done("batch")
             latency_ms = sum(max(0.0, written - meta.capture_ts) for meta, _ in batch.frames) * 1000
-            self.counters.add("latency_ms_sum", n=round(latency_ms))
+            self.counters.add(Metric.LATENCY_MS_SUM, n=round(latency_ms))
 
     def _count_span(self, meta: FrameMeta) -> None:
         """The camera time the written frames cover (capture to capture): fps_out is written frames
         per second of it, so it is right however frames are grouped into batches (see CameraRates)."""
         previous = self._last_written_ts.get(meta.camera)
         if previous is not None and meta.capture_ts > previous:
-            self.counters.add("written_span_us", meta.camera, n=round((meta.capture_ts - previous) * 1e6))
+            self.counters.add(
+                Metric.WRITTEN_SPAN_US, meta.camera, n=round((meta.capture_ts - previous) * 1e6)
+            )
         self._last_written_ts[meta.camera] = meta.capture_ts
 
     async def _write_batch(self, batch: Batch) -> None:
@@ -376,7 +379,7 @@ class Batcher(MessageIntake):
                     if error is None or _is_duplicate_id(result):
                         error = result
                 else:
-                    self.counters.add("qc_written", entry.camera)
+                    self.counters.add(Metric.QC_WRITTEN, entry.camera)
                 settled += 1
         finally:
             back = failed + chunk[settled:]
@@ -408,9 +411,9 @@ class Batcher(MessageIntake):
         unnoted = [self.writing] if self.writing and self.in_flight is None else []
         for batch in [*unnoted, *self.sealed, self.open]:
             for meta, _ in batch.frames:
-                self.counters.drop(STAGE, "shutdown_unsent", meta.camera)
+                self.counters.drop(STAGE, DropReason.SHUTDOWN_UNSENT, meta.camera)
         for entry in self.qc:
-            self.counters.drop(STAGE, "shutdown_unsent_qc", entry.camera)
+            self.counters.drop(STAGE, DropReason.SHUTDOWN_UNSENT_QC, entry.camera)
         self.sealed.clear()
         self.writing = None
         self.qc.clear()

@@ -19,6 +19,7 @@ import zmq
 from zstream.camera import CameraLifecycle, CameraState
 from zstream.core.backoff import backoff
 from zstream.core.ring import Ring, WriteSlot, ring_path
+from zstream.core.vocabulary import DropReason, Metric, SkipReason, Stage
 from zstream.core.wire import FrameRef, encode
 from zstream.envrefs import MissingVariable, expand
 from zstream.errors import RingError, SourceError, SourceRejected, ZStreamError, mask_url
@@ -29,8 +30,8 @@ from zstream.stats import Counters, StatsReporter
 from zstream.topology import Camera, Placement, Topology
 
 log = logging.getLogger(__name__)
-STAGE = "capture"
-INGEST = "ingest"  # frames a pushing client sent that never reached the ring (zmq:// cameras)
+STAGE = Stage.CAPTURE
+INGEST = Stage.INGEST  # frames a pushing client sent that never reached the ring (zmq:// cameras)
 WAIT_POLL_S = 0.002  # how often a camera with the "wait" policy looks for room downstream
 HAND_OVER_S = 2.0  # how long a stopping camera waits for downstream to take its last frames
 
@@ -104,14 +105,14 @@ class CameraGate:
         self._cap = FpsCap(fps)
 
     def admit(self, pts: float | None) -> bool:
-        self.counters.add("received", self.camera_id)
+        self.counters.add(Metric.RECEIVED, self.camera_id)
         if self._cap.admit(pts):
             return True
-        self.counters.add("skipped", self.camera_id, "fps_cap")
+        self.counters.add(Metric.SKIPPED, self.camera_id, SkipReason.FPS_CAP)
         return False
 
     def corrupt(self) -> None:
-        self.counters.add("corrupt_packets", self.camera_id)
+        self.counters.add(Metric.CORRUPT_PACKETS, self.camera_id)
 
     def reject(self, reason: str) -> None:
         self.counters.drop(INGEST, reason, self.camera_id)
@@ -180,7 +181,7 @@ class CameraThread(threading.Thread):
                 gate = CameraGate(self.camera.id, self.camera.fps, self.counters)  # stream time restarts
                 for frame in source.frames(self.stop, gate):
                     if failures:  # the first frame after a break or failed attempts: back
-                        self.counters.add("reconnected", self.camera.id)
+                        self.counters.add(Metric.RECONNECTED, self.camera.id)
                     failures = 0
                     self.lifecycle.frame_arrived()
                     self._deliver(frame)
@@ -226,11 +227,13 @@ class CameraThread(threading.Thread):
         try:
             claimed = self._claim(width, height)
         except RingError as exc:
-            self.counters.drop(STAGE, "too_large", camera)
+            self.counters.drop(STAGE, DropReason.TOO_LARGE, camera)
             self.lifecycle.change(CameraState.STREAMING, f"{exc}: raise the camera's max_size or set resize")
             return
         if claimed is None:
-            self.counters.drop(STAGE, "ring_full" if not self.stop.is_set() else "stopping", camera)
+            self.counters.drop(
+                STAGE, DropReason.RING_FULL if not self.stop.is_set() else DropReason.STOPPING, camera
+            )
             return
         _fill(claimed.y, frame.y)
         _fill(claimed.u, frame.u)
@@ -238,11 +241,11 @@ class CameraThread(threading.Thread):
         captured_at = time.time()
         seq, generation = self._ring.commit(claimed, frame.pts, captured_at, frame.position)
         self._resume = True
-        self.counters.add("captured", camera)  # in the ring: what every later count settles
+        self.counters.add(Metric.CAPTURED, camera)  # in the ring: what every later count settles
         ref = FrameRef(camera, seq, claimed.slot, generation, width, height, frame.pts, captured_at)
         if not self._send(encode(ref)):
             self._ring.release(claimed.slot, generation)
-            self.counters.drop(STAGE, "queue_full", camera)
+            self.counters.drop(STAGE, DropReason.QUEUE_FULL, camera)
 
     def _claim(self, width: int, height: int) -> WriteSlot | None:
         """A ring slot by the camera's policy; None means drop the frame."""
@@ -277,7 +280,7 @@ class CameraThread(threading.Thread):
         self._wait_to_retry(CameraState.FAILED, failures, reason, backoff(1, longest, longest))
 
     def _wait_to_retry(self, state: CameraState, failures: int, reason: str, delay: float) -> None:
-        self.counters.add("reconnects", self.camera.id)  # attempts; "reconnected" counts successes
+        self.counters.add(Metric.RECONNECTS, self.camera.id)  # attempts; "reconnected" counts successes
         self.lifecycle.change(state, f"{reason}; attempt {failures}, retry in {delay:.1f}s")
         self.stop.wait(delay)
 
@@ -356,7 +359,7 @@ class CaptureWorker:
     def check_stalls(self, stall_timeout_s: float) -> None:
         for thread in self.threads.values():  # a blocked read cannot notice its own silence
             if thread.lifecycle.check_stall(stall_timeout_s):
-                self.counters.add("stalls", thread.camera.id)
+                self.counters.add(Metric.STALLS, thread.camera.id)
 
     def states(self) -> dict[str, tuple[str, str]]:
         return {camera_id: t.lifecycle.snapshot() for camera_id, t in self.threads.items()}

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from zstream import __version__
 from zstream.control import ControlClient, ControlError, published_endpoints
+from zstream.core.vocabulary import Metric, WorkerState
 from zstream.errors import PreflightError, TopologyError, ZStreamError
 from zstream.shard import SHARD_ENV, ShardError, parse_shard, shard_topology
 from zstream.topology import Topology, load_topology
@@ -208,7 +209,7 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
             "fps in",
             "fps out",
             "age s",
-            "dropped",
+            Metric.DROPPED,
             "reconnected/tries",
             "QC pass",
             "detail",
@@ -220,7 +221,7 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
                 row.get("fps_in"),
                 row.get("fps_out"),
                 row.get("last_frame_age_s"),
-                ", ".join(f"{reason} {n}" for reason, n in sorted(row["dropped"].items())) or 0,
+                ", ".join(f"{reason} {n}" for reason, n in sorted(row[Metric.DROPPED].items())) or 0,
                 f"{row.get('reconnected', 0)}/{row['reconnects']}",
                 "-" if row["quality"]["pass_rate"] is None else f"{row['quality']['pass_rate']:.1%}",
                 row["detail"],
@@ -245,7 +246,7 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
             for name, w in result["workers"].items()
         ]
         + [
-            ["supervisor", "running", p["pid"], 0, None, None, *_cost(p)]
+            ["supervisor", WorkerState.RUNNING.value, p["pid"], 0, None, None, *_cost(p)]
             for p in [processes.get("supervisor")]
             if p
         ],

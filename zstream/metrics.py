@@ -31,13 +31,14 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import Metric as Family
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from zstream.camera import CameraState
 from zstream.core.address import is_port, split_host_port, unbracket
+from zstream.core.vocabulary import STARTING, CameraState, Metric, WorkerState
 from zstream.errors import PreflightError, ZStreamError
 from zstream.security import bearer_token_required, read_token
 from zstream.stats import LATENCY_BUCKETS_MS, CounterKey
@@ -50,34 +51,42 @@ PREFIX = "zstream_"
 # Upper bounds of the batch size histogram (batcher.batch_size is at most 1024).
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # Every state a camera can show: "starting" until its capture worker first reports it.
-CAMERA_STATES = ("starting", *(state.value for state in CameraState))
+CAMERA_STATES = (STARTING, *(state.value for state in CameraState))
 
 # Per-camera frame counters: (counter metric, Prometheus name without prefix and _total, help).
 FRAME_COUNTERS = (
-    ("received", "frames_received", "Frames the camera sent, before the fps cap."),
-    ("captured", "frames_captured", "Frames written into the camera's shared-memory ring."),
-    ("validated", "frames_validated", "Frames measured by validation, passed or failed."),
-    ("rejected", "frames_rejected", "Frames that failed quality control (sent to the QC stream)."),
-    ("written", "frames_written", "Frames written to the Redis batch stream."),
-    ("qc_written", "qc_entries_written", "Failed frames' entries written to the Redis QC stream."),
+    (Metric.RECEIVED, "frames_received", "Frames the camera sent, before the fps cap."),
+    (Metric.CAPTURED, "frames_captured", "Frames written into the camera's shared-memory ring."),
+    (Metric.VALIDATED, "frames_validated", "Frames measured by validation, passed or failed."),
+    (Metric.REJECTED, "frames_rejected", "Frames that failed quality control (sent to the QC stream)."),
+    (Metric.WRITTEN, "frames_written", "Frames written to the Redis batch stream."),
+    (Metric.QC_WRITTEN, "qc_entries_written", "Failed frames' entries written to the Redis QC stream."),
     (
-        "reconnects",
+        Metric.RECONNECTS,
         "camera_reconnects",
         "Reconnection attempts: each retry after the stream broke or failed to open.",
     ),
     (
-        "reconnected",
+        Metric.RECONNECTED,
         "camera_reconnected",
         "Successful reconnections: the stream delivered frames again after a break.",
     ),
-    ("stalls", "camera_stalls", "Times the camera stalled: connected, but no frame for the stall timeout."),
-    ("corrupt_packets", "corrupt_packets", "Corrupt packets the decoder reported."),
+    (
+        Metric.STALLS,
+        "camera_stalls",
+        "Times the camera stalled: connected, but no frame for the stall timeout.",
+    ),
+    (Metric.CORRUPT_PACKETS, "corrupt_packets", "Corrupt packets the decoder reported."),
 )
 # Counters of the whole pipeline: (counter metric, name without prefix and _total, help).
 PIPELINE_COUNTERS = (
-    ("batches_written", "batches_written", "Batches (Redis stream entries) written."),
-    ("batches_shed", "batches_shed", "Batches shed while Redis was down (their frames count as dropped)."),
-    ("redis_errors", "redis_errors", "Failed Redis writes (each one is retried)."),
+    (Metric.BATCHES_WRITTEN, "batches_written", "Batches (Redis stream entries) written."),
+    (
+        Metric.BATCHES_SHED,
+        "batches_shed",
+        "Batches shed while Redis was down (their frames count as dropped).",
+    ),
+    (Metric.REDIS_ERRORS, "redis_errors", "Failed Redis writes (each one is retried)."),
 )
 
 # Every family this module exports (for documentation and tests).
@@ -100,7 +109,7 @@ METRICS = (
 )
 
 
-def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metric]:
+def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Family]:
     """The metric families of one snapshot: the board's totals and the status built from them.
 
     Per-camera series exist (at 0) for every configured camera from the first snapshot, so
@@ -121,7 +130,7 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metr
     def per_reason(metric: str) -> dict[tuple[str, str], int]:
         return by_metric.get(metric, {})
 
-    out: list[Metric] = []
+    out: list[Family] = []
     for metric, name, doc in FRAME_COUNTERS:
         family = CounterMetricFamily(PREFIX + name, doc, labels=["camera"])
         for camera, n in sorted(per_camera(metric).items()):
@@ -133,7 +142,7 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metr
         "Frames skipped by design, not lost: fps_cap (not decoded), output_rate (validated, not written).",
         labels=["camera", "reason"],
     )
-    for (camera, reason), n in sorted(per_reason("skipped").items()):
+    for (camera, reason), n in sorted(per_reason(Metric.SKIPPED).items()):
         skipped.add_metric([camera, reason], n)
     out.append(skipped)
 
@@ -142,7 +151,7 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metr
         "Frames that will not reach Redis, by the stage that dropped them and why.",
         labels=["camera", "stage", "reason"],
     )
-    for (camera, stage_reason), n in sorted(per_reason("dropped").items()):
+    for (camera, stage_reason), n in sorted(per_reason(Metric.DROPPED).items()):
         stage, _, reason = stage_reason.partition(":") if ":" in stage_reason else ("", "", stage_reason)
         dropped.add_metric([camera, stage, reason], n)
     out.append(dropped)
@@ -152,7 +161,7 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metr
         "Quality-control failures by reason (a frame failing several checks counts once per reason).",
         labels=["camera", "reason"],
     )
-    for (camera, reason), n in sorted(per_reason("failed").items()):
+    for (camera, reason), n in sorted(per_reason(Metric.FAILED).items()):
         failures.add_metric([camera, reason], n)
     out.append(failures)
 
@@ -169,7 +178,7 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metr
         f"{PREFIX}worker_restarts", "Times the supervisor restarted the worker.", labels=["worker"]
     )
     for worker, row in sorted(workers.items()):
-        up.add_metric([worker], 1 if row.get("state") == "running" else 0)
+        up.add_metric([worker], 1 if row.get("state") == WorkerState.RUNNING.value else 0)
         restarts.add_metric([worker], row.get("restarts", 0))
     out.extend([up, restarts])
 
@@ -190,7 +199,7 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metr
     return out
 
 
-def _camera_gauges(cameras_status: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+def _camera_gauges(cameras_status: dict[str, dict[str, Any]]) -> Iterator[Family]:
     state = GaugeMetricFamily(
         f"{PREFIX}camera_state",
         "1 for the camera's current state, 0 for the others.",
@@ -240,10 +249,10 @@ def _histogram(
 def _latency_histogram(by_metric: dict[str, dict[tuple[str, str], int]]) -> HistogramMetricFamily:
     """Counters ("latency_ms", camera, bound in ms or "inf") and ("latency_ms_sum", camera, "")."""
     counts: dict[float, int] = defaultdict(int)
-    for (_, reason), n in by_metric.get("latency_ms", {}).items():
+    for (_, reason), n in by_metric.get(Metric.LATENCY_MS, {}).items():
         with contextlib.suppress(ValueError):  # float("inf") is inf: the overflow bucket
             counts[float(reason) / 1000] += n
-    total_ms = sum(by_metric.get("latency_ms_sum", {}).values())
+    total_ms = sum(by_metric.get(Metric.LATENCY_MS_SUM, {}).values())
     return _histogram(
         f"{PREFIX}capture_to_redis_latency_seconds",
         "Seconds from a frame entering shared memory to its batch being written to Redis "
@@ -258,7 +267,7 @@ def _batch_histogram(by_metric: dict[str, dict[tuple[str, str], int]]) -> Histog
     """Counters ("batch_frames", "", size): one per batch written, by its exact size."""
     counts: dict[float, int] = defaultdict(int)
     frames = 0
-    for (_, reason), n in by_metric.get("batch_frames", {}).items():
+    for (_, reason), n in by_metric.get(Metric.BATCH_FRAMES, {}).items():
         if reason.isdigit():
             size = int(reason)
             counts[next((b for b in BATCH_BUCKETS if size <= b), float("inf"))] += n
@@ -274,13 +283,13 @@ class PipelineCollector(Collector):
     def __init__(self, snapshot: Callable[[], Snapshot | None]) -> None:
         self._snapshot = snapshot
 
-    def collect(self) -> Iterable[Metric]:
+    def collect(self) -> Iterable[Family]:
         snapshot = self._snapshot()
         if snapshot is None:  # before the supervisor's first status tick: nothing to say yet
             return []
         return families(*snapshot)
 
-    def describe(self) -> Iterable[Metric]:
+    def describe(self) -> Iterable[Family]:
         return []  # names depend on nothing at registration; do not collect to find them
 
 

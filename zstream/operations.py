@@ -17,6 +17,7 @@ from zstream import queues
 from zstream.control import ControlError
 from zstream.core.planes import i420_size
 from zstream.core.ring import Ring, ring_path
+from zstream.core.vocabulary import CameraState, WorkerState
 from zstream.errors import RingError, TopologyError, ZStreamError, mask_url
 from zstream.live import LiveCameras
 from zstream.preflight import shared_memory_free
@@ -27,7 +28,9 @@ from zstream.system import shared_memory
 from zstream.topology import Camera, Placement, Topology
 
 log = logging.getLogger(__name__)
-TROUBLED_STATES = frozenset({"failed", "reconnecting", "stalled"})
+TROUBLED_STATES = frozenset(
+    s.value for s in (CameraState.FAILED, CameraState.RECONNECTING, CameraState.STALLED)
+)
 RELEASE_TIMEOUT_S = 4.0  # how long a resized camera's capture may take to let go of its ring
 
 
@@ -231,7 +234,7 @@ class Operations:
         problems = [
             f"worker {name} is {info['state']}"
             for name, info in status["workers"].items()
-            if info["state"] != "running"
+            if info["state"] != WorkerState.RUNNING.value
         ]
         for camera_id, info in status["cameras"].items():
             if info["state"] in TROUBLED_STATES:

@@ -10,7 +10,6 @@ skips the drain.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from zstream.control import ControlServer
 from zstream.core.backoff import backoff
 from zstream.core.planes import i420_size
 from zstream.core.ring import Ring, ring_path
+from zstream.core.vocabulary import STARTING, DropReason, Metric, Stage, WorkerState
 from zstream.core.wire import WorkerStats, decode
 from zstream.errors import PreflightError, RingError, WireError, ZStreamError
 from zstream.live import LiveCameras
@@ -61,7 +61,7 @@ from zstream.system import ProcessSampler
 from zstream.topology import Topology, initial_placement
 
 log = logging.getLogger(__name__)
-STAGES = ("batch", "validate", "capture")  # start order; drain order is the reverse
+STAGES = (Stage.BATCH, Stage.VALIDATE, Stage.CAPTURE)  # start order; drain order is the reverse
 READY_TIMEOUT_S = 15.0  # how long capture waits for the downstream stages' first reports
 
 
@@ -75,12 +75,6 @@ class RestartPolicy:
 
     def delay(self, failures: int) -> float:
         return backoff(failures, self.initial_s, self.max_s)
-
-
-class WorkerState(enum.Enum):
-    RUNNING = "running"
-    BACKOFF = "backoff"  # died; waiting to be restarted
-    STOPPED = "stopped"
 
 
 @dataclass
@@ -298,7 +292,6 @@ class Supervisor:
         worker.restarts += 1
         delay = self.policy.delay(worker.failures)
         worker.restart_at = now + delay
-        self.board.count("worker_restarts", reason=worker.name)
         log.warning(
             "%s (pid %d) exited %s; restart #%d in %.1fs",
             worker.name,
@@ -338,7 +331,7 @@ class Supervisor:
             try:
                 report = decode(data, WorkerStats)
             except WireError as exc:
-                self.board.count("dropped", reason="supervisor:bad_message")
+                self.board.count(Metric.DROPPED, reason=f"{Stage.SUPERVISOR}:{DropReason.BAD_MESSAGE}")
                 log.warning("rejected a stats message: %s", exc)
                 continue
             assert isinstance(report, WorkerStats)
@@ -360,7 +353,6 @@ class Supervisor:
             for worker in workers:
                 if worker.process is not None and worker.process.poll() is None:
                     log.error("%s did not stop in time; killing it", worker.name)
-                    self.board.count("drain_timeouts", reason=worker.name)
                     worker.process.kill()
         self._kill_all()
         self._receive_stats(stats, timeout_ms=200)  # the last reports, sent just before exit
@@ -385,21 +377,24 @@ class Supervisor:
         per_camera = by_camera(counts)
         cameras = {}
         for camera in self.topology.cameras:
-            state, detail = self.board.states.get(camera.id, ("starting", ""))
+            state, detail = self.board.states.get(camera.id, (STARTING, ""))
             own = per_camera.get(camera.id, {})
             cameras[camera.id] = {
                 "state": state,
                 "detail": detail,
-                **{m: total(own, m, camera.id) for m in ("received", "captured", "validated", "written")},
-                "failed": by_reason(own, "failed", camera.id),
-                "skipped": by_reason(own, "skipped", camera.id),
-                "corrupt_packets": total(own, "corrupt_packets", camera.id),
-                "reconnects": total(own, "reconnects", camera.id),  # attempts
-                "reconnected": total(own, "reconnected", camera.id),  # successful ones
-                "stalls": total(own, "stalls", camera.id),
+                **{
+                    m: total(own, m, camera.id)
+                    for m in (Metric.RECEIVED, Metric.CAPTURED, Metric.VALIDATED, Metric.WRITTEN)
+                },
+                Metric.FAILED: by_reason(own, Metric.FAILED, camera.id),
+                Metric.SKIPPED: by_reason(own, Metric.SKIPPED, camera.id),
+                Metric.CORRUPT_PACKETS: total(own, Metric.CORRUPT_PACKETS, camera.id),
+                Metric.RECONNECTS: total(own, Metric.RECONNECTS, camera.id),  # attempts
+                Metric.RECONNECTED: total(own, Metric.RECONNECTED, camera.id),  # successful ones
+                Metric.STALLS: total(own, Metric.STALLS, camera.id),
                 "quality": quality_view(own, camera.id),
                 **self.rates.view(camera.id, time.monotonic()),
-                "dropped": by_reason(own, "dropped", camera.id),
+                Metric.DROPPED: by_reason(own, Metric.DROPPED, camera.id),
                 "committed": self._committed(camera.id),
                 "in_flight": self.rings[camera.id].frames_in_flight() if camera.id in self.rings else 0,
                 "unaccounted": books(own, self._committed(camera.id), camera.id)["lost"],
@@ -418,8 +413,8 @@ class Supervisor:
             "shard": None if self.shard is None else str(self.shard),
             "cameras": cameras,
             "workers": workers,
-            "dropped": by_reason(counts, "dropped"),
-            "batches_written": total(counts, "batches_written"),
+            Metric.DROPPED: by_reason(counts, Metric.DROPPED),
+            Metric.BATCHES_WRITTEN: total(counts, Metric.BATCHES_WRITTEN),
             "endpoints": self.endpoints,
         }
 
@@ -463,7 +458,7 @@ class Supervisor:
     def _log_summary(self, final: bool = False) -> None:
         counts = self.board.totals()
         streaming = sum(1 for state, _ in self.board.states.values() if state == "streaming")
-        dropped = by_reason(counts, "dropped")
+        dropped = by_reason(counts, Metric.DROPPED)
         drops = ", ".join(f"{reason} {n}" for reason, n in sorted(dropped.items())) or "none"
         log.info(
             "%scameras streaming %d/%d · captured %d · validated %d (failed QC %d) · written %d in %d "
@@ -471,11 +466,11 @@ class Supervisor:
             "final: " if final else "",
             streaming,
             len(self.topology.cameras),
-            total(counts, "captured"),
-            total(counts, "validated"),
-            total(counts, "qc_written"),
-            total(counts, "written"),
-            total(counts, "batches_written"),
+            total(counts, Metric.CAPTURED),
+            total(counts, Metric.VALIDATED),
+            total(counts, Metric.QC_WRITTEN),
+            total(counts, Metric.WRITTEN),
+            total(counts, Metric.BATCHES_WRITTEN),
             latency_quantile(counts, 0.5),
             latency_quantile(counts, 0.99),
             drops,

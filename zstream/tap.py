@@ -53,6 +53,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from zstream.core.files import replace_file
 from zstream.core.planes import i420_planes, i420_shape, i420_size
+from zstream.core.vocabulary import DropReason, Stage
 from zstream.core.wire import FrameMeta, TapFrame, TapPart
 from zstream.errors import WireError, ZStreamError
 from zstream.output import clear_tap_interest, tap_payload_format, write_tap_interest
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     from zstream.topology import Topology
 
 log = logging.getLogger(__name__)
-STAGE = "tap"
+STAGE = Stage.TAP
 ENDPOINT_FILE = TAP_ENDPOINT_FILE  # in the run dir: the address actually bound (port * resolved)
 SAVE_JPEG_QUALITY = 90  # raw tap frames saved by `zstream tap --save`
 FULL_BACKOFF_S = 0.1  # after a refusal, the camera's frames are shed this long
@@ -192,7 +193,7 @@ class TapPublisher:
         if not self._matches(meta.camera):
             return
         if time.monotonic() < self._full_until.get(meta.camera, 0.0):  # a subscriber was full just now
-            self.counters.drop(STAGE, "subscriber_full", meta.camera)
+            self.counters.drop(STAGE, DropReason.SUBSCRIBER_FULL, meta.camera)
             return
         try:
             payload = self._payload(meta, data, part, own)
@@ -212,13 +213,11 @@ class TapPublisher:
                 shape,
                 meta.metrics,
             ).encode()
-            if self._send([meta.camera.encode(), header, body]):
-                self.counters.add("tapped", meta.camera)
-            else:
-                self.counters.drop(STAGE, "subscriber_full", meta.camera)
+            if not self._send([meta.camera.encode(), header, body]):
+                self.counters.drop(STAGE, DropReason.SUBSCRIBER_FULL, meta.camera)
                 self._full_until[meta.camera] = time.monotonic() + FULL_BACKOFF_S
         except Exception:  # the tap must never cost the pipeline a frame
-            self.counters.drop(STAGE, "error", meta.camera)
+            self.counters.drop(STAGE, DropReason.ERROR, meta.camera)
             self._errors += 1
             if self._errors in (1, 10, 100) or self._errors % 1000 == 0:
                 log.exception(
@@ -242,7 +241,7 @@ class TapPublisher:
         if part is TapPart.ATTACHED and own is not None:
             return own, pixel_format, shape or (meta.height, meta.width, 3)
         if part is TapPart.NONE:  # subscribed after validation looked (it looks every 0.1 s)
-            self.counters.drop(STAGE, "subscribing", meta.camera)
+            self.counters.drop(STAGE, DropReason.SUBSCRIBING, meta.camera)
         return None  # TapPart.SHED: validation counted it
 
     def _send(self, parts: list[bytes]) -> bool:

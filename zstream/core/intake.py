@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar, Protocol
 
+from zstream.core.vocabulary import DropReason
 from zstream.core.wire import Message, decode
 from zstream.errors import WireError
 
 DRAIN_IDLE_S = 0.3  # while stopping: input quiet this long means upstream has nothing left
-BAD_MESSAGE = "bad_message"  # the drop reason of a message refused here (see zstream.core.vocabulary)
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +34,13 @@ class MessageIntake:
         try:
             message = decode(data, self.EXPECTED)
         except WireError as exc:
-            self.counters.drop(self.STAGE, BAD_MESSAGE)
+            self.counters.drop(self.STAGE, DropReason.BAD_MESSAGE)
             log.warning("%s rejected a message: %s", self.STAGE, exc)
             return
         try:
             self.accept(message, *parts)
         except Exception:  # a message we did not foresee must cost one frame, not the worker
-            self.counters.drop(self.STAGE, BAD_MESSAGE)
+            self.counters.drop(self.STAGE, DropReason.BAD_MESSAGE)
             log.exception("%s rejected a message that failed unexpectedly", self.STAGE)
 
     def accept(self, message: Any, *parts: Any) -> None:

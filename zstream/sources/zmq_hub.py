@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import zmq
 
+from zstream.core.vocabulary import DropReason
 from zstream.errors import SourceError, mask_url
 from zstream.security import CurveServer, is_loopback
 from zstream.sources.base import DecodedFrame, FrameGate
@@ -122,7 +123,7 @@ class Inbox:
             self._frames.append(frame)  # a full deque drops its oldest
             self._arrived.notify()
         if superseded:
-            self.reject("superseded")
+            self.reject(DropReason.SUPERSEDED)
 
     def get(self, timeout: float) -> DecodedFrame | None:
         with self._arrived:
@@ -245,7 +246,7 @@ class Hub(threading.Thread):
         with self._lock:
             inbox = self.inboxes.get(message.name)
         if inbox is None:  # (the reply does not list the names that are taken: senders need not know)
-            raise Refused("unknown_sender", f"no camera here takes sender {message.name[:40]!r}")
+            raise Refused(DropReason.UNKNOWN_SENDER, f"no camera here takes sender {message.name[:40]!r}")
         return inbox
 
     def _first_inbox(self) -> Inbox | None:
