@@ -25,7 +25,7 @@ from tests.test_topology import GOOD_CAMERA, problems_of
 from zstream.control import ControlClient, ControlError
 from zstream.core.wire import decode_batch_entry
 from zstream.security import make_keys
-from zstream.tap import TapSubscriber
+from zstream.tap_viewer import TapSubscriber
 from zstream.topology import load_topology
 
 TOKEN = "a-long-enough-test-token-0123456789"

@@ -29,7 +29,8 @@ from zstream.errors import WireError
 from zstream.output import TAP_BURST_S, TAP_TIME_SHARE, TapInterest, TimeShare
 from zstream.sources.synthetic import expected_frame
 from zstream.stats import Counters
-from zstream.tap import TapPublisher, TapSubscriber, run_tap
+from zstream.tap import TapPublisher
+from zstream.tap_viewer import TapSubscriber, run_tap
 
 SYNTH = "synthetic://traffic?size=320x240&fps=25"
 README = (REPO / "README.md").read_text()

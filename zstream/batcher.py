@@ -13,7 +13,6 @@ restarted empty.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -30,11 +29,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from zstream.batch_intake import Intake, take_some
 from zstream.core.backoff import backoff
 from zstream.core.intake import DRAIN_IDLE_S, MessageIntake
 from zstream.core.vocabulary import DropReason, Metric, Stage
 from zstream.core.wire import (
-    MAX_PAYLOAD_BYTES,
     FrameMeta,
     Output,
     Verdict,
@@ -55,8 +54,6 @@ STAGE = Stage.BATCH
 QC_BACKLOG = 10000
 QC_CHUNK = 200
 AHEAD_BATCHES = 4  # sealed batches waiting for a Redis that is up, before intake waits for it
-GATHER_S = 0.02  # after a burst of intake, frames gather this long before the next
-INTAKE_HWM = 200  # frames queued from each validation worker (each up to a raw frame's size)
 RETRY_FIRST_S = 0.1  # back-off after the first failed write while Redis is down
 RETRY_MAX_S = 2.0  # its cap: Redis is written to again within about this long of its return
 
@@ -420,72 +417,6 @@ class Batcher(MessageIntake):
         self.open = Batch()
 
 
-class Intake:
-    """The batcher's PULL socket, read in bursts from the event loop.
-
-    Its file descriptor is watched once, for the whole run: zmq.asyncio's poll() registers and
-    removes it at every call, which cost about 0.5 ms of CPU per wake-up (at 200 frames/s, more
-    than the frames themselves). ZeroMQ signals that descriptor on edges, so the callback reads
-    the socket's events (which re-arms it) and only then says whether frames wait.
-    """
-
-    def __init__(self, context: zmq.Context, endpoint: str) -> None:
-        self.socket = context.socket(zmq.PULL)
-        self.socket.setsockopt(zmq.RCVHWM, INTAKE_HWM)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_PAYLOAD_BYTES)  # per part: headers are checked on decoding
-        self.socket.bind(endpoint)
-        self.readable = asyncio.Event()
-        self._fd = self.socket.getsockopt(zmq.FD)
-        asyncio.get_running_loop().add_reader(self._fd, self._wake)
-
-    def ready(self) -> bool:
-        return bool(self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN)
-
-    def _wake(self) -> None:
-        if self.ready():
-            self.readable.set()
-
-    async def wait(self, timeout_s: float) -> bool:
-        """Whether frames wait, within `timeout_s`."""
-        self.readable.clear()
-        if self.ready():
-            return True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.readable.wait(), timeout_s)
-        return self.ready()
-
-    def take(self, batcher: Batcher, limit: int = 256) -> int:
-        """Hand the batcher what waits, up to `limit` frames or until it is backlogged."""
-        taken = 0
-        while taken < limit and self.ready():
-            batcher.handle(*self.socket.recv_multipart(zmq.NOBLOCK))
-            taken += 1
-            if batcher.backlogged():
-                break
-        return taken
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self._fd)
-        self.socket.close(linger=0)
-
-
-async def _take_some(batcher: Batcher, intake: Intake, timeout_s: float) -> bool:
-    """One round of intake; whether the upstream stages may still have frames for us."""
-    if batcher.backlogged():  # Redis is behind: frames wait upstream until a batch is written
-        batcher.written.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(batcher.written.wait(), timeout_s)
-        return True
-    if not await intake.wait(timeout_s):
-        return False
-    taken = intake.take(batcher)
-    # A short burst: let frames gather, for a wake-up per frame costs more than the frame,
-    # and a batch waits for batch_timeout_ms anyway.
-    gather = GATHER_S if taken < batcher.settings.batch_size else 0.0
-    await asyncio.sleep(min(gather, batcher.seal_if_due()))
-    return True
-
-
 async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:
     # The event loop takes over the signal wakeup fd that zstream.worker reads SIGTERM from, so
     # SIGTERM is the loop's to deliver here (as a callback, never re-entered).
@@ -537,7 +468,7 @@ async def _until_stopped(
             deadline = time.monotonic() + batcher.topology.supervisor.drain_budget_s("batch") - 1.0
         if batcher.tap is not None:  # subscriptions, seen (and announced) before the frames
             batcher.tap.follow_subscriptions()
-        if await _take_some(batcher, intake, min(batcher.seal_if_due(), 0.1)):
+        if await take_some(batcher, intake, min(batcher.seal_if_due(), 0.1)):
             last_input = time.monotonic()
         elif stop.is_set() and time.monotonic() - last_input >= DRAIN_IDLE_S:
             break

@@ -199,6 +199,16 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
     if as_json:
         _print_json(result)
         return
+    _camera_table(result)
+    _worker_table(result)
+    shm = result["system"]["shared_memory"]
+    click.echo(
+        f"shared memory: rings {_mib(shm['rings_bytes'])}, /dev/shm {_mib(shm['shm_free_bytes'])} free "
+        f"of {_mib(shm['shm_total_bytes'])}"
+    )
+
+
+def _camera_table(result: dict[str, Any]) -> None:
     cameras = result["cameras"]
     _table(
         f"cameras (up {result['uptime_s']:.0f} s"
@@ -209,7 +219,7 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
             "fps in",
             "fps out",
             "age s",
-            Metric.DROPPED,
+            "dropped",
             "reconnected/tries",
             "QC pass",
             "detail",
@@ -222,13 +232,16 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
                 row.get("fps_out"),
                 row.get("last_frame_age_s"),
                 ", ".join(f"{reason} {n}" for reason, n in sorted(row[Metric.DROPPED].items())) or 0,
-                f"{row.get('reconnected', 0)}/{row['reconnects']}",
+                f"{row.get(Metric.RECONNECTED, 0)}/{row[Metric.RECONNECTS]}",
                 "-" if row["quality"]["pass_rate"] is None else f"{row['quality']['pass_rate']:.1%}",
                 row["detail"],
             ]
             for camera_id, row in cameras.items()
         ],
     )
+
+
+def _worker_table(result: dict[str, Any]) -> None:
     processes = {p["name"]: p for p in result["system"]["processes"]}
     _table(
         "workers",
@@ -250,11 +263,6 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
             for p in [processes.get("supervisor")]
             if p
         ],
-    )
-    shm = result["system"]["shared_memory"]
-    click.echo(
-        f"shared memory: rings {_mib(shm['rings_bytes'])}, /dev/shm {_mib(shm['shm_free_bytes'])} free "
-        f"of {_mib(shm['shm_total_bytes'])}"
     )
 
 
@@ -350,7 +358,7 @@ def tap(
     endpoint: str, camera_ids: tuple[str, ...], save_dir: Path | None, count: int | None, keys: Path | None
 ) -> None:
     """Watch the validated frames published on the tap ENDPOINT: fps per camera, frames saved."""
-    from zstream.tap import run_tap
+    from zstream.tap_viewer import run_tap
 
     sys.exit(run_tap(endpoint, list(camera_ids), save_dir, count, sys.stdout, keys=keys))
 

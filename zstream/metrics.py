@@ -116,63 +116,64 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Fami
     rates and alerts work before anything happened. Neither argument is modified.
     """
     cameras_status: dict[str, dict[str, Any]] = status.get("cameras", {})
-    cameras = list(cameras_status)
     by_metric: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)  # one pass over the counters
     for (metric, camera, reason), n in counts.items():
         by_metric[metric][(camera, reason)] = n
+    out = [*_frame_counters(by_metric, list(cameras_status)), *_reason_counters(by_metric)]
+    out.extend(_camera_gauges(cameras_status))
+    out.append(_latency_histogram(by_metric))
+    out.append(_batch_histogram(by_metric))
+    for metric, name, doc in PIPELINE_COUNTERS:
+        out.append(CounterMetricFamily(PREFIX + name, doc, value=sum(by_metric.get(metric, {}).values())))
+    out.extend(_worker_families(status.get("workers", {})))
+    out.extend(_instance_families(status))
+    return out
 
-    def per_camera(metric: str) -> dict[str, int]:
+
+def _frame_counters(by_metric: dict[str, dict[tuple[str, str], int]], cameras: list[str]) -> Iterator[Family]:
+    """FRAME_COUNTERS, per camera: every configured camera has its series, at 0 until it counts."""
+    for metric, name, doc in FRAME_COUNTERS:
         values = dict.fromkeys(cameras, 0)
         for (camera, _), n in by_metric.get(metric, {}).items():
             values[camera] = values.get(camera, 0) + n
-        return values
-
-    def per_reason(metric: str) -> dict[tuple[str, str], int]:
-        return by_metric.get(metric, {})
-
-    out: list[Family] = []
-    for metric, name, doc in FRAME_COUNTERS:
         family = CounterMetricFamily(PREFIX + name, doc, labels=["camera"])
-        for camera, n in sorted(per_camera(metric).items()):
+        for camera, n in sorted(values.items()):
             family.add_metric([camera], n)
-        out.append(family)
+        yield family
 
+
+def _reason_counters(by_metric: dict[str, dict[tuple[str, str], int]]) -> Iterator[Family]:
+    """Frames skipped and dropped, and QC failures, per camera and reason."""
     skipped = CounterMetricFamily(
         f"{PREFIX}frames_skipped",
         "Frames skipped by design, not lost: fps_cap (not decoded), output_rate (validated, not written).",
         labels=["camera", "reason"],
     )
-    for (camera, reason), n in sorted(per_reason(Metric.SKIPPED).items()):
+    for (camera, reason), n in sorted(by_metric.get(Metric.SKIPPED, {}).items()):
         skipped.add_metric([camera, reason], n)
-    out.append(skipped)
+    yield skipped
 
     dropped = CounterMetricFamily(
         f"{PREFIX}frames_dropped",
         "Frames that will not reach Redis, by the stage that dropped them and why.",
         labels=["camera", "stage", "reason"],
     )
-    for (camera, stage_reason), n in sorted(per_reason(Metric.DROPPED).items()):
+    for (camera, stage_reason), n in sorted(by_metric.get(Metric.DROPPED, {}).items()):
         stage, _, reason = stage_reason.partition(":") if ":" in stage_reason else ("", "", stage_reason)
         dropped.add_metric([camera, stage, reason], n)
-    out.append(dropped)
+    yield dropped
 
     failures = CounterMetricFamily(
         f"{PREFIX}qc_failures",
         "Quality-control failures by reason (a frame failing several checks counts once per reason).",
         labels=["camera", "reason"],
     )
-    for (camera, reason), n in sorted(per_reason(Metric.FAILED).items()):
+    for (camera, reason), n in sorted(by_metric.get(Metric.FAILED, {}).items()):
         failures.add_metric([camera, reason], n)
-    out.append(failures)
+    yield failures
 
-    out.extend(_camera_gauges(cameras_status))
-    out.append(_latency_histogram(by_metric))
-    out.append(_batch_histogram(by_metric))
 
-    for metric, name, doc in PIPELINE_COUNTERS:
-        out.append(CounterMetricFamily(PREFIX + name, doc, value=sum(per_camera(metric).values())))
-
-    workers: dict[str, dict[str, Any]] = status.get("workers", {})
+def _worker_families(workers: dict[str, dict[str, Any]]) -> Iterator[Family]:
     up = GaugeMetricFamily(f"{PREFIX}worker_up", "1 while the worker process runs.", labels=["worker"])
     restarts = CounterMetricFamily(
         f"{PREFIX}worker_restarts", "Times the supervisor restarted the worker.", labels=["worker"]
@@ -180,8 +181,10 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Fami
     for worker, row in sorted(workers.items()):
         up.add_metric([worker], 1 if row.get("state") == WorkerState.RUNNING.value else 0)
         restarts.add_metric([worker], row.get("restarts", 0))
-    out.extend([up, restarts])
+    yield from (up, restarts)
 
+
+def _instance_families(status: dict[str, Any]) -> Iterator[Family]:
     index, _, count = (status.get("shard") or "0/1").partition("/")  # unsharded: all of one shard
     info = GaugeMetricFamily(
         f"{PREFIX}shard_info",
@@ -189,14 +192,11 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Fami
         labels=["shard", "shards"],
     )
     info.add_metric([index, count], 1)
-    out.append(info)
+    yield info
     if "uptime_s" in status:
-        out.append(
-            GaugeMetricFamily(
-                f"{PREFIX}uptime_seconds", "Seconds since the supervisor started.", value=status["uptime_s"]
-            )
+        yield GaugeMetricFamily(
+            f"{PREFIX}uptime_seconds", "Seconds since the supervisor started.", value=status["uptime_s"]
         )
-    return out
 
 
 def _camera_gauges(cameras_status: dict[str, dict[str, Any]]) -> Iterator[Family]:

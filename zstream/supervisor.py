@@ -25,7 +25,7 @@ import zmq
 
 from zstream import preflight
 from zstream.control import ControlServer
-from zstream.core.backoff import backoff
+from zstream.core.backoff import RestartPolicy
 from zstream.core.planes import i420_size
 from zstream.core.ring import Ring, ring_path
 from zstream.core.vocabulary import STARTING, DropReason, Metric, Stage, WorkerState
@@ -53,28 +53,16 @@ from zstream.stats import (
     books,
     by_camera,
     by_reason,
-    latency_quantile,
     quality_view,
     total,
 )
+from zstream.summary import log_books, log_summary
 from zstream.system import ProcessSampler
 from zstream.topology import Topology, initial_placement
 
 log = logging.getLogger(__name__)
 STAGES = (Stage.BATCH, Stage.VALIDATE, Stage.CAPTURE)  # start order; drain order is the reverse
 READY_TIMEOUT_S = 15.0  # how long capture waits for the downstream stages' first reports
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """Exponential back-off with jitter; a worker that ran `stable_after_s` starts over."""
-
-    initial_s: float
-    max_s: float
-    stable_after_s: float = 10.0
-
-    def delay(self, failures: int) -> float:
-        return backoff(failures, self.initial_s, self.max_s)
 
 
 @dataclass
@@ -444,6 +432,14 @@ class Supervisor:
         ring = self.rings.get(camera_id)
         return ring.next_seq if ring is not None else 0
 
+    def _log_summary(self, final: bool = False) -> None:
+        counts = self.board.totals()
+        states = [state for state, _ in self.board.states.values()]
+        log_summary(counts, states, len(self.topology.cameras), sum(w.restarts for w in self.workers), final)
+        if final:
+            rows = self.status(counts)["cameras"]
+            log_books(counts, rows, {camera: self._committed(camera) for camera in rows})
+
     def _write_status(self) -> None:
         self.settlement.retry()
         counts = self.board.totals()
@@ -454,56 +450,6 @@ class Supervisor:
         status = self.status(counts)
         self.metrics.update(counts, status)  # a fresh snapshot, never modified afterwards
         replace_file(self.run_dir.path / STATUS_FILE, json.dumps(status, indent=1))
-
-    def _log_summary(self, final: bool = False) -> None:
-        counts = self.board.totals()
-        streaming = sum(1 for state, _ in self.board.states.values() if state == "streaming")
-        dropped = by_reason(counts, Metric.DROPPED)
-        drops = ", ".join(f"{reason} {n}" for reason, n in sorted(dropped.items())) or "none"
-        log.info(
-            "%scameras streaming %d/%d · captured %d · validated %d (failed QC %d) · written %d in %d "
-            "batches · latency p50 %s, p99 %s · dropped %s · restarts %d",
-            "final: " if final else "",
-            streaming,
-            len(self.topology.cameras),
-            total(counts, Metric.CAPTURED),
-            total(counts, Metric.VALIDATED),
-            total(counts, Metric.QC_WRITTEN),
-            total(counts, Metric.WRITTEN),
-            total(counts, Metric.BATCHES_WRITTEN),
-            latency_quantile(counts, 0.5),
-            latency_quantile(counts, 0.99),
-            drops,
-            sum(w.restarts for w in self.workers),
-        )
-        if final:
-            self._log_books(counts)
-
-    def _log_books(self, counts: dict[CounterKey, int]) -> None:
-        """Per camera, where every captured frame went: the parts add up to `captured`."""
-        rows = self.status(counts)["cameras"]
-        lost = sum(row["unaccounted"] for row in rows.values())
-        (log.warning if lost else log.info)(
-            "final: unaccounted %d (frames lost in a crash or cut off at the drain deadline)", lost
-        )
-        per_camera = by_camera(counts)
-        for camera, row in rows.items():
-            parts = books(per_camera.get(camera, {}), self._committed(camera), camera)
-            log.info(
-                "  %-24s %-12s captured %7d  written %7d  qc %d  skipped %d  dropped %d  lost %d  "
-                "passed QC %s",
-                camera,
-                row["state"],
-                *parts.values(),
-                _describe_quality(row["quality"]),
-            )
-
-
-def _describe_quality(quality: dict[str, Any]) -> str:
-    if quality["pass_rate"] is None:
-        return "n/a"
-    failures = ", ".join(f"{reason} {n}" for reason, n in quality["top_failures"].items())
-    return f"{quality['pass_rate']:.1%}" + (f" (most failed: {failures})" if failures else "")
 
 
 def _describe_exit(code: int | None) -> str:

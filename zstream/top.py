@@ -209,7 +209,7 @@ def _camera_rows(cameras: Any) -> list[CameraRow]:
         drops = _count(info.get(Metric.DROPPED))
         pass_rate = _number(_dict(info.get("quality")).get("pass_rate"))
         rank = STATE_RANK.get(state, RANK_CONNECTING)
-        if state == "streaming":
+        if state == CameraState.STREAMING.value:
             degraded = drops > 0 or (pass_rate is not None and pass_rate < LOW_PASS_RATE)
             rank = RANK_DEGRADED if degraded else RANK_HEALTHY
         rows.append(
@@ -295,7 +295,7 @@ def _fit(text: Text, width: int) -> Text:
 
 
 def _header(status: dict[str, Any], cameras: list[CameraRow], workers: dict[str, Any], width: int) -> Text:
-    streaming = sum(1 for row in cameras if row.state == "streaming")
+    streaming = sum(1 for row in cameras if row.state == CameraState.STREAMING.value)
     fps_in = sum(row.fps_in or 0.0 for row in cameras)
     fps_out = sum(row.fps_out or 0.0 for row in cameras)
     drops = _count(status[Metric.DROPPED]) if Metric.DROPPED in status else sum(row.drops for row in cameras)
