@@ -123,6 +123,8 @@ def _is_duplicate_id(exc: BaseException) -> bool:
 
 
 class Batcher(MessageIntake):
+    counters: Counters
+
     """Turns verdicts into sealed batches and QC entries; `writer` sends them to Redis."""
 
     STAGE = STAGE
@@ -350,12 +352,14 @@ class Batcher(MessageIntake):
         settings = self.topology.redis
         chunk = [self.qc.popleft() for _ in range(min(QC_CHUNK, len(self.qc)))]
         pipe = self.redis.pipeline(transaction=False)
+        ids = []  # fixed at the first attempt: retries reuse them
         for entry in chunk:
-            entry.entry_id = entry.entry_id or self._ids["qc"].next()
+            entry.entry_id = entry_id = entry.entry_id or self._ids["qc"].next()
+            ids.append(entry_id)
             pipe.xadd(
                 settings.qc_stream,
                 entry.fields,
-                id=entry.entry_id,
+                id=entry_id,
                 maxlen=settings.qc_maxlen,
                 approximate=True,
             )
@@ -363,14 +367,16 @@ class Batcher(MessageIntake):
         error: BaseException | None = None
         settled = 0
         if self.in_flight is not None:
-            entries = [(entry.entry_id, entry.camera, entry.fields["seq"]) for entry in chunk]
+            entries = [
+                (entry_id, entry.camera, entry.fields["seq"])
+                for entry_id, entry in zip(ids, chunk, strict=True)
+            ]
             self.in_flight.note_qc(settings.qc_stream, entries, self.counters.get)
         try:
             results = await pipe.execute(raise_on_error=False)
-            for entry, result in zip(chunk, results, strict=True):
+            for entry_id, entry, result in zip(ids, chunk, results, strict=True):
                 if isinstance(result, Exception) and not (
-                    _is_duplicate_id(result)
-                    and await self._landed(settings.qc_stream, entry.entry_id, entry.same)
+                    _is_duplicate_id(result) and await self._landed(settings.qc_stream, entry_id, entry.same)
                 ):
                     failed.append(entry)
                     if error is None or _is_duplicate_id(result):
@@ -422,7 +428,7 @@ async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event, co
     # SIGTERM is the loop's to deliver here (as a callback, never re-entered).
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     topology, _ = watcher.read()
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     reporter = StatsReporter.for_worker(context, topology, f"batch-{index}", counters)
     client = connect_async(
         topology.redis.url,

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from typing import Any
 
 import cv2
 import numpy as np
@@ -48,8 +49,11 @@ def open_source(camera: Camera, topology: Topology) -> FrameSource:
     except MissingVariable as exc:  # it will not appear in this process: retrying cannot help
         raise SourceRejected(f"camera {camera.id}: its URL needs {exc}") from exc
     capture = topology.capture
-    timeouts = {"open_timeout_s": capture.open_timeout_s, "read_timeout_s": capture.read_timeout_s}
-    decoding = {
+    timeouts: dict[str, Any] = {
+        "open_timeout_s": capture.open_timeout_s,
+        "read_timeout_s": capture.read_timeout_s,
+    }
+    decoding: dict[str, Any] = {
         "decoding": Decoding(
             topology.decoder_threads_for(camera), camera.keyframes_only, camera.skip_loop_filter
         )
@@ -76,17 +80,7 @@ def open_source(camera: Camera, topology: Topology) -> FrameSource:
 
         return WhepSource(camera.url, **timeouts)
     if scheme == "zmq":
-        from zstream.sources.zmq_hub import ZmqSource, hub_key, message_limit
-
-        key = hub_key(camera.url)
-        sizes = [c.max_size or capture.max_size for c in topology.cameras if hub_key(c.url) == key]
-        return ZmqSource(
-            camera.url,
-            camera.id,
-            max_size=camera.max_size or capture.max_size,
-            curve_keys=topology.security.curve_keys,
-            message_limit=message_limit(sizes),
-        )
+        return _zmq_source(camera, topology)
     if scheme == "v4l2":
         from zstream.sources.v4l2 import V4l2Source
 
@@ -94,6 +88,22 @@ def open_source(camera: Camera, topology: Topology) -> FrameSource:
     from zstream.sources.file import FileSource
 
     return FileSource(camera.url, loop=camera.loop, realtime=camera.realtime, **decoding)
+
+
+def _zmq_source(camera: Camera, topology: Topology) -> FrameSource:
+    """A zmq:// camera: its hub's message limit fits the largest camera sharing the socket."""
+    from zstream.sources.zmq_hub import ZmqSource, hub_key, message_limit
+
+    capture = topology.capture
+    key = hub_key(camera.url)
+    sizes = [c.max_size or capture.max_size for c in topology.cameras if hub_key(c.url) == key]
+    return ZmqSource(
+        camera.url,
+        camera.id,
+        max_size=camera.max_size or capture.max_size,
+        curve_keys=topology.security.curve_keys,
+        message_limit=message_limit(sizes),
+    )
 
 
 class CameraGate:
@@ -372,7 +382,7 @@ class CaptureWorker:
 def run(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:
     """Body of capture worker `index`: its cameras until `stop`, then a final report."""
     topology, placement = watcher.read()
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     reporter = StatsReporter.for_worker(context, topology, f"capture-{index}", counters)
     worker = CaptureWorker(index, context, counters)
     worker.apply(topology, placement)

@@ -406,7 +406,7 @@ class BatchConsumer:
             return None
 
 
-def _detect_cluster(url: str, timeouts: dict[str, float]) -> bool:
+def _detect_cluster(url: str, timeouts: dict[str, Any]) -> bool:
     with connect(url, **timeouts) as probe:
         try:
             return is_cluster(probe)

@@ -92,7 +92,7 @@ class ControlClient:
 
     def call(self, command: str, **args: Any) -> Any:
         """The command's result; ControlError when refused or when nobody answers."""
-        context = zmq.Context.instance()
+        context: zmq.Context = zmq.Context.instance()
         socket = context.socket(zmq.REQ)
         socket.setsockopt(zmq.LINGER, 0)
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis
@@ -61,7 +62,7 @@ class Operations:
         self.supervisor = supervisor
 
     def run(self, command: str, args: dict[str, Any]) -> Any:
-        handler = {
+        handlers: dict[str, Callable[..., Any]] = {
             "cameras": self.cameras,
             "camera_add": self.camera_add,
             "camera_update": self.camera_update,
@@ -71,7 +72,8 @@ class Operations:
             "purge": self.purge,
             "health": self.health,
             "system": self.system,
-        }.get(command)
+        }
+        handler = handlers.get(command)
         if handler is None:
             raise ControlError(f"unknown command {command!r}")
         try:

@@ -52,7 +52,7 @@ def settle_in_flight(client: redis.Redis, records: InFlight, counts: dict[Counte
 def _settle_records(client: redis.Redis, records: InFlight, counts: dict[CounterKey, int]) -> None:
     if (record := records.get("batch")) is not None:
         found = client.xrange(record["stream"], min=record["id"], max=record["id"], count=1)
-        if found and batch_name(found[0][1]) == record["name"]:
+        if found and (stored := found[0][1]) is not None and batch_name(stored) == record["name"]:
             for camera, n in record["frames"].items():
                 _raise(counts, (Metric.WRITTEN, camera, ""), record["base"].get(camera, 0) + n)
             _raise(counts, (Metric.BATCHES_WRITTEN, "", ""), record["batches_base"] + 1)

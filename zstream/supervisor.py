@@ -126,7 +126,7 @@ class Supervisor:
     def run(self) -> int:
         """Run until signalled; returns the exit status. Raises PreflightError before starting."""
         self.run_dir.acquire()
-        context = zmq.Context.instance()
+        context: zmq.Context = zmq.Context.instance()
         stats = None
         try:
             preflight.check_platform()
@@ -363,7 +363,7 @@ class Supervisor:
         """What status.json holds; `counts` are the board's totals when the caller has them."""
         counts = self.board.totals() if counts is None else counts
         per_camera = by_camera(counts)
-        cameras = {}
+        cameras: dict[str, dict[str, Any]] = {}
         for camera in self.topology.cameras:
             state, detail = self.board.states.get(camera.id, (STARTING, ""))
             own = per_camera.get(camera.id, {})

@@ -42,7 +42,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import zmq
 
@@ -165,8 +165,8 @@ class TapPublisher:
     def _read_subscriptions(self) -> None:
         # XPUB passes on the first subscription to a topic and the last unsubscription from it
         # (including those of subscribers that went away), so a set of topics is exact.
-        while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            message = self.socket.recv(zmq.NOBLOCK)
+        while cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            message: bytes = self.socket.recv(zmq.NOBLOCK)
             if message[:1] == b"\x01":
                 self._topics.add(message[1:])
             elif message[:1] == b"\x00":

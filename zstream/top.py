@@ -398,7 +398,7 @@ def _camera_table(cameras: list[CameraRow], width: int) -> Table:
         header_style="bold",
         collapse_padding=False,
     )
-    options = {"no_wrap": True, "overflow": "ellipsis"}
+    options: dict[str, Any] = {"no_wrap": True, "overflow": "ellipsis"}
     table.add_column("camera", width=camera_width, min_width=camera_width, max_width=camera_width, **options)
     for column in fixed:
         table.add_column(

@@ -40,6 +40,8 @@ TAP_STAGE = Stage.TAP  # drops of the tap's own payloads (the frame still goes t
 
 
 class Validator(MessageIntake):
+    counters: Counters
+
     STAGE = STAGE
     EXPECTED = FrameRef
 
@@ -201,7 +203,7 @@ class _Overwritten(Exception):
 def run(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:
     """Body of validation worker `index`: validate until stopped, then drain what is queued."""
     topology, _ = watcher.read()
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     reporter = StatsReporter.for_worker(context, topology, f"validate-{index}", counters)
     validator = Validator(topology, index, context, counters)
     last_input = time.monotonic()

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -80,6 +81,23 @@ def configure_logging(name: str, level: str | None = None) -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
+def _stage(stage: str) -> Callable[[PipelineWatcher, int, threading.Event, Counters], None]:
+    """The run() of a stage, imported here: a worker loads its own stage and its libraries only."""
+    if stage == "capture":
+        from zstream.capture import run as run_capture
+
+        return run_capture
+    if stage == "validate":
+        from zstream.validate import run as run_validation
+
+        return run_validation
+    if stage == "batch":
+        from zstream.batcher import run as run_batcher
+
+        return run_batcher
+    raise SystemExit(f"unknown stage {stage!r}")
+
+
 def main(argv: list[str]) -> NoReturn:
     stage, index, run_dir, parent_pid = argv[0], int(argv[1]), Path(argv[2]), int(argv[3])
     configure_logging(f"{stage}-{index}")
@@ -93,16 +111,9 @@ def main(argv: list[str]) -> NoReturn:
     cv2.setNumThreads(1)
     watcher = PipelineWatcher(run_dir)
     topology, _ = watcher.read()
-    if stage == "capture":
-        from zstream import capture as module
-    elif stage == "validate":
-        from zstream import validate as module
-    elif stage == "batch":
-        from zstream import batcher as module
-    else:
-        raise SystemExit(f"unknown stage {stage!r}")
+    run = _stage(stage)
     # The ledger is made before the stage starts counting, and read by the supervisor after exit.
-    module.run(watcher, index, stop, Counters.for_worker(run_dir, f"{stage}-{index}"))
+    run(watcher, index, stop, Counters.for_worker(run_dir, f"{stage}-{index}"))
     if os.getppid() != parent_pid:  # orphaned: the first worker out removes what the supervisor owned
         RunDir(topology).clean_up_after_supervisor()
     logging.shutdown()

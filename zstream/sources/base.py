@@ -123,6 +123,9 @@ class ResumeGate:
     def corrupt(self) -> None:
         self.gate.corrupt()
 
+    def reject(self, reason: str) -> None:
+        self.gate.reject(reason)
+
 
 class AdmitAll:
     """A gate that lets every frame through and counts: for tools, benchmarks and tests."""

@@ -54,14 +54,15 @@ class FileSource(PyAVSource):
         clock = RealtimeClock()
         first_pass: float | None = None
         if self._resume is not None:
-            (pts, position), self._resume = self._resume, None
-            self._offset = pts - position  # the loops played before
+            (after, position), self._resume = self._resume, None
+            self._offset = after - position  # the loops played before
             first_pass = self._seek(position)
             # A seek lands on the key frame at or before the position, except in files without
             # an index (MPEG-TS), where it may land on the next one: then read from the start.
-            gate = ResumeGate(gate, after=pts, limit=pts + 1.5 * self._frame_duration())
+            gate = ResumeGate(gate, after=after, limit=after + 1.5 * self._frame_duration())
         while not stop.is_set():
-            self._first, self._last, first_pass = first_pass, None, None
+            self._first, first_pass = first_pass, None
+            self._last = None
             try:
                 for frame, pts in self.admitted(gate, stop):
                     if pts is not None and self.realtime and not clock.wait(pts, stop):

@@ -235,7 +235,7 @@ class TrafficScene:
         x = int(rng.integers(0, max(1, round(0.05 * u))))
         while x < w and walk_top > 8:
             bw = int(rng.integers(round(0.15 * u), round(0.35 * u)) + 1)
-            bh = int(min(walk_top - 4, rng.integers(round(0.15 * u), round(0.3 * u)) + 1))
+            bh = min(walk_top - 4, int(rng.integers(round(0.15 * u), round(0.3 * u))) + 1)
             colour = tuple(float(c) for c in rng.integers(70, 200, 3))
             y_base = walk_top - 2
             cv2.rectangle(img, (x, y_base - bh), (x + bw, y_base), colour, -1)

@@ -333,7 +333,8 @@ def message_limit(max_sizes: list[tuple[int, int]]) -> int:
 def camera_problems(cameras: list[tuple[int, str, str]], curve_keys: str) -> list[str]:
     """Topology problems of zmq:// cameras, given (index, camera id, url) of each: two cameras
     taking the same sender name on one url, and a REP hub beyond loopback without CURVE."""
-    problems, taken = [], {}
+    problems: list[str] = []
+    taken: dict[tuple[tuple[str, str], str], str] = {}  # (hub, sender name) -> camera id
     for index, camera_id, url in cameras:
         try:
             spec = parse_zmq_url(url)

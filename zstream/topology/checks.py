@@ -5,6 +5,7 @@ protection; and every problem phrased with its key path."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,7 +72,7 @@ def key_path(loc: tuple[Any, ...]) -> str:
     return text or "(top level)"
 
 
-def _format_error(error: dict[str, Any]) -> str:
+def _format_error(error: Mapping[str, Any]) -> str:
     loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
     kind = error["type"]
     if kind == "extra_forbidden":

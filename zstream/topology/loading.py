@@ -24,7 +24,7 @@ from zstream.topology.schema import Topology, file_path
 
 
 def load_topology(path: str | os.PathLike[str], with_live_changes: bool = True) -> Topology:
-    """Read and validate a topology file, with the cameras changed live since (see `live`);
+    """Read and validate a topology file, with the cameras changed live since (see `overlay`);
     raises TopologyError listing every problem."""
     source = Path(path)
     try:
