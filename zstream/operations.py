@@ -16,13 +16,13 @@ import redis
 
 from zstream import queues
 from zstream.control import ControlError
-from zstream.core.planes import i420_size
-from zstream.core.ring import Ring, ring_path
+from zstream.core.ring import Ring
 from zstream.core.vocabulary import CameraState, WorkerState
 from zstream.errors import RingError, TopologyError, ZStreamError, mask_url
 from zstream.live import LiveCameras
 from zstream.preflight import shared_memory_free
 from zstream.redis_client import topology_client
+from zstream.rundir import create_ring
 from zstream.shard import Shard, owner
 from zstream.stats import StatsBoard
 from zstream.system import shared_memory
@@ -177,14 +177,10 @@ class Operations:
 
     def _create_ring(self, topology: Topology, camera: Camera, first_seq: int | None = None) -> None:
         sup = self.supervisor
-        width, height = topology.frame_capacity(camera)
         self._check_room(topology, camera)
         try:
-            sup.rings[camera.id] = Ring.create(
-                ring_path(topology.run_id, camera.id),
-                topology.ring_slots_for(camera),
-                i420_size(width, height),
-                sup.retired_seq.pop(camera.id, 0) if first_seq is None else first_seq,
+            sup.rings[camera.id] = create_ring(
+                topology, camera, sup.retired_seq.pop(camera.id, 0) if first_seq is None else first_seq
             )
         except (RingError, FileExistsError, OSError) as exc:
             raise ControlError(f"camera {camera.id}: cannot create its ring: {exc}") from exc

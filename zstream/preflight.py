@@ -16,7 +16,7 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from zstream.core.address import endpoint_host_port, split_host_port, unbracket
-from zstream.core.ring import SHM_DIR
+from zstream.core.ring import SHM_DIR, shm_space
 from zstream.envrefs import missing
 from zstream.errors import PreflightError, mask_url
 from zstream.redis_client import topology_client
@@ -49,8 +49,7 @@ def shared_memory_needed(topology: Topology) -> int:
 
 
 def shared_memory_free() -> int:
-    stats = os.statvfs(SHM_DIR)
-    return stats.f_bavail * stats.f_frsize
+    return shm_space()[1]
 
 
 def check_shared_memory(topology: Topology) -> None:

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import IO
 
 from zstream.core.files import PRIVATE_DIR, PRIVATE_FILE, replace_file
-from zstream.core.ring import ring_paths_of_run
+from zstream.core.planes import i420_size
+from zstream.core.ring import Ring, ring_path, ring_paths_of_run
 from zstream.errors import PreflightError
 from zstream.ledger import IN_FLIGHT_PREFIX, LEDGER_PREFIX
-from zstream.topology import Placement, Topology
+from zstream.topology import Camera, Placement, Topology
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "supervisor.lock"
@@ -31,6 +32,18 @@ STATUS_FILE = "status.json"
 ENDPOINTS_FILE = "endpoints.json"  # the control, tap and metrics addresses actually bound
 TAP_ENDPOINT_FILE = "tap.endpoint"  # written by the batcher, which binds the tap
 TAP_WANTED_FILE = "tap.wanted"  # the batcher: its tap subscribers' camera prefixes, one a line
+
+
+def create_ring(topology: Topology, camera: Camera, first_seq: int = 0) -> Ring:
+    """The camera's ring, sized for its largest frame: made by the supervisor at start, and for a
+    camera added or resized live (`first_seq` continues its sequence)."""
+    width, height = topology.frame_capacity(camera)
+    return Ring.create(
+        ring_path(topology.run_id, camera.id),
+        topology.ring_slots_for(camera),
+        i420_size(width, height),
+        first_seq,
+    )
 
 
 def write_pipeline(run_dir: Path, topology: Topology, placement: Placement) -> None:

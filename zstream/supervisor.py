@@ -26,8 +26,8 @@ import zmq
 from zstream import preflight
 from zstream.control import ControlServer
 from zstream.core.backoff import RestartPolicy
-from zstream.core.planes import i420_size
-from zstream.core.ring import Ring, ring_path
+from zstream.core.files import replace_file
+from zstream.core.ring import Ring
 from zstream.core.vocabulary import STARTING, DropReason, Metric, Stage, WorkerState
 from zstream.core.wire import WorkerStats, decode
 from zstream.errors import PreflightError, RingError, WireError, ZStreamError
@@ -40,7 +40,7 @@ from zstream.rundir import (
     STATUS_FILE,
     TAP_ENDPOINT_FILE,
     RunDir,
-    replace_file,
+    create_ring,
     write_pipeline,
 )
 from zstream.security import CurveServer
@@ -173,13 +173,8 @@ class Supervisor:
     def _create_rings(self) -> None:
         topology = self.topology
         for camera in topology.cameras:
-            width, height = topology.frame_capacity(camera)
             try:
-                ring = Ring.create(
-                    ring_path(topology.run_id, camera.id),
-                    topology.ring_slots_for(camera),
-                    i420_size(width, height),
-                )
+                ring = create_ring(topology, camera)
             except RingError as exc:
                 raise PreflightError(f"camera {camera.id}: {exc}") from exc
             self.rings[camera.id] = ring

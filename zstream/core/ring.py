@@ -82,6 +82,12 @@ def ring_segment_size(slots: int, frame_bytes: int) -> int:
     return _data_offset(slots) + slots * _align(frame_bytes)
 
 
+def shm_space() -> tuple[int, int]:
+    """(total, free) bytes of the shared memory rings live in."""
+    stats = os.statvfs(SHM_DIR)
+    return stats.f_blocks * stats.f_frsize, stats.f_bavail * stats.f_frsize
+
+
 def ring_path(run_id: str, camera_id: str) -> Path:
     return SHM_DIR / f"zstream-{run_id}-{camera_id}"
 
