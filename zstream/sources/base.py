@@ -8,6 +8,7 @@ lets one capture loop serve files, RTSP and the synthetic generator alike.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -144,3 +145,23 @@ class AdmitAll:
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+class RealtimeClock:
+    """Paces frames to their own timestamps: the frame at pts p is due at start + (p - p0) on the
+    monotonic clock. The schedule is anchored once, so waits never accumulate drift; with
+    `max_lag_s`, a source further behind than that starts a new schedule instead of bursting."""
+
+    def __init__(self, max_lag_s: float | None = None) -> None:
+        self.max_lag_s = max_lag_s
+        self._anchor: tuple[float, float] | None = None  # (monotonic time, pts) of the first frame
+
+    def wait(self, pts: float, stop: threading.Event) -> bool:
+        """Wait until `pts` is due; False when `stop` was set meanwhile."""
+        now = time.monotonic()
+        self._anchor = self._anchor or (now, pts)
+        start, first = self._anchor
+        delay = start + (pts - first) - now
+        if self.max_lag_s is not None and delay < -self.max_lag_s:
+            self._anchor = (now, pts)
+        return not stop.wait(max(0.0, delay))

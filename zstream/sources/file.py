@@ -13,8 +13,16 @@ from collections.abc import Iterator
 import av.error
 
 from zstream.errors import mask_url
-from zstream.sources.base import DEFAULT_DECODING, DecodedFrame, Decoding, FrameGate, Overshot, ResumeGate
-from zstream.sources.pyav_decode import PyAVSource, RealtimeClock, to_decoded
+from zstream.sources.base import (
+    DEFAULT_DECODING,
+    DecodedFrame,
+    Decoding,
+    FrameGate,
+    Overshot,
+    RealtimeClock,
+    ResumeGate,
+)
+from zstream.sources.pyav_decode import PyAVSource, to_decoded
 
 log = logging.getLogger(__name__)
 
