@@ -65,7 +65,9 @@ def retry_delay(failures: int) -> float:
 
 
 @dataclass
-class Batch:
+class OutgoingBatch:
+    """A batch on its way to Redis (what consumers read back is zstream.consumer.Batch)."""
+
     frames: list[tuple[FrameMeta, bytes]] = field(default_factory=list)
     due: float = math.inf  # monotonic time at which it is sealed, however full (see Batcher.add)
     entry_id: str | None = None  # fixed at the first write attempt; retries reuse it
@@ -134,9 +136,9 @@ class Batcher(MessageIntake):
         self.apply(topology)
         self.counters = counters
         self.redis = client
-        self.open = Batch()
-        self.sealed: deque[Batch] = deque()
-        self.writing: Batch | None = None  # taken off `sealed` while its XADD is on the wire
+        self.open = OutgoingBatch()
+        self.sealed: deque[OutgoingBatch] = deque()
+        self.writing: OutgoingBatch | None = None  # taken off `sealed` while its XADD is on the wire
         self.qc: deque[QcEntry] = deque()
         self._ids = {"batch": EntryIds(), "qc": EntryIds()}
         self.wake = asyncio.Event()
@@ -191,7 +193,7 @@ class Batcher(MessageIntake):
         if not self.open.frames:
             return
         self.sealed.append(self.open)
-        self.open = Batch()
+        self.open = OutgoingBatch()
         self._shed()
         self.wake.set()
 
@@ -322,7 +324,7 @@ class Batcher(MessageIntake):
             )
         self._last_written_ts[meta.camera] = meta.capture_ts
 
-    async def _write_batch(self, batch: Batch) -> None:
+    async def _write_batch(self, batch: OutgoingBatch) -> None:
         settings = self.topology.redis
         batch.entry_id = batch.entry_id or self._ids["batch"].next()
         if batch.name is None:
@@ -420,7 +422,7 @@ class Batcher(MessageIntake):
         self.sealed.clear()
         self.writing = None
         self.qc.clear()
-        self.open = Batch()
+        self.open = OutgoingBatch()
 
 
 async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:
