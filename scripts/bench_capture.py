@@ -27,8 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zstream.capture import CameraGate, _fill
-from zstream.ring import SHM_DIR, Ring
-from zstream.sources.base import AdmitAll, Decoding, i420_size
+from zstream.core.planes import i420_size
+from zstream.core.ring import SHM_DIR, Ring
+from zstream.sources.base import AdmitAll, Decoding
 from zstream.sources.file import FileSource
 from zstream.sources.synthetic import TrafficScene
 from zstream.stats import Counters

@@ -80,7 +80,7 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from zstream.ring import SHM_DIR  # noqa: E402
+from zstream.core.ring import SHM_DIR  # noqa: E402
 from zstream.sources.synthetic import TrafficScene  # noqa: E402
 from zstream.topology import load_topology  # noqa: E402
 

@@ -51,13 +51,13 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_scale import make_clip  # noqa: E402
 
+from zstream.core.ring import Ring, ring_path  # noqa: E402
+from zstream.core.wire import FrameMeta, FrameRef, Output, encode  # noqa: E402
 from zstream.pixels import jpeg_encode, scale_i420  # noqa: E402
-from zstream.ring import Ring, ring_path  # noqa: E402
 from zstream.rundir import make_private_dir, write_pipeline  # noqa: E402
 from zstream.stats import Counters  # noqa: E402
-from zstream.topology import Topology, parse_topology  # noqa: E402
+from zstream.topology import Topology, initial_placement, parse_topology  # noqa: E402
 from zstream.validate import Validator  # noqa: E402
-from zstream.wire import FrameMeta, FrameRef, Output, encode  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CAMERAS = 50  # fed to the batcher, round robin
@@ -241,7 +241,7 @@ def batch_ceiling(frames: list[np.ndarray], messages: int) -> tuple[float, float
     make_private_dir(run_dir)
     stream = f"bench:{uuid.uuid4().hex[:8]}"
     topology = topology_for(run_dir, stream, cameras=CAMERAS)
-    write_pipeline(run_dir, topology, topology.initial_placement())
+    write_pipeline(run_dir, topology, initial_placement(topology))
     worker = subprocess.Popen(
         [sys.executable, "-m", "zstream.worker", "batch", "0", str(run_dir), str(os.getpid())], cwd=REPO
     )

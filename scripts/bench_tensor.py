@@ -28,11 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zstream.consumer import Batch, Frame, _frame
+from zstream.core.planes import i420_planes
+from zstream.core.wire import FrameMeta
 from zstream.pixels import i420_bytes, jpeg_encode
-from zstream.sources.base import i420_planes
 from zstream.sources.synthetic import TrafficScene
 from zstream.tensor import fit
-from zstream.wire import FrameMeta
 
 BATCH = 8
 SIZE = (640, 640)

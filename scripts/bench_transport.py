@@ -41,9 +41,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import zmq
 
-from zstream.ring import Ring, WriteSlot, ring_path
-from zstream.sources.base import i420_size
-from zstream.wire import FrameRef, Verdict, decode, encode
+from zstream.core.planes import i420_size
+from zstream.core.ring import Ring, WriteSlot, ring_path
+from zstream.core.wire import FrameRef, Verdict, decode, encode
 
 WIDTH, HEIGHT = 1920, 1080
 ROWS = HEIGHT * 3 // 2  # I420 as one (rows, width) array: Y, then U, then V

@@ -29,7 +29,7 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from zstream.ring import SHM_DIR  # noqa: E402
+from zstream.core.ring import SHM_DIR  # noqa: E402
 from zstream.topology import load_topology  # noqa: E402
 
 RSS_GROWTH_LIMIT = 0.05

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import redis
 
-from zstream.ring import SHM_DIR
+from zstream.core.ring import SHM_DIR
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 REPO = Path(__file__).resolve().parent.parent

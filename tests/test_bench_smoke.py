@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from zstream.ring import SHM_DIR
+from zstream.core.ring import SHM_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "bench_transport.py"

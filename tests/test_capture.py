@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 
 from zstream.capture import _fill
+from zstream.core.planes import i420_size
+from zstream.core.ring import SHM_DIR, Ring
 from zstream.rate import FpsCap
-from zstream.ring import SHM_DIR, Ring
-from zstream.sources.base import i420_size
 
 
 def admitted(cap: FpsCap, times: list[float]) -> list[float]:

@@ -91,7 +91,7 @@ def test_unacked_batches_are_redelivered_to_the_same_consumer(
 def test_iterating_acknowledges_the_previous_batch_when_the_next_is_asked_for(
     redis_client: redis.Redis, streams: tuple[str, str]
 ) -> None:
-    from zstream.wire import FrameMeta, encode_batch_entry
+    from zstream.core.wire import FrameMeta, encode_batch_entry
 
     meta = FrameMeta("c", 0, 0.0, 1.0, 1.0, 4, 2, "raw", "yuv420p", (3, 4), {})
     for _ in range(3):
@@ -114,7 +114,7 @@ def test_unreachable_redis_is_a_consumer_error_with_the_password_masked() -> Non
 def test_trimmed_and_malformed_pending_entries_do_not_hide_the_rest(
     redis_client: redis.Redis, streams: tuple[str, str]
 ) -> None:
-    from zstream.wire import FrameMeta, encode_batch_entry
+    from zstream.core.wire import FrameMeta, encode_batch_entry
 
     meta = FrameMeta("c", 0, 0.0, 1.0, 1.0, 4, 2, "raw", "yuv420p", (3, 4), {})
     good = encode_batch_entry("b", 1.0, [(meta, bytes(12))])
@@ -146,8 +146,8 @@ def test_one_group_reads_every_shard_stream_found_and_acks_each_in_its_own(
     """A single server: the base stream and its shards' streams (one created after the consumer
     started, read from its first entry) are read in one blocking XREADGROUP."""
     from zstream import consumer as module
+    from zstream.core.wire import FrameMeta, encode_batch_entry
     from zstream.shard import Shard
-    from zstream.wire import FrameMeta, encode_batch_entry
 
     monkeypatch.setattr(module, "DISCOVER_EVERY_S", 0.1)
     shards = [Shard(index, 2).stream(streams[0]) for index in range(2)]

@@ -142,7 +142,7 @@ def test_image_runs_the_default_topology_against_the_host_redis(
 
 
 def _cameras_in(client: redis.Redis, stream: str) -> set[str]:
-    from zstream.wire import decode_batch_entry
+    from zstream.core.wire import decode_batch_entry
 
     cameras = set()
     for _, fields in client.xrange(stream, count=200):

@@ -18,10 +18,10 @@ import redis
 
 from tests.conftest import REPO, Pipeline, topology_text, wait_until
 from tests.test_pipeline import assert_clean_exit, frames_by_camera
-from zstream.live import merge_overlay, overlay_path, read_overlay
-from zstream.ring import SHM_DIR, ring_path
+from zstream.core.ring import SHM_DIR, ring_path
 from zstream.sources.synthetic import expected_frame
 from zstream.topology import load_topology
+from zstream.topology.overlay import merge_overlay, overlay_path, read_overlay
 
 SYNTH = "synthetic://traffic?size=320x240&fps=20"
 

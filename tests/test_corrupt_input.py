@@ -29,8 +29,8 @@ import redis
 from tests.conftest import Pipeline, topology_text, wait_until
 from tests.media import _picture, decode_i420_frames, frame_to_i420, make_h264_clip
 from tests.test_pipeline import assert_clean_exit, assert_in_order, count_per_camera, frames_by_camera
+from zstream.core.wire import FrameMeta
 from zstream.sources.synthetic import expected_frame
-from zstream.wire import FrameMeta
 
 SYNTH = "synthetic://traffic?size=320x240&fps=25"
 # One capture worker: the corrupt camera and the healthy one run in the same process.

@@ -22,13 +22,13 @@ from tests.media import make_h264_clip, read_mark, split_i420
 from tests.test_pipeline import assert_clean_exit, final_counts, frames_by_camera
 from tests.test_redis_faults import final_rows
 from tests.test_stages import output, setup, written  # noqa: F401 - setup: a fixture
-from zstream.batcher import Batch, Batcher, QcEntry
+from zstream.batcher import Batcher, OutgoingBatch, QcEntry
+from zstream.core.ring import Ring
+from zstream.core.wire import FrameMeta, Verdict, decode, encode_qc_entry
 from zstream.ledger import InFlightWrites, in_flight_path
-from zstream.ring import Ring
 from zstream.settle import read_books, settle_in_flight
 from zstream.stats import Counters
 from zstream.topology import Topology
-from zstream.wire import FrameMeta, Verdict, decode, encode_qc_entry
 
 CAMERAS = ["a", "b", "c"]
 FRAMES, FPS = 150, 50  # 3 s per camera, played in real time
@@ -111,7 +111,7 @@ def test_writes_that_landed_before_a_kill_count_as_written_and_those_that_did_no
         entry.entry_id = f"{10**12 + index}-0"
 
     async def land_then_die() -> None:
-        await batcher._write_batch(Batch(frames=passed))
+        await batcher._write_batch(OutgoingBatch(frames=passed))
         await batcher.redis.aclose()
 
     asyncio.run(land_then_die())

@@ -31,6 +31,7 @@ from zstream.topology import (
     SOURCE_SCHEMES,
     Camera,
     Topology,
+    initial_placement,
     load_topology,
     parse_topology,
 )
@@ -304,7 +305,7 @@ def check_outcome(load: Any, base_dir: Path, source: Any) -> Topology | None:
     assert isinstance(topology, Topology)
     # What the workers derive from it works, and a live change's round trip gives it back.
     assert Path(topology.run_dir).is_absolute() and len(topology.run_id) == 10
-    placement = topology.initial_placement()
+    placement = initial_placement(topology)
     assert set(placement.capture) == {camera.id for camera in topology.cameras}
     for camera in topology.cameras:
         assert camera.scheme in SOURCE_SCHEMES

@@ -13,11 +13,11 @@ from prometheus_client.samples import Sample
 
 from tests.conftest import topology_text, wait_until
 from zstream.camera import CameraState
+from zstream.core.wire import WorkerStats
 from zstream.errors import PreflightError
 from zstream.metrics import METRICS, MetricsExporter, families, parse_address
 from zstream.stats import LATENCY_BUCKETS_MS, Counters, StatsBoard, latency_bucket
 from zstream.topology import parse_topology
-from zstream.wire import WorkerStats
 
 Families = dict[str, dict[str, Any]]  # family name -> {"type": ..., "samples": [...]}
 

@@ -28,11 +28,11 @@ import redis
 from tests.conftest import Pipeline, shm_segments, topology_text, wait_until
 from tests.media import decode_i420_frames, make_h264_clip, make_resolution_switch_clip, split_i420
 from tests.rtsp import rtsp_server, with_credentials
+from zstream.core.ring import SHM_DIR
+from zstream.core.wire import FrameMeta, decode_batch_entry
 from zstream.pixels import i420_bytes, scale_i420
-from zstream.ring import SHM_DIR
 from zstream.sources.synthetic import expected_frame
 from zstream.topology import load_topology
-from zstream.wire import FrameMeta, decode_batch_entry
 
 SYNTH = "synthetic://traffic?size=320x240&fps=25"
 

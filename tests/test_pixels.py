@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from zstream.pixels import i420_bytes, i420_shape, i420_to_color, jpeg_encode, output_size, scale_i420
-from zstream.sources.base import chroma_size
+from zstream.core.planes import chroma_size, i420_shape
+from zstream.pixels import i420_bytes, i420_to_color, jpeg_encode, output_size, scale_i420
 
 
 def planes(width: int, height: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -30,10 +30,10 @@ from tests.redis_server import PrivateRedis
 from tests.test_metrics import scrape, value
 from tests.test_pipeline import assert_in_order, frames_by_camera
 from zstream import BatchConsumer
-from zstream.batcher import Batch, Batcher, QcEntry
+from zstream.batcher import Batcher, OutgoingBatch, QcEntry
+from zstream.core.wire import FrameMeta, decode_batch_entry, encode_batch_entry
 from zstream.stats import Counters
 from zstream.topology import parse_topology
-from zstream.wire import FrameMeta, decode_batch_entry, encode_batch_entry
 
 SYNTH = "synthetic://traffic?size=320x240&fps=25"
 
@@ -317,9 +317,9 @@ def batcher_on(run_dir: Path) -> Any:
     return make
 
 
-def _batch(seq: int) -> Batch:
+def _batch(seq: int) -> OutgoingBatch:
     meta = FrameMeta("c", seq, seq / 25, 1.0, 1.0, 8, 6, "raw", "yuv420p", (9, 8), {})
-    return Batch(frames=[(meta, bytes([seq]) * 72)])
+    return OutgoingBatch(frames=[(meta, bytes([seq]) * 72)])
 
 
 def _drain(batcher: Batcher) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from zstream.core.planes import i420_size
+from zstream.core.ring import SHM_DIR, Ring, ring_segment_size
 from zstream.errors import RingError
-from zstream.ring import SHM_DIR, Ring, ring_segment_size
-from zstream.sources.base import i420_size
 
 
 @pytest.fixture

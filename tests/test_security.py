@@ -23,10 +23,10 @@ from tests.redis_server import TLS_PASSWORD, PrivateRedis
 from tests.test_pipeline import SYNTH, assert_clean_exit
 from tests.test_topology import GOOD_CAMERA, problems_of
 from zstream.control import ControlClient, ControlError
+from zstream.core.wire import decode_batch_entry
 from zstream.security import make_keys
-from zstream.tap import TapSubscriber
+from zstream.tap_viewer import TapSubscriber
 from zstream.topology import load_topology
-from zstream.wire import decode_batch_entry
 
 TOKEN = "a-long-enough-test-token-0123456789"
 

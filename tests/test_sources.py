@@ -179,7 +179,7 @@ def test_skip_loop_filter_skips_deblocking_and_changes_pictures_only_slightly(cl
 
 
 def test_a_cameras_decoding_options_reach_its_source(tmp_path: Path, clip: Path) -> None:
-    from zstream.sources import open_source
+    from zstream.capture import open_source
     from zstream.topology import parse_topology
 
     cameras = [

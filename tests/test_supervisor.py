@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
+from zstream.core.backoff import RestartPolicy
 from zstream.stats import CameraRates
-from zstream.supervisor import RestartPolicy
 
 
 def test_delay_doubles_per_consecutive_failure_up_to_the_cap() -> None:

@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from zstream.core.planes import chroma_size
 from zstream.errors import SourceError
-from zstream.sources.base import AdmitAll, DecodedFrame, chroma_size
+from zstream.sources.base import AdmitAll, DecodedFrame
 from zstream.sources.synthetic import (
     SyntheticSource,
     SyntheticSpec,

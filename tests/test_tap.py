@@ -24,12 +24,13 @@ import redis
 import zmq
 
 from tests.conftest import REPO, Pipeline, topology_text, wait_until
+from zstream.core.wire import TapFrame, decode_batch_entry
 from zstream.errors import WireError
 from zstream.output import TAP_BURST_S, TAP_TIME_SHARE, TapInterest, TimeShare
 from zstream.sources.synthetic import expected_frame
 from zstream.stats import Counters
-from zstream.tap import TapPublisher, TapSubscriber, run_tap
-from zstream.wire import TapFrame, decode_batch_entry
+from zstream.tap import TapPublisher
+from zstream.tap_viewer import TapSubscriber, run_tap
 
 SYNTH = "synthetic://traffic?size=320x240&fps=25"
 README = (REPO / "README.md").read_text()

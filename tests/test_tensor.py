@@ -10,10 +10,10 @@ import redis
 
 from tests.conftest import REDIS_URL
 from zstream.consumer import BatchConsumer
+from zstream.core.planes import i420_planes
+from zstream.core.wire import FrameMeta, encode_batch_entry
 from zstream.pixels import i420_bytes, jpeg_encode
-from zstream.sources.base import i420_planes
 from zstream.tensor import Letterbox, fit
-from zstream.wire import FrameMeta, encode_batch_entry
 
 RECT = (400, 180, 880, 540)  # x0, y0, x1, y1 of a white box on a 1280x720 frame
 

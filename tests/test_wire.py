@@ -5,8 +5,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from zstream.errors import WireError
-from zstream.wire import (
+from zstream.core.wire import (
     PROTOCOL_VERSION,
     FrameMeta,
     FrameRef,
@@ -18,6 +17,7 @@ from zstream.wire import (
     encode_batch_entry,
     encode_qc_entry,
 )
+from zstream.errors import WireError
 
 REF = FrameRef("cam-1", 41, 3, 84, 1280, 720, 4.1, 1_700_000_000.25)
 

@@ -17,7 +17,7 @@ from tests.test_pipeline import assert_clean_exit, assert_in_order, frames_by_ca
 from tests.test_tap import receive, tap_endpoint
 from tests.test_zmq_source import SCENE, hostile_messages, scene_bgr
 from zstream.sources.synthetic import expected_frame
-from zstream.tap import TapSubscriber
+from zstream.tap_viewer import TapSubscriber
 
 
 def test_pushed_frames_reach_redis_and_bad_input_and_silence_are_counted_not_fatal(

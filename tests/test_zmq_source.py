@@ -25,7 +25,7 @@ from zstream.security import curve_client, make_keys
 from zstream.sources.base import AdmitAll, DecodedFrame
 from zstream.sources.synthetic import expected_frame
 from zstream.sources.zmq_hub import ZmqSource, message_limit, parse_zmq_url
-from zstream.topology import load_topology
+from zstream.topology import initial_placement, load_topology
 
 SCENE = "synthetic://traffic?size=320x240"
 MAX_SIZE = (640, 480)
@@ -284,7 +284,7 @@ def test_topology_checks_zmq_cameras_and_places_those_sharing_a_socket_together(
         )
     )
     topology = load_topology(path)
-    placement = topology.initial_placement()
+    placement = initial_placement(topology)
     assert placement.capture == {"a": 0, "s": 1, "b": 0, "c": 0, "d": 1}
     grown = placement.without("b").with_camera("b", topology)
     assert grown.capture["b"] == 0

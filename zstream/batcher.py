@@ -13,11 +13,9 @@ restarted empty.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
-import random
 import signal
 import threading
 import time
@@ -31,15 +29,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 
-from zstream.errors import mask_url
-from zstream.ledger import InFlightWrites, in_flight_path
-from zstream.redis_client import connect_async
-from zstream.rundir import PipelineWatcher
-from zstream.stats import Counters, StatsReporter, latency_bucket
-from zstream.tap import TapPublisher
-from zstream.topology import Topology
-from zstream.wire import (
-    MAX_PAYLOAD_BYTES,
+from zstream.batch_intake import Intake, take_some
+from zstream.core.backoff import backoff
+from zstream.core.intake import DRAIN_IDLE_S, MessageIntake
+from zstream.core.vocabulary import DropReason, Metric, Stage
+from zstream.core.wire import (
     FrameMeta,
     Output,
     Verdict,
@@ -47,15 +41,19 @@ from zstream.wire import (
     encode_batch_entry,
     encode_qc_entry,
 )
-from zstream.worker import DRAIN_IDLE_S, MessageIntake
+from zstream.errors import mask_url
+from zstream.ledger import InFlightWrites, in_flight_path
+from zstream.redis_client import connect_async
+from zstream.rundir import PipelineWatcher
+from zstream.stats import Counters, StatsReporter, latency_bucket
+from zstream.tap import TapPublisher
+from zstream.topology import Topology
 
 log = logging.getLogger(__name__)
-STAGE = "batch"
+STAGE = Stage.BATCH
 QC_BACKLOG = 10000
 QC_CHUNK = 200
 AHEAD_BATCHES = 4  # sealed batches waiting for a Redis that is up, before intake waits for it
-GATHER_S = 0.02  # after a burst of intake, frames gather this long before the next
-INTAKE_HWM = 200  # frames queued from each validation worker (each up to a raw frame's size)
 RETRY_FIRST_S = 0.1  # back-off after the first failed write while Redis is down
 RETRY_MAX_S = 2.0  # its cap: Redis is written to again within about this long of its return
 
@@ -63,11 +61,13 @@ RETRY_MAX_S = 2.0  # its cap: Redis is written to again within about this long o
 def retry_delay(failures: int) -> float:
     """Seconds to wait after `failures` consecutive failed writes: exponential, capped, and
     jittered (half to all of it) so that many pipelines do not hammer a returning Redis at once."""
-    return min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** max(0, failures - 1)) * random.uniform(0.5, 1.0)
+    return backoff(failures, RETRY_FIRST_S, RETRY_MAX_S)
 
 
 @dataclass
-class Batch:
+class OutgoingBatch:
+    """A batch on its way to Redis (what consumers read back is zstream.consumer.Batch)."""
+
     frames: list[tuple[FrameMeta, bytes]] = field(default_factory=list)
     due: float = math.inf  # monotonic time at which it is sealed, however full (see Batcher.add)
     entry_id: str | None = None  # fixed at the first write attempt; retries reuse it
@@ -125,6 +125,8 @@ def _is_duplicate_id(exc: BaseException) -> bool:
 
 
 class Batcher(MessageIntake):
+    counters: Counters
+
     """Turns verdicts into sealed batches and QC entries; `writer` sends them to Redis."""
 
     STAGE = STAGE
@@ -134,9 +136,9 @@ class Batcher(MessageIntake):
         self.apply(topology)
         self.counters = counters
         self.redis = client
-        self.open = Batch()
-        self.sealed: deque[Batch] = deque()
-        self.writing: Batch | None = None  # taken off `sealed` while its XADD is on the wire
+        self.open = OutgoingBatch()
+        self.sealed: deque[OutgoingBatch] = deque()
+        self.writing: OutgoingBatch | None = None  # taken off `sealed` while its XADD is on the wire
         self.qc: deque[QcEntry] = deque()
         self._ids = {"batch": EntryIds(), "qc": EntryIds()}
         self.wake = asyncio.Event()
@@ -164,7 +166,7 @@ class Batcher(MessageIntake):
         else:
             camera, seq = message.frame.camera, message.frame.seq
         if seq <= self._last_seq.get(camera, -1):
-            self.counters.drop(STAGE, "out_of_order", camera)
+            self.counters.drop(STAGE, DropReason.OUT_OF_ORDER, camera)
             return
         self._last_seq[camera] = seq
         if isinstance(message, Verdict):
@@ -191,7 +193,7 @@ class Batcher(MessageIntake):
         if not self.open.frames:
             return
         self.sealed.append(self.open)
-        self.open = Batch()
+        self.open = OutgoingBatch()
         self._shed()
         self.wake.set()
 
@@ -204,9 +206,9 @@ class Batcher(MessageIntake):
             shed = self.sealed[index]
             del self.sealed[index]
             self.shed += 1
-            self.counters.add("batches_shed", reason="redis_backlog")
+            self.counters.add(Metric.BATCHES_SHED, reason="redis_backlog")
             for meta, _ in shed.frames:
-                self.counters.drop(STAGE, "redis_backlog", meta.camera)
+                self.counters.drop(STAGE, DropReason.REDIS_BACKLOG, meta.camera)
 
     def backlogged(self) -> bool:
         """Redis is up but slower than the frames coming in: stop taking them until a batch is
@@ -233,7 +235,7 @@ class Batcher(MessageIntake):
         while len(self.qc) > QC_BACKLOG:
             # Entries that went on the wire (they have an id) may have landed: shed after them.
             index = next((i for i, entry in enumerate(self.qc) if entry.entry_id is None), len(self.qc) - 1)
-            self.counters.drop(STAGE, "qc_backlog", self.qc[index].camera)
+            self.counters.drop(STAGE, DropReason.QC_BACKLOG, self.qc[index].camera)
             del self.qc[index]
 
     # ---- output -------------------------------------------------------------------------
@@ -253,7 +255,7 @@ class Batcher(MessageIntake):
             try:
                 await self._write_some()
             except (RedisError, OSError) as exc:
-                self.counters.add("redis_errors")
+                self.counters.add(Metric.REDIS_ERRORS)
                 if not failures:
                     failing_since = time.monotonic()
                     shed_before = self.shed
@@ -299,28 +301,30 @@ class Batcher(MessageIntake):
                 self._shed()
                 raise
             self.writing = None
-            self.counters.add("batch_frames", reason=str(len(batch.frames)))  # histogram
+            self.counters.add(Metric.BATCH_FRAMES, reason=str(len(batch.frames)))  # histogram
             written = time.time()
             for meta, _ in batch.frames:
-                self.counters.add("written", meta.camera)
-                self.counters.add("latency_ms", reason=latency_bucket(written - meta.capture_ts))
+                self.counters.add(Metric.WRITTEN, meta.camera)
+                self.counters.add(Metric.LATENCY_MS, reason=latency_bucket(written - meta.capture_ts))
                 self._count_span(meta)
-            self.counters.add("batches_written")
+            self.counters.add(Metric.BATCHES_WRITTEN)
             self.written.set()
             if self.in_flight is not None:
                 self.in_flight.done("batch")
             latency_ms = sum(max(0.0, written - meta.capture_ts) for meta, _ in batch.frames) * 1000
-            self.counters.add("latency_ms_sum", n=round(latency_ms))
+            self.counters.add(Metric.LATENCY_MS_SUM, n=round(latency_ms))
 
     def _count_span(self, meta: FrameMeta) -> None:
         """The camera time the written frames cover (capture to capture): fps_out is written frames
         per second of it, so it is right however frames are grouped into batches (see CameraRates)."""
         previous = self._last_written_ts.get(meta.camera)
         if previous is not None and meta.capture_ts > previous:
-            self.counters.add("written_span_us", meta.camera, n=round((meta.capture_ts - previous) * 1e6))
+            self.counters.add(
+                Metric.WRITTEN_SPAN_US, meta.camera, n=round((meta.capture_ts - previous) * 1e6)
+            )
         self._last_written_ts[meta.camera] = meta.capture_ts
 
-    async def _write_batch(self, batch: Batch) -> None:
+    async def _write_batch(self, batch: OutgoingBatch) -> None:
         settings = self.topology.redis
         batch.entry_id = batch.entry_id or self._ids["batch"].next()
         if batch.name is None:
@@ -350,12 +354,14 @@ class Batcher(MessageIntake):
         settings = self.topology.redis
         chunk = [self.qc.popleft() for _ in range(min(QC_CHUNK, len(self.qc)))]
         pipe = self.redis.pipeline(transaction=False)
+        ids = []  # fixed at the first attempt: retries reuse them
         for entry in chunk:
-            entry.entry_id = entry.entry_id or self._ids["qc"].next()
+            entry.entry_id = entry_id = entry.entry_id or self._ids["qc"].next()
+            ids.append(entry_id)
             pipe.xadd(
                 settings.qc_stream,
                 entry.fields,
-                id=entry.entry_id,
+                id=entry_id,
                 maxlen=settings.qc_maxlen,
                 approximate=True,
             )
@@ -363,20 +369,22 @@ class Batcher(MessageIntake):
         error: BaseException | None = None
         settled = 0
         if self.in_flight is not None:
-            entries = [(entry.entry_id, entry.camera, entry.fields["seq"]) for entry in chunk]
+            entries = [
+                (entry_id, entry.camera, entry.fields["seq"])
+                for entry_id, entry in zip(ids, chunk, strict=True)
+            ]
             self.in_flight.note_qc(settings.qc_stream, entries, self.counters.get)
         try:
             results = await pipe.execute(raise_on_error=False)
-            for entry, result in zip(chunk, results, strict=True):
+            for entry_id, entry, result in zip(ids, chunk, results, strict=True):
                 if isinstance(result, Exception) and not (
-                    _is_duplicate_id(result)
-                    and await self._landed(settings.qc_stream, entry.entry_id, entry.same)
+                    _is_duplicate_id(result) and await self._landed(settings.qc_stream, entry_id, entry.same)
                 ):
                     failed.append(entry)
                     if error is None or _is_duplicate_id(result):
                         error = result
                 else:
-                    self.counters.add("qc_written", entry.camera)
+                    self.counters.add(Metric.QC_WRITTEN, entry.camera)
                 settled += 1
         finally:
             back = failed + chunk[settled:]
@@ -408,79 +416,13 @@ class Batcher(MessageIntake):
         unnoted = [self.writing] if self.writing and self.in_flight is None else []
         for batch in [*unnoted, *self.sealed, self.open]:
             for meta, _ in batch.frames:
-                self.counters.drop(STAGE, "shutdown_unsent", meta.camera)
+                self.counters.drop(STAGE, DropReason.SHUTDOWN_UNSENT, meta.camera)
         for entry in self.qc:
-            self.counters.drop(STAGE, "shutdown_unsent_qc", entry.camera)
+            self.counters.drop(STAGE, DropReason.SHUTDOWN_UNSENT_QC, entry.camera)
         self.sealed.clear()
         self.writing = None
         self.qc.clear()
-        self.open = Batch()
-
-
-class Intake:
-    """The batcher's PULL socket, read in bursts from the event loop.
-
-    Its file descriptor is watched once, for the whole run: zmq.asyncio's poll() registers and
-    removes it at every call, which cost about 0.5 ms of CPU per wake-up (at 200 frames/s, more
-    than the frames themselves). ZeroMQ signals that descriptor on edges, so the callback reads
-    the socket's events (which re-arms it) and only then says whether frames wait.
-    """
-
-    def __init__(self, context: zmq.Context, endpoint: str) -> None:
-        self.socket = context.socket(zmq.PULL)
-        self.socket.setsockopt(zmq.RCVHWM, INTAKE_HWM)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_PAYLOAD_BYTES)  # per part: headers are checked on decoding
-        self.socket.bind(endpoint)
-        self.readable = asyncio.Event()
-        self._fd = self.socket.getsockopt(zmq.FD)
-        asyncio.get_running_loop().add_reader(self._fd, self._wake)
-
-    def ready(self) -> bool:
-        return bool(self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN)
-
-    def _wake(self) -> None:
-        if self.ready():
-            self.readable.set()
-
-    async def wait(self, timeout_s: float) -> bool:
-        """Whether frames wait, within `timeout_s`."""
-        self.readable.clear()
-        if self.ready():
-            return True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.readable.wait(), timeout_s)
-        return self.ready()
-
-    def take(self, batcher: Batcher, limit: int = 256) -> int:
-        """Hand the batcher what waits, up to `limit` frames or until it is backlogged."""
-        taken = 0
-        while taken < limit and self.ready():
-            batcher.handle(*self.socket.recv_multipart(zmq.NOBLOCK))
-            taken += 1
-            if batcher.backlogged():
-                break
-        return taken
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self._fd)
-        self.socket.close(linger=0)
-
-
-async def _take_some(batcher: Batcher, intake: Intake, timeout_s: float) -> bool:
-    """One round of intake; whether the upstream stages may still have frames for us."""
-    if batcher.backlogged():  # Redis is behind: frames wait upstream until a batch is written
-        batcher.written.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(batcher.written.wait(), timeout_s)
-        return True
-    if not await intake.wait(timeout_s):
-        return False
-    taken = intake.take(batcher)
-    # A short burst: let frames gather, for a wake-up per frame costs more than the frame,
-    # and a batch waits for batch_timeout_ms anyway.
-    gather = GATHER_S if taken < batcher.settings.batch_size else 0.0
-    await asyncio.sleep(min(gather, batcher.seal_if_due()))
-    return True
+        self.open = OutgoingBatch()
 
 
 async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:
@@ -488,7 +430,7 @@ async def _serve(watcher: PipelineWatcher, index: int, stop: threading.Event, co
     # SIGTERM is the loop's to deliver here (as a callback, never re-entered).
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     topology, _ = watcher.read()
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     reporter = StatsReporter.for_worker(context, topology, f"batch-{index}", counters)
     client = connect_async(
         topology.redis.url,
@@ -534,7 +476,7 @@ async def _until_stopped(
             deadline = time.monotonic() + batcher.topology.supervisor.drain_budget_s("batch") - 1.0
         if batcher.tap is not None:  # subscriptions, seen (and announced) before the frames
             batcher.tap.follow_subscriptions()
-        if await _take_some(batcher, intake, min(batcher.seal_if_due(), 0.1)):
+        if await take_some(batcher, intake, min(batcher.seal_if_due(), 0.1)):
             last_input = time.monotonic()
         elif stop.is_set() and time.monotonic() - last_input >= DRAIN_IDLE_S:
             break

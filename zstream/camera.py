@@ -13,25 +13,14 @@ logs the change in one line; what it records is what status and metrics read.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
+from zstream.core.vocabulary import CameraState
 from zstream.errors import ZStreamError
 
 log = logging.getLogger(__name__)
-
-
-class CameraState(enum.Enum):
-    CONNECTING = "connecting"
-    STREAMING = "streaming"
-    STALLED = "stalled"  # connected, but no frame for the stall timeout
-    RECONNECTING = "reconnecting"  # waiting after a network error, with back-off
-    FAILED = "failed"  # the camera refused (credentials, not found, unsupported): slow retry
-    ENDED = "ended"  # a finite source (file, recording) is done
-    STOPPED = "stopped"
 
 
 S = CameraState
@@ -50,17 +39,6 @@ class IllegalTransition(ZStreamError):
     """A bug: code asked for a state change the machine does not allow."""
 
 
-@dataclass(frozen=True, slots=True)
-class StateChange:
-    """The event of one change, as logged and as status shows it."""
-
-    camera: str
-    previous: CameraState
-    state: CameraState
-    detail: str
-    at: float  # wall clock
-
-
 class CameraLifecycle:
     """One camera's state, shared by its capture thread and the worker's stall watchdog."""
 
@@ -72,21 +50,20 @@ class CameraLifecycle:
         self._last_frame: float | None = None  # monotonic
         self._lock = threading.Lock()
 
-    def change(self, state: CameraState, detail: str = "") -> StateChange | None:
-        """Move to `state` (or update the detail of the current one); None when nothing changed."""
+    def change(self, state: CameraState, detail: str = "") -> bool:
+        """Move to `state` (or update the detail of the current one); False when nothing changed."""
         with self._lock:
             return self._change(state, detail)
 
-    def _change(self, state: CameraState, detail: str) -> StateChange | None:
+    def _change(self, state: CameraState, detail: str) -> bool:
         if (state, detail) == (self.state, self.detail):
-            return None
+            return False
         if state is not self.state and state not in TRANSITIONS[self.state]:
             raise IllegalTransition(
                 f"camera {self.camera_id}: {self.state.value} -> {state.value} is not allowed"
             )
-        event = StateChange(self.camera_id, self.state, state, detail, time.time())
-        self.state, self.detail = state, detail
-        if state is CameraState.STREAMING and event.previous is not CameraState.STREAMING:
+        previous, self.state, self.detail = self.state, state, detail
+        if state is CameraState.STREAMING and previous is not CameraState.STREAMING:
             self._last_frame = time.monotonic()  # the stall clock starts with the stream
         level = logging.WARNING if state in (S.STALLED, S.RECONNECTING, S.FAILED) else logging.INFO
         log.log(
@@ -97,7 +74,7 @@ class CameraLifecycle:
             state.value,
             f": {detail}" if detail else "",
         )
-        return event
+        return True
 
     def frame_arrived(self) -> None:
         with self._lock:

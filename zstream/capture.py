@@ -9,29 +9,101 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import threading
 import time
+from typing import Any
 
 import cv2
 import numpy as np
 import zmq
 
 from zstream.camera import CameraLifecycle, CameraState
+from zstream.core.backoff import backoff
+from zstream.core.ring import Ring, WriteSlot, ring_path
+from zstream.core.vocabulary import DropReason, Metric, SkipReason, Stage
+from zstream.core.wire import FrameRef, encode
+from zstream.envrefs import MissingVariable, expand
 from zstream.errors import RingError, SourceError, SourceRejected, ZStreamError, mask_url
 from zstream.rate import FpsCap
-from zstream.ring import Ring, WriteSlot, ring_path
 from zstream.rundir import PipelineWatcher
-from zstream.sources import DecodedFrame, FrameSource, Resumable, open_source
+from zstream.sources import DecodedFrame, Decoding, FrameSource, Resumable
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Camera, Placement, Topology
-from zstream.wire import FrameRef, encode
 
 log = logging.getLogger(__name__)
-STAGE = "capture"
-INGEST = "ingest"  # frames a pushing client sent that never reached the ring (zmq:// cameras)
+STAGE = Stage.CAPTURE
+INGEST = Stage.INGEST  # frames a pushing client sent that never reached the ring (zmq:// cameras)
 WAIT_POLL_S = 0.002  # how often a camera with the "wait" policy looks for room downstream
 HAND_OVER_S = 2.0  # how long a stopping camera waits for downstream to take its last frames
+
+
+def open_source(camera: Camera, topology: Topology) -> FrameSource:
+    """The source for a camera's URL scheme (the topology has already checked the scheme), with
+    the URL's `${NAME}` references to the environment filled in (see zstream.envrefs).
+
+    Modules are imported here, on first use, so a pipeline of RTSP cameras never loads
+    the WebRTC stack.
+    """
+    try:
+        camera = camera.model_copy(update={"url": expand(camera.url)})
+    except MissingVariable as exc:  # it will not appear in this process: retrying cannot help
+        raise SourceRejected(f"camera {camera.id}: its URL needs {exc}") from exc
+    capture = topology.capture
+    timeouts: dict[str, Any] = {
+        "open_timeout_s": capture.open_timeout_s,
+        "read_timeout_s": capture.read_timeout_s,
+    }
+    decoding: dict[str, Any] = {
+        "decoding": Decoding(
+            topology.decoder_threads_for(camera), camera.keyframes_only, camera.skip_loop_filter
+        )
+    }
+    scheme = camera.scheme
+    if scheme == "synthetic":
+        from zstream.sources.synthetic import SyntheticSource
+
+        return SyntheticSource(camera.url, camera.id)
+    if scheme == "rtsp":
+        from zstream.sources.rtsp import RtspSource
+
+        return RtspSource(camera.url, transport=camera.transport or "tcp", **timeouts, **decoding)
+    if scheme == "onvif":
+        from zstream.sources.onvif import OnvifSource
+
+        return OnvifSource(camera.url, transport=camera.transport or "tcp", **timeouts, **decoding)
+    if scheme == "http":
+        from zstream.sources.http import HttpSource
+
+        return HttpSource(camera.url, realtime=camera.realtime, **timeouts, **decoding)
+    if scheme == "whep":
+        from zstream.sources.whep import WhepSource
+
+        return WhepSource(camera.url, **timeouts)
+    if scheme == "zmq":
+        return _zmq_source(camera, topology)
+    if scheme == "v4l2":
+        from zstream.sources.v4l2 import V4l2Source
+
+        return V4l2Source(camera.url, **timeouts, **decoding)
+    from zstream.sources.file import FileSource
+
+    return FileSource(camera.url, loop=camera.loop, realtime=camera.realtime, **decoding)
+
+
+def _zmq_source(camera: Camera, topology: Topology) -> FrameSource:
+    """A zmq:// camera: its hub's message limit fits the largest camera sharing the socket."""
+    from zstream.sources.zmq_hub import ZmqSource, hub_key, message_limit
+
+    capture = topology.capture
+    key = hub_key(camera.url)
+    sizes = [c.max_size or capture.max_size for c in topology.cameras if hub_key(c.url) == key]
+    return ZmqSource(
+        camera.url,
+        camera.id,
+        max_size=camera.max_size or capture.max_size,
+        curve_keys=topology.security.curve_keys,
+        message_limit=message_limit(sizes),
+    )
 
 
 class CameraGate:
@@ -43,14 +115,14 @@ class CameraGate:
         self._cap = FpsCap(fps)
 
     def admit(self, pts: float | None) -> bool:
-        self.counters.add("received", self.camera_id)
+        self.counters.add(Metric.RECEIVED, self.camera_id)
         if self._cap.admit(pts):
             return True
-        self.counters.add("skipped", self.camera_id, "fps_cap")
+        self.counters.add(Metric.SKIPPED, self.camera_id, SkipReason.FPS_CAP)
         return False
 
     def corrupt(self) -> None:
-        self.counters.add("corrupt_packets", self.camera_id)
+        self.counters.add(Metric.CORRUPT_PACKETS, self.camera_id)
 
     def reject(self, reason: str) -> None:
         self.counters.drop(INGEST, reason, self.camera_id)
@@ -119,7 +191,7 @@ class CameraThread(threading.Thread):
                 gate = CameraGate(self.camera.id, self.camera.fps, self.counters)  # stream time restarts
                 for frame in source.frames(self.stop, gate):
                     if failures:  # the first frame after a break or failed attempts: back
-                        self.counters.add("reconnected", self.camera.id)
+                        self.counters.add(Metric.RECONNECTED, self.camera.id)
                     failures = 0
                     self.lifecycle.frame_arrived()
                     self._deliver(frame)
@@ -165,11 +237,13 @@ class CameraThread(threading.Thread):
         try:
             claimed = self._claim(width, height)
         except RingError as exc:
-            self.counters.drop(STAGE, "too_large", camera)
+            self.counters.drop(STAGE, DropReason.TOO_LARGE, camera)
             self.lifecycle.change(CameraState.STREAMING, f"{exc}: raise the camera's max_size or set resize")
             return
         if claimed is None:
-            self.counters.drop(STAGE, "ring_full" if not self.stop.is_set() else "stopping", camera)
+            self.counters.drop(
+                STAGE, DropReason.RING_FULL if not self.stop.is_set() else DropReason.STOPPING, camera
+            )
             return
         _fill(claimed.y, frame.y)
         _fill(claimed.u, frame.u)
@@ -177,11 +251,11 @@ class CameraThread(threading.Thread):
         captured_at = time.time()
         seq, generation = self._ring.commit(claimed, frame.pts, captured_at, frame.position)
         self._resume = True
-        self.counters.add("captured", camera)  # in the ring: what every later count settles
+        self.counters.add(Metric.CAPTURED, camera)  # in the ring: what every later count settles
         ref = FrameRef(camera, seq, claimed.slot, generation, width, height, frame.pts, captured_at)
         if not self._send(encode(ref)):
             self._ring.release(claimed.slot, generation)
-            self.counters.drop(STAGE, "queue_full", camera)
+            self.counters.drop(STAGE, DropReason.QUEUE_FULL, camera)
 
     def _claim(self, width: int, height: int) -> WriteSlot | None:
         """A ring slot by the camera's policy; None means drop the frame."""
@@ -207,16 +281,16 @@ class CameraThread(threading.Thread):
     def _backoff(self, failures: int, reason: str) -> None:
         """Network trouble: retry after an exponential, jittered back-off."""
         capture = self.topology.capture
-        delay = min(capture.reconnect_max_s, capture.reconnect_initial_s * 2 ** (failures - 1))
+        delay = backoff(failures, capture.reconnect_initial_s, capture.reconnect_max_s)
         self._wait_to_retry(CameraState.RECONNECTING, failures, reason, delay)
 
     def _retry_slowly(self, failures: int, reason: str) -> None:
         """The camera refused: it will not change its mind in a second, so do not hammer it."""
-        self._wait_to_retry(CameraState.FAILED, failures, reason, self.topology.capture.reconnect_max_s)
+        longest = self.topology.capture.reconnect_max_s
+        self._wait_to_retry(CameraState.FAILED, failures, reason, backoff(1, longest, longest))
 
     def _wait_to_retry(self, state: CameraState, failures: int, reason: str, delay: float) -> None:
-        delay *= random.uniform(0.5, 1.0)  # jitter: cameras behind one outage do not retry in step
-        self.counters.add("reconnects", self.camera.id)  # attempts; "reconnected" counts successes
+        self.counters.add(Metric.RECONNECTS, self.camera.id)  # attempts; "reconnected" counts successes
         self.lifecycle.change(state, f"{reason}; attempt {failures}, retry in {delay:.1f}s")
         self.stop.wait(delay)
 
@@ -295,7 +369,7 @@ class CaptureWorker:
     def check_stalls(self, stall_timeout_s: float) -> None:
         for thread in self.threads.values():  # a blocked read cannot notice its own silence
             if thread.lifecycle.check_stall(stall_timeout_s):
-                self.counters.add("stalls", thread.camera.id)
+                self.counters.add(Metric.STALLS, thread.camera.id)
 
     def states(self) -> dict[str, tuple[str, str]]:
         return {camera_id: t.lifecycle.snapshot() for camera_id, t in self.threads.items()}
@@ -308,7 +382,7 @@ class CaptureWorker:
 def run(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:
     """Body of capture worker `index`: its cameras until `stop`, then a final report."""
     topology, placement = watcher.read()
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     reporter = StatsReporter.for_worker(context, topology, f"capture-{index}", counters)
     worker = CaptureWorker(index, context, counters)
     worker.apply(topology, placement)

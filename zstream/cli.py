@@ -21,6 +21,7 @@ from rich.table import Table
 
 from zstream import __version__
 from zstream.control import ControlClient, ControlError, published_endpoints
+from zstream.core.vocabulary import Metric, WorkerState
 from zstream.errors import PreflightError, TopologyError, ZStreamError
 from zstream.shard import SHARD_ENV, ShardError, parse_shard, shard_topology
 from zstream.topology import Topology, load_topology
@@ -79,8 +80,9 @@ def validate(topology_file: str) -> None:
 def up(topology_file: str, log_level: str, shard_text: str | None) -> None:
     """Run the pipeline described by TOPOLOGY_FILE until Ctrl-C (which drains it first)."""
     from zstream import preflight
-    from zstream.live import LiveCameras, overlay_path
+    from zstream.live import LiveCameras
     from zstream.supervisor import Supervisor
+    from zstream.topology.overlay import overlay_path
 
     try:
         shard = parse_shard(shard_text) if shard_text else None
@@ -197,6 +199,16 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
     if as_json:
         _print_json(result)
         return
+    _camera_table(result)
+    _worker_table(result)
+    shm = result["system"]["shared_memory"]
+    click.echo(
+        f"shared memory: rings {_mib(shm['rings_bytes'])}, /dev/shm {_mib(shm['shm_free_bytes'])} free "
+        f"of {_mib(shm['shm_total_bytes'])}"
+    )
+
+
+def _camera_table(result: dict[str, Any]) -> None:
     cameras = result["cameras"]
     _table(
         f"cameras (up {result['uptime_s']:.0f} s"
@@ -219,14 +231,17 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
                 row.get("fps_in"),
                 row.get("fps_out"),
                 row.get("last_frame_age_s"),
-                ", ".join(f"{reason} {n}" for reason, n in sorted(row["dropped"].items())) or 0,
-                f"{row.get('reconnected', 0)}/{row['reconnects']}",
+                ", ".join(f"{reason} {n}" for reason, n in sorted(row[Metric.DROPPED].items())) or 0,
+                f"{row.get(Metric.RECONNECTED, 0)}/{row[Metric.RECONNECTS]}",
                 "-" if row["quality"]["pass_rate"] is None else f"{row['quality']['pass_rate']:.1%}",
                 row["detail"],
             ]
             for camera_id, row in cameras.items()
         ],
     )
+
+
+def _worker_table(result: dict[str, Any]) -> None:
     processes = {p["name"]: p for p in result["system"]["processes"]}
     _table(
         "workers",
@@ -244,15 +259,10 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
             for name, w in result["workers"].items()
         ]
         + [
-            ["supervisor", "running", p["pid"], 0, None, None, *_cost(p)]
+            ["supervisor", WorkerState.RUNNING.value, p["pid"], 0, None, None, *_cost(p)]
             for p in [processes.get("supervisor")]
             if p
         ],
-    )
-    shm = result["system"]["shared_memory"]
-    click.echo(
-        f"shared memory: rings {_mib(shm['rings_bytes'])}, /dev/shm {_mib(shm['shm_free_bytes'])} free "
-        f"of {_mib(shm['shm_total_bytes'])}"
     )
 
 
@@ -348,7 +358,7 @@ def tap(
     endpoint: str, camera_ids: tuple[str, ...], save_dir: Path | None, count: int | None, keys: Path | None
 ) -> None:
     """Watch the validated frames published on the tap ENDPOINT: fps per camera, frames saved."""
-    from zstream.tap import run_tap
+    from zstream.tap_viewer import run_tap
 
     sys.exit(run_tap(endpoint, list(camera_ids), save_dir, count, sys.stdout, keys=keys))
 

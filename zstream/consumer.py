@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import Iterator, Sequence
@@ -26,13 +25,14 @@ from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from zstream.core.backoff import backoff
+from zstream.core.planes import i420_planes
+from zstream.core.wire import FrameMeta, decode_batch_entry
 from zstream.errors import ZStreamError, mask_url
 from zstream.pixels import i420_to_color
 from zstream.redis_client import connect, is_cluster, slot_groups
 from zstream.shard import shard_streams_pattern
-from zstream.sources.base import chroma_size
 from zstream.tensor import TensorBatch, batch_tensor
-from zstream.wire import FrameMeta, decode_batch_entry
 
 log = logging.getLogger(__name__)
 CLAIM_EVERY_MAX_S = 15.0  # the longest pause between sweeps of the group's pending entries
@@ -90,13 +90,7 @@ class Frame:
 
     def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Y, U and V of a yuv420p frame, as views."""
-        flat = self.image.reshape(-1)
-        cw, ch = chroma_size(self.width, self.height)
-        y_end = self.width * self.height
-        y = flat[:y_end].reshape(self.height, self.width)
-        u = flat[y_end : y_end + cw * ch].reshape(ch, cw)
-        v = flat[y_end + cw * ch :].reshape(ch, cw)
-        return y, u, v
+        return i420_planes(self.image, self.width, self.height)
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +349,7 @@ class BatchConsumer:
         if failures == 1:
             self.outages += 1
             log.warning("%s; retrying until it answers", exc)
-        time.sleep(min(5.0, 0.1 * 2 ** (failures - 1)) * random.uniform(0.5, 1.0))
+        time.sleep(backoff(failures, 0.1, 5.0))
 
     def close(self) -> None:
         self._redis.close()
@@ -412,7 +406,7 @@ class BatchConsumer:
             return None
 
 
-def _detect_cluster(url: str, timeouts: dict[str, float]) -> bool:
+def _detect_cluster(url: str, timeouts: dict[str, Any]) -> bool:
     with connect(url, **timeouts) as probe:
         try:
             return is_cluster(probe)

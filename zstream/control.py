@@ -16,10 +16,10 @@ from typing import Any
 
 import zmq
 
+from zstream.core.wire import ControlReply, ControlRequest, decode, encode
 from zstream.errors import WireError, ZStreamError
 from zstream.rundir import ENDPOINTS_FILE
 from zstream.security import CurveServer, curve_client
-from zstream.wire import ControlReply, ControlRequest, decode, encode
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 5.0
@@ -92,7 +92,7 @@ class ControlClient:
 
     def call(self, command: str, **args: Any) -> Any:
         """The command's result; ControlError when refused or when nobody answers."""
-        context = zmq.Context.instance()
+        context: zmq.Context = zmq.Context.instance()
         socket = context.socket(zmq.REQ)
         socket.setsockopt(zmq.LINGER, 0)
         try:

@@ -18,6 +18,8 @@ from typing import Any
 
 import msgpack
 
+from zstream.core.vocabulary import Metric
+
 log = logging.getLogger(__name__)
 CounterKey = tuple[str, str, str]  # (metric, camera, reason), "" where a label does not apply
 Count = Callable[[str, str], int]  # a counter's value by (metric, camera)
@@ -147,15 +149,15 @@ class InFlightWrites:
             "id": entry_id,
             "name": name,
             "frames": dict(frames),
-            "base": {camera: count("written", camera) for camera in frames},
-            "batches_base": count("batches_written", ""),
+            "base": {camera: count(Metric.WRITTEN, camera) for camera in frames},
+            "batches_base": count(Metric.BATCHES_WRITTEN, ""),
         }
         self.note("batch", record)
 
     def note_qc(self, stream: str, entries: list[tuple[str, str, int]], count: Count) -> None:
         """Before a chunk of QC entries goes out: each one's (id, camera, seq)."""
         cameras = {camera for _, camera, _ in entries}
-        base = {camera: count("qc_written", camera) for camera in cameras}
+        base = {camera: count(Metric.QC_WRITTEN, camera) for camera in cameras}
         self.note("qc", {"stream": stream, "entries": [list(entry) for entry in entries], "base": base})
 
     def done(self, kind: str) -> None:

@@ -31,12 +31,14 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import make_wsgi_app
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import Metric as Family
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from zstream.camera import CameraState
+from zstream.core.address import is_port, split_host_port, unbracket
+from zstream.core.vocabulary import STARTING, CameraState, Metric, WorkerState
 from zstream.errors import PreflightError, ZStreamError
 from zstream.security import bearer_token_required, read_token
 from zstream.stats import LATENCY_BUCKETS_MS, CounterKey
@@ -49,34 +51,42 @@ PREFIX = "zstream_"
 # Upper bounds of the batch size histogram (batcher.batch_size is at most 1024).
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 # Every state a camera can show: "starting" until its capture worker first reports it.
-CAMERA_STATES = ("starting", *(state.value for state in CameraState))
+CAMERA_STATES = (STARTING, *(state.value for state in CameraState))
 
 # Per-camera frame counters: (counter metric, Prometheus name without prefix and _total, help).
 FRAME_COUNTERS = (
-    ("received", "frames_received", "Frames the camera sent, before the fps cap."),
-    ("captured", "frames_captured", "Frames written into the camera's shared-memory ring."),
-    ("validated", "frames_validated", "Frames measured by validation, passed or failed."),
-    ("rejected", "frames_rejected", "Frames that failed quality control (sent to the QC stream)."),
-    ("written", "frames_written", "Frames written to the Redis batch stream."),
-    ("qc_written", "qc_entries_written", "Failed frames' entries written to the Redis QC stream."),
+    (Metric.RECEIVED, "frames_received", "Frames the camera sent, before the fps cap."),
+    (Metric.CAPTURED, "frames_captured", "Frames written into the camera's shared-memory ring."),
+    (Metric.VALIDATED, "frames_validated", "Frames measured by validation, passed or failed."),
+    (Metric.REJECTED, "frames_rejected", "Frames that failed quality control (sent to the QC stream)."),
+    (Metric.WRITTEN, "frames_written", "Frames written to the Redis batch stream."),
+    (Metric.QC_WRITTEN, "qc_entries_written", "Failed frames' entries written to the Redis QC stream."),
     (
-        "reconnects",
+        Metric.RECONNECTS,
         "camera_reconnects",
         "Reconnection attempts: each retry after the stream broke or failed to open.",
     ),
     (
-        "reconnected",
+        Metric.RECONNECTED,
         "camera_reconnected",
         "Successful reconnections: the stream delivered frames again after a break.",
     ),
-    ("stalls", "camera_stalls", "Times the camera stalled: connected, but no frame for the stall timeout."),
-    ("corrupt_packets", "corrupt_packets", "Corrupt packets the decoder reported."),
+    (
+        Metric.STALLS,
+        "camera_stalls",
+        "Times the camera stalled: connected, but no frame for the stall timeout.",
+    ),
+    (Metric.CORRUPT_PACKETS, "corrupt_packets", "Corrupt packets the decoder reported."),
 )
 # Counters of the whole pipeline: (counter metric, name without prefix and _total, help).
 PIPELINE_COUNTERS = (
-    ("batches_written", "batches_written", "Batches (Redis stream entries) written."),
-    ("batches_shed", "batches_shed", "Batches shed while Redis was down (their frames count as dropped)."),
-    ("redis_errors", "redis_errors", "Failed Redis writes (each one is retried)."),
+    (Metric.BATCHES_WRITTEN, "batches_written", "Batches (Redis stream entries) written."),
+    (
+        Metric.BATCHES_SHED,
+        "batches_shed",
+        "Batches shed while Redis was down (their frames count as dropped).",
+    ),
+    (Metric.REDIS_ERRORS, "redis_errors", "Failed Redis writes (each one is retried)."),
 )
 
 # Every family this module exports (for documentation and tests).
@@ -99,79 +109,82 @@ METRICS = (
 )
 
 
-def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metric]:
+def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Family]:
     """The metric families of one snapshot: the board's totals and the status built from them.
 
     Per-camera series exist (at 0) for every configured camera from the first snapshot, so
     rates and alerts work before anything happened. Neither argument is modified.
     """
     cameras_status: dict[str, dict[str, Any]] = status.get("cameras", {})
-    cameras = list(cameras_status)
     by_metric: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)  # one pass over the counters
     for (metric, camera, reason), n in counts.items():
         by_metric[metric][(camera, reason)] = n
+    out = [*_frame_counters(by_metric, list(cameras_status)), *_reason_counters(by_metric)]
+    out.extend(_camera_gauges(cameras_status))
+    out.append(_latency_histogram(by_metric))
+    out.append(_batch_histogram(by_metric))
+    for metric, name, doc in PIPELINE_COUNTERS:
+        out.append(CounterMetricFamily(PREFIX + name, doc, value=sum(by_metric.get(metric, {}).values())))
+    out.extend(_worker_families(status.get("workers", {})))
+    out.extend(_instance_families(status))
+    return out
 
-    def per_camera(metric: str) -> dict[str, int]:
+
+def _frame_counters(by_metric: dict[str, dict[tuple[str, str], int]], cameras: list[str]) -> Iterator[Family]:
+    """FRAME_COUNTERS, per camera: every configured camera has its series, at 0 until it counts."""
+    for metric, name, doc in FRAME_COUNTERS:
         values = dict.fromkeys(cameras, 0)
         for (camera, _), n in by_metric.get(metric, {}).items():
             values[camera] = values.get(camera, 0) + n
-        return values
-
-    def per_reason(metric: str) -> dict[tuple[str, str], int]:
-        return by_metric.get(metric, {})
-
-    out: list[Metric] = []
-    for metric, name, doc in FRAME_COUNTERS:
         family = CounterMetricFamily(PREFIX + name, doc, labels=["camera"])
-        for camera, n in sorted(per_camera(metric).items()):
+        for camera, n in sorted(values.items()):
             family.add_metric([camera], n)
-        out.append(family)
+        yield family
 
+
+def _reason_counters(by_metric: dict[str, dict[tuple[str, str], int]]) -> Iterator[Family]:
+    """Frames skipped and dropped, and QC failures, per camera and reason."""
     skipped = CounterMetricFamily(
         f"{PREFIX}frames_skipped",
         "Frames skipped by design, not lost: fps_cap (not decoded), output_rate (validated, not written).",
         labels=["camera", "reason"],
     )
-    for (camera, reason), n in sorted(per_reason("skipped").items()):
+    for (camera, reason), n in sorted(by_metric.get(Metric.SKIPPED, {}).items()):
         skipped.add_metric([camera, reason], n)
-    out.append(skipped)
+    yield skipped
 
     dropped = CounterMetricFamily(
         f"{PREFIX}frames_dropped",
         "Frames that will not reach Redis, by the stage that dropped them and why.",
         labels=["camera", "stage", "reason"],
     )
-    for (camera, stage_reason), n in sorted(per_reason("dropped").items()):
+    for (camera, stage_reason), n in sorted(by_metric.get(Metric.DROPPED, {}).items()):
         stage, _, reason = stage_reason.partition(":") if ":" in stage_reason else ("", "", stage_reason)
         dropped.add_metric([camera, stage, reason], n)
-    out.append(dropped)
+    yield dropped
 
     failures = CounterMetricFamily(
         f"{PREFIX}qc_failures",
         "Quality-control failures by reason (a frame failing several checks counts once per reason).",
         labels=["camera", "reason"],
     )
-    for (camera, reason), n in sorted(per_reason("failed").items()):
+    for (camera, reason), n in sorted(by_metric.get(Metric.FAILED, {}).items()):
         failures.add_metric([camera, reason], n)
-    out.append(failures)
+    yield failures
 
-    out.extend(_camera_gauges(cameras_status))
-    out.append(_latency_histogram(by_metric))
-    out.append(_batch_histogram(by_metric))
 
-    for metric, name, doc in PIPELINE_COUNTERS:
-        out.append(CounterMetricFamily(PREFIX + name, doc, value=sum(per_camera(metric).values())))
-
-    workers: dict[str, dict[str, Any]] = status.get("workers", {})
+def _worker_families(workers: dict[str, dict[str, Any]]) -> Iterator[Family]:
     up = GaugeMetricFamily(f"{PREFIX}worker_up", "1 while the worker process runs.", labels=["worker"])
     restarts = CounterMetricFamily(
         f"{PREFIX}worker_restarts", "Times the supervisor restarted the worker.", labels=["worker"]
     )
     for worker, row in sorted(workers.items()):
-        up.add_metric([worker], 1 if row.get("state") == "running" else 0)
+        up.add_metric([worker], 1 if row.get("state") == WorkerState.RUNNING.value else 0)
         restarts.add_metric([worker], row.get("restarts", 0))
-    out.extend([up, restarts])
+    yield from (up, restarts)
 
+
+def _instance_families(status: dict[str, Any]) -> Iterator[Family]:
     index, _, count = (status.get("shard") or "0/1").partition("/")  # unsharded: all of one shard
     info = GaugeMetricFamily(
         f"{PREFIX}shard_info",
@@ -179,17 +192,14 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Metr
         labels=["shard", "shards"],
     )
     info.add_metric([index, count], 1)
-    out.append(info)
+    yield info
     if "uptime_s" in status:
-        out.append(
-            GaugeMetricFamily(
-                f"{PREFIX}uptime_seconds", "Seconds since the supervisor started.", value=status["uptime_s"]
-            )
+        yield GaugeMetricFamily(
+            f"{PREFIX}uptime_seconds", "Seconds since the supervisor started.", value=status["uptime_s"]
         )
-    return out
 
 
-def _camera_gauges(cameras_status: dict[str, dict[str, Any]]) -> Iterator[Metric]:
+def _camera_gauges(cameras_status: dict[str, dict[str, Any]]) -> Iterator[Family]:
     state = GaugeMetricFamily(
         f"{PREFIX}camera_state",
         "1 for the camera's current state, 0 for the others.",
@@ -239,10 +249,10 @@ def _histogram(
 def _latency_histogram(by_metric: dict[str, dict[tuple[str, str], int]]) -> HistogramMetricFamily:
     """Counters ("latency_ms", camera, bound in ms or "inf") and ("latency_ms_sum", camera, "")."""
     counts: dict[float, int] = defaultdict(int)
-    for (_, reason), n in by_metric.get("latency_ms", {}).items():
+    for (_, reason), n in by_metric.get(Metric.LATENCY_MS, {}).items():
         with contextlib.suppress(ValueError):  # float("inf") is inf: the overflow bucket
             counts[float(reason) / 1000] += n
-    total_ms = sum(by_metric.get("latency_ms_sum", {}).values())
+    total_ms = sum(by_metric.get(Metric.LATENCY_MS_SUM, {}).values())
     return _histogram(
         f"{PREFIX}capture_to_redis_latency_seconds",
         "Seconds from a frame entering shared memory to its batch being written to Redis "
@@ -257,7 +267,7 @@ def _batch_histogram(by_metric: dict[str, dict[tuple[str, str], int]]) -> Histog
     """Counters ("batch_frames", "", size): one per batch written, by its exact size."""
     counts: dict[float, int] = defaultdict(int)
     frames = 0
-    for (_, reason), n in by_metric.get("batch_frames", {}).items():
+    for (_, reason), n in by_metric.get(Metric.BATCH_FRAMES, {}).items():
         if reason.isdigit():
             size = int(reason)
             counts[next((b for b in BATCH_BUCKETS if size <= b), float("inf"))] += n
@@ -273,13 +283,13 @@ class PipelineCollector(Collector):
     def __init__(self, snapshot: Callable[[], Snapshot | None]) -> None:
         self._snapshot = snapshot
 
-    def collect(self) -> Iterable[Metric]:
+    def collect(self) -> Iterable[Family]:
         snapshot = self._snapshot()
         if snapshot is None:  # before the supervisor's first status tick: nothing to say yet
             return []
         return families(*snapshot)
 
-    def describe(self) -> Iterable[Metric]:
+    def describe(self) -> Iterable[Family]:
         return []  # names depend on nothing at registration; do not collect to find them
 
 
@@ -289,10 +299,10 @@ def parse_address(address: str) -> tuple[str, int] | None:
     text = address.strip()
     if not text:
         return None
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535 or (":" in host and not host.startswith("[")):
+    host, port = split_host_port(text) or ("", "")
+    if not is_port(port) or (":" in host and not host.startswith("[")):
         raise PreflightError(f'metrics.address "{address}": expected host:port (port 0 picks a free one)')
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return unbracket(host) or "0.0.0.0", int(port)
 
 
 def format_address(host: str, port: int) -> str:

@@ -9,35 +9,60 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import redis
 
 from zstream import queues
 from zstream.control import ControlError
+from zstream.core.ring import Ring
+from zstream.core.vocabulary import CameraState, WorkerState
 from zstream.errors import RingError, TopologyError, ZStreamError, mask_url
+from zstream.live import LiveCameras
 from zstream.preflight import shared_memory_free
 from zstream.redis_client import topology_client
-from zstream.ring import Ring, ring_path
-from zstream.shard import owner
-from zstream.sources.base import i420_size
+from zstream.rundir import create_ring
+from zstream.shard import Shard, owner
+from zstream.stats import StatsBoard
 from zstream.system import shared_memory
-from zstream.topology import Camera, Topology
-
-if TYPE_CHECKING:
-    from zstream.supervisor import Supervisor
+from zstream.topology import Camera, Placement, Topology
 
 log = logging.getLogger(__name__)
-TROUBLED_STATES = frozenset({"failed", "reconnecting", "stalled"})
+TROUBLED_STATES = frozenset(
+    s.value for s in (CameraState.FAILED, CameraState.RECONNECTING, CameraState.STALLED)
+)
 RELEASE_TIMEOUT_S = 4.0  # how long a resized camera's capture may take to let go of its ring
 
 
+class Pipeline(Protocol):
+    """What the commands read and change: the supervisor (`zstream.supervisor.Supervisor`),
+    which owns the commands and hands itself to them."""
+
+    topology: Topology
+    placement: Placement
+    shard: Shard | None
+    live: LiveCameras | None
+    board: StatsBoard
+    rings: dict[str, Ring]
+    retired_seq: dict[str, int]
+    process_costs: list[dict[str, Any]]
+
+    def publish(self, topology: Topology) -> None: ...
+
+    def receive_stats(self, timeout_ms: int) -> None: ...
+
+    def capture_reports(self, camera_id: str) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 class Operations:
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Pipeline) -> None:
         self.supervisor = supervisor
 
     def run(self, command: str, args: dict[str, Any]) -> Any:
-        handler = {
+        handlers: dict[str, Callable[..., Any]] = {
             "cameras": self.cameras,
             "camera_add": self.camera_add,
             "camera_update": self.camera_update,
@@ -47,7 +72,8 @@ class Operations:
             "purge": self.purge,
             "health": self.health,
             "system": self.system,
-        }.get(command)
+        }
+        handler = handlers.get(command)
         if handler is None:
             raise ControlError(f"unknown command {command!r}")
         try:
@@ -151,14 +177,10 @@ class Operations:
 
     def _create_ring(self, topology: Topology, camera: Camera, first_seq: int | None = None) -> None:
         sup = self.supervisor
-        width, height = topology.frame_capacity(camera)
         self._check_room(topology, camera)
         try:
-            sup.rings[camera.id] = Ring.create(
-                ring_path(topology.run_id, camera.id),
-                topology.ring_slots_for(camera),
-                i420_size(width, height),
-                sup.retired_seq.pop(camera.id, 0) if first_seq is None else first_seq,
+            sup.rings[camera.id] = create_ring(
+                topology, camera, sup.retired_seq.pop(camera.id, 0) if first_seq is None else first_seq
             )
         except (RingError, FileExistsError, OSError) as exc:
             raise ControlError(f"camera {camera.id}: cannot create its ring: {exc}") from exc
@@ -210,7 +232,7 @@ class Operations:
         problems = [
             f"worker {name} is {info['state']}"
             for name, info in status["workers"].items()
-            if info["state"] != "running"
+            if info["state"] != WorkerState.RUNNING.value
         ]
         for camera_id, info in status["cameras"].items():
             if info["state"] in TROUBLED_STATES:

@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from zstream.pixels import i420_bytes, i420_shape, i420_to_color, jpeg_encode, output_size, scale_i420
-from zstream.rundir import TAP_WANTED_FILE, replace_file
+from zstream.core.files import replace_file
+from zstream.core.planes import i420_shape
+from zstream.pixels import i420_bytes, i420_to_color, jpeg_encode, output_size, scale_i420
+from zstream.rundir import TAP_WANTED_FILE
 
 if TYPE_CHECKING:
-    from zstream.ring import Ring
+    from zstream.core.ring import Ring
+    from zstream.core.wire import FrameRef
     from zstream.topology import Topology
-    from zstream.wire import FrameRef
 
 Planes = tuple[np.ndarray, np.ndarray, np.ndarray]
 INTEREST_CHECK_S = 0.1  # how often validation looks whether the tap's subscribers changed

@@ -10,8 +10,6 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from zstream.sources.base import chroma_size
-
 _CONVERSIONS = {"bgr24": cv2.COLOR_YUV2BGR_I420, "rgb24": cv2.COLOR_YUV2RGB_I420}
 
 
@@ -70,11 +68,3 @@ def scale_i420(
 def i420_bytes(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> bytes:
     """The planes back to back, the raw yuv420p payload."""
     return b"".join(np.ascontiguousarray(plane).tobytes() for plane in (y, u, v))
-
-
-def i420_shape(width: int, height: int) -> tuple[int, ...]:
-    """numpy shape of a raw I420 payload: 2-D (h*3/2, w) when even, flat otherwise."""
-    cw, ch = chroma_size(width, height)
-    if width % 2 == 0 and height % 2 == 0:
-        return (height * 3 // 2, width)
-    return (width * height + 2 * cw * ch,)

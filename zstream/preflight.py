@@ -15,15 +15,16 @@ from pathlib import Path
 
 from redis.exceptions import RedisError
 
+from zstream.core.address import endpoint_host_port, split_host_port, unbracket
+from zstream.core.ring import SHM_DIR, shm_space
 from zstream.envrefs import missing
 from zstream.errors import PreflightError, mask_url
 from zstream.redis_client import topology_client
-from zstream.ring import SHM_DIR
 from zstream.topology import Topology
 
 
 def check_platform() -> None:
-    """The rings' generation check relies on x86-64 memory ordering (see zstream.ring); on a
+    """The rings' generation check relies on x86-64 memory ordering (see zstream.core.ring); on a
     weaker model (ARM) a reader could see a frame torn, so refuse rather than risk it."""
     machine = platform.machine().lower()
     if machine not in ("x86_64", "amd64"):
@@ -48,8 +49,7 @@ def shared_memory_needed(topology: Topology) -> int:
 
 
 def shared_memory_free() -> int:
-    stats = os.statvfs(SHM_DIR)
-    return stats.f_bavail * stats.f_frsize
+    return shm_space()[1]
 
 
 def check_shared_memory(topology: Topology) -> None:
@@ -155,15 +155,15 @@ def _tcp_of_endpoint(endpoint: str) -> tuple[str, int] | None:
     """(host, port) of tcp://HOST:PORT; None for ipc://, an empty endpoint or port *."""
     if not endpoint.startswith("tcp://"):
         return None
-    host, _, port = endpoint.removeprefix("tcp://").rpartition(":")
-    return None if port == "*" else (host.strip("[]"), int(port))
+    host, port = endpoint_host_port(endpoint) or ("", "*")
+    return None if port == "*" else (unbracket(host), int(port))
 
 
 def _tcp_of_address(address: str) -> tuple[str, int] | None:
     if not address:
         return None
-    host, _, port = address.rpartition(":")
-    return None if port == "0" else (host.strip("[]") or "0.0.0.0", int(port))
+    host, port = split_host_port(address) or ("", "0")
+    return None if port == "0" else (unbracket(host) or "0.0.0.0", int(port))
 
 
 def _bind_problem(host: str, port: int) -> str | None:

@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 from typing import IO
 
+from zstream.core.files import PRIVATE_DIR, PRIVATE_FILE, replace_file
+from zstream.core.planes import i420_size
+from zstream.core.ring import Ring, ring_path, ring_paths_of_run
 from zstream.errors import PreflightError
 from zstream.ledger import IN_FLIGHT_PREFIX, LEDGER_PREFIX
-from zstream.ring import ring_paths_of_run
-from zstream.topology import Placement, Topology
+from zstream.topology import Camera, Placement, Topology
 
 log = logging.getLogger(__name__)
 LOCK_FILE = "supervisor.lock"
@@ -30,8 +32,18 @@ STATUS_FILE = "status.json"
 ENDPOINTS_FILE = "endpoints.json"  # the control, tap and metrics addresses actually bound
 TAP_ENDPOINT_FILE = "tap.endpoint"  # written by the batcher, which binds the tap
 TAP_WANTED_FILE = "tap.wanted"  # the batcher: its tap subscribers' camera prefixes, one a line
-PRIVATE_DIR = 0o700  # the run dir: its files name cameras with their passwords, its sockets take frames
-PRIVATE_FILE = 0o600
+
+
+def create_ring(topology: Topology, camera: Camera, first_seq: int = 0) -> Ring:
+    """The camera's ring, sized for its largest frame: made by the supervisor at start, and for a
+    camera added or resized live (`first_seq` continues its sequence)."""
+    width, height = topology.frame_capacity(camera)
+    return Ring.create(
+        ring_path(topology.run_id, camera.id),
+        topology.ring_slots_for(camera),
+        i420_size(width, height),
+        first_seq,
+    )
 
 
 def write_pipeline(run_dir: Path, topology: Topology, placement: Placement) -> None:
@@ -42,21 +54,6 @@ def write_pipeline(run_dir: Path, topology: Topology, placement: Placement) -> N
     """
     replace_file(run_dir / PLACEMENT_FILE, placement.to_json())
     replace_file(run_dir / TOPOLOGY_FILE, topology.model_dump_json())
-
-
-def replace_file(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically: a reader sees the old file or the new one, whole.
-
-    Every file zstream writes is private to its user (0600), from its creation on: the
-    topology and the live overlay hold camera URLs with their passwords, and a file made with
-    the umask's mode and narrowed afterwards would be readable by anyone in between.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)  # a crash's leftover, possibly of an older, wider mode
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
-    with os.fdopen(fd, "w") as file:
-        file.write(text)
-    tmp.replace(path)
 
 
 class PipelineWatcher:

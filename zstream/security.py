@@ -24,6 +24,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from zstream.core.address import endpoint_host_port
 from zstream.errors import ZStreamError
 
 SERVER_KEY = "server.key"
@@ -46,7 +47,7 @@ def endpoint_is_local(endpoint: str) -> bool:
     """ipc:// (a file, guarded by its permissions), or tcp:// on a loopback address."""
     if not endpoint or endpoint.startswith("ipc://"):
         return True
-    host = endpoint.removeprefix("tcp://").rpartition(":")[0]
+    host = (endpoint_host_port(endpoint) or ("", ""))[0]
     return is_loopback(host)
 
 

@@ -21,9 +21,10 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 
+from zstream.core.vocabulary import Metric
+from zstream.core.wire import batch_name
 from zstream.ledger import CounterKey, InFlightWrites, Ledger, in_flight_path, ledger_path
 from zstream.stats import StatsBoard
-from zstream.wire import batch_name
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,10 @@ def settle_in_flight(client: redis.Redis, records: InFlight, counts: dict[Counte
 def _settle_records(client: redis.Redis, records: InFlight, counts: dict[CounterKey, int]) -> None:
     if (record := records.get("batch")) is not None:
         found = client.xrange(record["stream"], min=record["id"], max=record["id"], count=1)
-        if found and batch_name(found[0][1]) == record["name"]:
+        if found and (stored := found[0][1]) is not None and batch_name(stored) == record["name"]:
             for camera, n in record["frames"].items():
-                _raise(counts, ("written", camera, ""), record["base"].get(camera, 0) + n)
-            _raise(counts, ("batches_written", "", ""), record["batches_base"] + 1)
+                _raise(counts, (Metric.WRITTEN, camera, ""), record["base"].get(camera, 0) + n)
+            _raise(counts, (Metric.BATCHES_WRITTEN, "", ""), record["batches_base"] + 1)
     if (record := records.get("qc")) is not None:
         pipe = client.pipeline(transaction=False)
         for entry_id, _, _ in record["entries"]:
@@ -65,7 +66,7 @@ def _settle_records(client: redis.Redis, records: InFlight, counts: dict[Counter
             if fields.get(b"camera") == camera.encode() and fields.get(b"seq") == str(seq).encode():
                 landed[camera] += 1
         for camera, n in landed.items():
-            _raise(counts, ("qc_written", camera, ""), record["base"].get(camera, 0) + n)
+            _raise(counts, (Metric.QC_WRITTEN, camera, ""), record["base"].get(camera, 0) + n)
 
 
 class Settlement:

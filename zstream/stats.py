@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING
 
 import zmq
 
+from zstream.core.vocabulary import Metric, SkipReason
+from zstream.core.wire import WorkerStats, encode
 from zstream.ledger import CounterKey, Ledger, ledger_path
-from zstream.wire import WorkerStats, encode
 
 if TYPE_CHECKING:
     from zstream.topology import Topology
@@ -47,7 +48,7 @@ class Counters:
                 self.ledger = None  # could not grow (a full disk): reports only, as before ledgers
 
     def drop(self, stage: str, reason: str, camera: str = "", n: int = 1) -> None:
-        self.add("dropped", camera, f"{stage}:{reason}", n)
+        self.add(Metric.DROPPED, camera, f"{stage}:{reason}", n)
 
     def get(self, metric: str, camera: str = "", reason: str = "") -> int:
         with self._lock:
@@ -158,7 +159,7 @@ def latency_bucket(latency_s: float) -> str:
 
 def latency_quantile(counts: dict[CounterKey, int], q: float) -> str:
     """Upper bound of the bucket holding quantile q, as text ("≤ 200 ms"), or "n/a"."""
-    buckets = by_reason(counts, "latency_ms")
+    buckets = by_reason(counts, Metric.LATENCY_MS)
     seen, wanted = 0, q * sum(buckets.values())
     for bound in [*map(str, LATENCY_BUCKETS_MS), "inf"]:
         seen += buckets.get(bound, 0)
@@ -202,27 +203,29 @@ def books(counts: dict[CounterKey, int], committed: int, camera: str) -> dict[st
     a reason; the rest are `lost`: in flight while the pipeline runs, lost in a crash after a drain.
     """
     parts = {
-        "captured": committed,
-        "written": total(counts, "written", camera),
-        "qc": total(counts, "qc_written", camera),
-        "skipped": by_reason(counts, "skipped", camera).get("output_rate", 0),
-        "dropped": sum(
+        Metric.CAPTURED: committed,
+        Metric.WRITTEN: total(counts, Metric.WRITTEN, camera),
+        "qc": total(counts, Metric.QC_WRITTEN, camera),
+        Metric.SKIPPED: by_reason(counts, Metric.SKIPPED, camera).get(SkipReason.OUTPUT_RATE, 0),
+        Metric.DROPPED: sum(
             n
-            for reason, n in by_reason(counts, "dropped", camera).items()
+            for reason, n in by_reason(counts, Metric.DROPPED, camera).items()
             if reason not in BEFORE_CAPTURE
             and not reason.startswith("tap:")  # the tap's subscribers missed it; Redis did not
             and not reason.startswith("ingest:")  # refused before the ring: never committed
         ),
     }
-    parts["lost"] = committed - parts["written"] - parts["qc"] - parts["skipped"] - parts["dropped"]
+    parts["lost"] = (
+        committed - parts[Metric.WRITTEN] - parts["qc"] - parts[Metric.SKIPPED] - parts[Metric.DROPPED]
+    )
     return parts
 
 
 def quality_view(counts: dict[CounterKey, int], camera: str, top: int = 3) -> dict[str, object]:
     """A camera's pass rate and its most frequent failure reasons, as operators ask for them."""
-    validated = total(counts, "validated", camera)
-    rejected = total(counts, "rejected", camera)
-    reasons = sorted(by_reason(counts, "failed", camera).items(), key=lambda item: (-item[1], item[0]))
+    validated = total(counts, Metric.VALIDATED, camera)
+    rejected = total(counts, Metric.REJECTED, camera)
+    reasons = sorted(by_reason(counts, Metric.FAILED, camera).items(), key=lambda item: (-item[1], item[0]))
     return {
         "pass_rate": None if not validated else round((validated - rejected) / validated, 4),
         "top_failures": dict(reasons[:top]),
@@ -252,9 +255,9 @@ class CameraRates:
             counts = per_camera.get(camera, {})
             sample = (
                 now,
-                total(counts, "received", camera),
-                total(counts, "written", camera),
-                total(counts, "written_span_us", camera),
+                total(counts, Metric.RECEIVED, camera),
+                total(counts, Metric.WRITTEN, camera),
+                total(counts, Metric.WRITTEN_SPAN_US, camera),
             )
             history = self._history.setdefault(camera, deque())
             if not history or sample[1] > history[-1][1]:

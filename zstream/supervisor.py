@@ -10,11 +10,9 @@ skips the drain.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -27,24 +25,27 @@ import zmq
 
 from zstream import preflight
 from zstream.control import ControlServer
+from zstream.core.backoff import RestartPolicy
+from zstream.core.files import replace_file
+from zstream.core.ring import Ring
+from zstream.core.vocabulary import STARTING, DropReason, Metric, Stage, WorkerState
+from zstream.core.wire import WorkerStats, decode
 from zstream.errors import PreflightError, RingError, WireError, ZStreamError
 from zstream.live import LiveCameras
 from zstream.metrics import MetricsExporter
 from zstream.operations import Operations
 from zstream.redis_client import topology_client
-from zstream.ring import Ring, ring_path
 from zstream.rundir import (
     ENDPOINTS_FILE,
     STATUS_FILE,
     TAP_ENDPOINT_FILE,
     RunDir,
-    replace_file,
+    create_ring,
     write_pipeline,
 )
 from zstream.security import CurveServer
 from zstream.settle import Settlement
 from zstream.shard import Shard
-from zstream.sources.base import i420_size
 from zstream.stats import (
     CameraRates,
     CounterKey,
@@ -52,36 +53,16 @@ from zstream.stats import (
     books,
     by_camera,
     by_reason,
-    latency_quantile,
     quality_view,
     total,
 )
+from zstream.summary import log_books, log_summary
 from zstream.system import ProcessSampler
-from zstream.topology import Topology
-from zstream.wire import WorkerStats, decode
+from zstream.topology import Topology, initial_placement
 
 log = logging.getLogger(__name__)
-STAGES = ("batch", "validate", "capture")  # start order; drain order is the reverse
+STAGES = (Stage.BATCH, Stage.VALIDATE, Stage.CAPTURE)  # start order; drain order is the reverse
 READY_TIMEOUT_S = 15.0  # how long capture waits for the downstream stages' first reports
-
-
-@dataclass(frozen=True)
-class RestartPolicy:
-    """Exponential back-off with jitter; a worker that ran `stable_after_s` starts over."""
-
-    initial_s: float
-    max_s: float
-    stable_after_s: float = 10.0
-
-    def delay(self, failures: int) -> float:
-        base = min(self.max_s, self.initial_s * 2 ** max(0, failures - 1))
-        return base * random.uniform(0.5, 1.0)
-
-
-class WorkerState(enum.Enum):
-    RUNNING = "running"
-    BACKOFF = "backoff"  # died; waiting to be restarted
-    STOPPED = "stopped"
 
 
 @dataclass
@@ -121,7 +102,7 @@ class Supervisor:
         self.workers += [Worker("capture", i) for i in range(topology.capture.workers)]
         self.run_dir = RunDir(topology)
         self.rings: dict[str, Ring] = {}
-        self.placement = topology.initial_placement()
+        self.placement = initial_placement(topology)
         self.retired_seq: dict[str, int] = {}  # next seq of cameras removed live, should they return
         self.control: ControlServer | None = None
         self.curve: CurveServer | None = None
@@ -145,7 +126,7 @@ class Supervisor:
     def run(self) -> int:
         """Run until signalled; returns the exit status. Raises PreflightError before starting."""
         self.run_dir.acquire()
-        context = zmq.Context.instance()
+        context: zmq.Context = zmq.Context.instance()
         stats = None
         try:
             preflight.check_platform()
@@ -192,13 +173,8 @@ class Supervisor:
     def _create_rings(self) -> None:
         topology = self.topology
         for camera in topology.cameras:
-            width, height = topology.frame_capacity(camera)
             try:
-                ring = Ring.create(
-                    ring_path(topology.run_id, camera.id),
-                    topology.ring_slots_for(camera),
-                    i420_size(width, height),
-                )
+                ring = create_ring(topology, camera)
             except RingError as exc:
                 raise PreflightError(f"camera {camera.id}: {exc}") from exc
             self.rings[camera.id] = ring
@@ -299,7 +275,6 @@ class Supervisor:
         worker.restarts += 1
         delay = self.policy.delay(worker.failures)
         worker.restart_at = now + delay
-        self.board.count("worker_restarts", reason=worker.name)
         log.warning(
             "%s (pid %d) exited %s; restart #%d in %.1fs",
             worker.name,
@@ -339,7 +314,7 @@ class Supervisor:
             try:
                 report = decode(data, WorkerStats)
             except WireError as exc:
-                self.board.count("dropped", reason="supervisor:bad_message")
+                self.board.count(Metric.DROPPED, reason=f"{Stage.SUPERVISOR}:{DropReason.BAD_MESSAGE}")
                 log.warning("rejected a stats message: %s", exc)
                 continue
             assert isinstance(report, WorkerStats)
@@ -361,7 +336,6 @@ class Supervisor:
             for worker in workers:
                 if worker.process is not None and worker.process.poll() is None:
                     log.error("%s did not stop in time; killing it", worker.name)
-                    self.board.count("drain_timeouts", reason=worker.name)
                     worker.process.kill()
         self._kill_all()
         self._receive_stats(stats, timeout_ms=200)  # the last reports, sent just before exit
@@ -384,23 +358,26 @@ class Supervisor:
         """What status.json holds; `counts` are the board's totals when the caller has them."""
         counts = self.board.totals() if counts is None else counts
         per_camera = by_camera(counts)
-        cameras = {}
+        cameras: dict[str, dict[str, Any]] = {}
         for camera in self.topology.cameras:
-            state, detail = self.board.states.get(camera.id, ("starting", ""))
+            state, detail = self.board.states.get(camera.id, (STARTING, ""))
             own = per_camera.get(camera.id, {})
             cameras[camera.id] = {
                 "state": state,
                 "detail": detail,
-                **{m: total(own, m, camera.id) for m in ("received", "captured", "validated", "written")},
-                "failed": by_reason(own, "failed", camera.id),
-                "skipped": by_reason(own, "skipped", camera.id),
-                "corrupt_packets": total(own, "corrupt_packets", camera.id),
-                "reconnects": total(own, "reconnects", camera.id),  # attempts
-                "reconnected": total(own, "reconnected", camera.id),  # successful ones
-                "stalls": total(own, "stalls", camera.id),
+                **{
+                    m: total(own, m, camera.id)
+                    for m in (Metric.RECEIVED, Metric.CAPTURED, Metric.VALIDATED, Metric.WRITTEN)
+                },
+                Metric.FAILED: by_reason(own, Metric.FAILED, camera.id),
+                Metric.SKIPPED: by_reason(own, Metric.SKIPPED, camera.id),
+                Metric.CORRUPT_PACKETS: total(own, Metric.CORRUPT_PACKETS, camera.id),
+                Metric.RECONNECTS: total(own, Metric.RECONNECTS, camera.id),  # attempts
+                Metric.RECONNECTED: total(own, Metric.RECONNECTED, camera.id),  # successful ones
+                Metric.STALLS: total(own, Metric.STALLS, camera.id),
                 "quality": quality_view(own, camera.id),
                 **self.rates.view(camera.id, time.monotonic()),
-                "dropped": by_reason(own, "dropped", camera.id),
+                Metric.DROPPED: by_reason(own, Metric.DROPPED, camera.id),
                 "committed": self._committed(camera.id),
                 "in_flight": self.rings[camera.id].frames_in_flight() if camera.id in self.rings else 0,
                 "unaccounted": books(own, self._committed(camera.id), camera.id)["lost"],
@@ -419,8 +396,8 @@ class Supervisor:
             "shard": None if self.shard is None else str(self.shard),
             "cameras": cameras,
             "workers": workers,
-            "dropped": by_reason(counts, "dropped"),
-            "batches_written": total(counts, "batches_written"),
+            Metric.DROPPED: by_reason(counts, Metric.DROPPED),
+            Metric.BATCHES_WRITTEN: total(counts, Metric.BATCHES_WRITTEN),
             "endpoints": self.endpoints,
         }
 
@@ -450,6 +427,14 @@ class Supervisor:
         ring = self.rings.get(camera_id)
         return ring.next_seq if ring is not None else 0
 
+    def _log_summary(self, final: bool = False) -> None:
+        counts = self.board.totals()
+        states = [state for state, _ in self.board.states.values()]
+        log_summary(counts, states, len(self.topology.cameras), sum(w.restarts for w in self.workers), final)
+        if final:
+            rows = self.status(counts)["cameras"]
+            log_books(counts, rows, {camera: self._committed(camera) for camera in rows})
+
     def _write_status(self) -> None:
         self.settlement.retry()
         counts = self.board.totals()
@@ -460,56 +445,6 @@ class Supervisor:
         status = self.status(counts)
         self.metrics.update(counts, status)  # a fresh snapshot, never modified afterwards
         replace_file(self.run_dir.path / STATUS_FILE, json.dumps(status, indent=1))
-
-    def _log_summary(self, final: bool = False) -> None:
-        counts = self.board.totals()
-        streaming = sum(1 for state, _ in self.board.states.values() if state == "streaming")
-        dropped = by_reason(counts, "dropped")
-        drops = ", ".join(f"{reason} {n}" for reason, n in sorted(dropped.items())) or "none"
-        log.info(
-            "%scameras streaming %d/%d · captured %d · validated %d (failed QC %d) · written %d in %d "
-            "batches · latency p50 %s, p99 %s · dropped %s · restarts %d",
-            "final: " if final else "",
-            streaming,
-            len(self.topology.cameras),
-            total(counts, "captured"),
-            total(counts, "validated"),
-            total(counts, "qc_written"),
-            total(counts, "written"),
-            total(counts, "batches_written"),
-            latency_quantile(counts, 0.5),
-            latency_quantile(counts, 0.99),
-            drops,
-            sum(w.restarts for w in self.workers),
-        )
-        if final:
-            self._log_books(counts)
-
-    def _log_books(self, counts: dict[CounterKey, int]) -> None:
-        """Per camera, where every captured frame went: the parts add up to `captured`."""
-        rows = self.status(counts)["cameras"]
-        lost = sum(row["unaccounted"] for row in rows.values())
-        (log.warning if lost else log.info)(
-            "final: unaccounted %d (frames lost in a crash or cut off at the drain deadline)", lost
-        )
-        per_camera = by_camera(counts)
-        for camera, row in rows.items():
-            parts = books(per_camera.get(camera, {}), self._committed(camera), camera)
-            log.info(
-                "  %-24s %-12s captured %7d  written %7d  qc %d  skipped %d  dropped %d  lost %d  "
-                "passed QC %s",
-                camera,
-                row["state"],
-                *parts.values(),
-                _describe_quality(row["quality"]),
-            )
-
-
-def _describe_quality(quality: dict[str, Any]) -> str:
-    if quality["pass_rate"] is None:
-        return "n/a"
-    failures = ", ".join(f"{reason} {n}" for reason, n in quality["top_failures"].items())
-    return f"{quality['pass_rate']:.1%}" + (f" (most failed: {failures})" if failures else "")
 
 
 def _describe_exit(code: int | None) -> str:

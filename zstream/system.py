@@ -6,12 +6,11 @@ between calls: the figure is the average since the previous status, not a fresh 
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import psutil
 
-from zstream.ring import SHM_DIR
+from zstream.core.ring import shm_space
 
 
 class ProcessSampler:
@@ -45,9 +44,5 @@ class ProcessSampler:
 
 def shared_memory(ring_bytes: int) -> dict[str, int]:
     """The rings' size against /dev/shm's size and free space."""
-    stat = os.statvfs(SHM_DIR)
-    return {
-        "rings_bytes": ring_bytes,
-        "shm_total_bytes": stat.f_blocks * stat.f_frsize,
-        "shm_free_bytes": stat.f_bavail * stat.f_frsize,
-    }
+    total, free = shm_space()
+    return {"rings_bytes": ring_bytes, "shm_total_bytes": total, "shm_free_bytes": free}

@@ -3,7 +3,7 @@
 Wire format (README "Tap"): one multipart message per frame, [camera id, header, payload].
 The camera id comes first so that a SUB socket's prefix filtering selects cameras (a prefix:
 "cam-1" also matches "cam-10", so subscribers compare the id exactly too); the header is a
-versioned msgpack map (`zstream.wire.TapFrame`); the payload is empty (`meta`), a JPEG file
+versioned msgpack map (`zstream.core.wire.TapFrame`); the payload is empty (`meta`), a JPEG file
 (`jpeg`) or the decoded I420 frame (`raw`), as `tap.payload` says.
 
 Publishing (`TapPublisher`, in the batcher, which receives every frame on its way to Redis)
@@ -34,40 +34,34 @@ must never slow the pipeline down:
 - Tap drops are counted as `dropped` with stage `tap`, but the frame still went to Redis:
   `zstream.stats.books` leaves them out.
 
-The subscriber side (`TapSubscriber`, `run_tap`) is what `zstream tap` runs.
+The subscriber side, what `zstream tap` runs, is zstream.tap_viewer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, cast
 
-import cv2
-import numpy as np
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
-from zstream.errors import WireError, ZStreamError
+from zstream.core.files import replace_file
+from zstream.core.planes import i420_shape
+from zstream.core.vocabulary import DropReason, Stage
+from zstream.core.wire import FrameMeta, TapFrame, TapPart
+from zstream.errors import ZStreamError
 from zstream.output import clear_tap_interest, tap_payload_format, write_tap_interest
-from zstream.pixels import i420_shape, jpeg_encode
-from zstream.rundir import TAP_ENDPOINT_FILE, replace_file
-from zstream.security import CurveServer, curve_client
-from zstream.sources.base import chroma_size, i420_size
+from zstream.rundir import TAP_ENDPOINT_FILE
+from zstream.security import CurveServer
 from zstream.stats import Counters
-from zstream.wire import FrameMeta, TapFrame, TapPart
 
 if TYPE_CHECKING:
     from zstream.topology import Topology
 
 log = logging.getLogger(__name__)
-STAGE = "tap"
+STAGE = Stage.TAP
 ENDPOINT_FILE = TAP_ENDPOINT_FILE  # in the run dir: the address actually bound (port * resolved)
-SAVE_JPEG_QUALITY = 90  # raw tap frames saved by `zstream tap --save`
 FULL_BACKOFF_S = 0.1  # after a refusal, the camera's frames are shed this long
 
 
@@ -171,8 +165,8 @@ class TapPublisher:
     def _read_subscriptions(self) -> None:
         # XPUB passes on the first subscription to a topic and the last unsubscription from it
         # (including those of subscribers that went away), so a set of topics is exact.
-        while self.socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            message = self.socket.recv(zmq.NOBLOCK)
+        while cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            message: bytes = self.socket.recv(zmq.NOBLOCK)
             if message[:1] == b"\x01":
                 self._topics.add(message[1:])
             elif message[:1] == b"\x00":
@@ -192,7 +186,7 @@ class TapPublisher:
         if not self._matches(meta.camera):
             return
         if time.monotonic() < self._full_until.get(meta.camera, 0.0):  # a subscriber was full just now
-            self.counters.drop(STAGE, "subscriber_full", meta.camera)
+            self.counters.drop(STAGE, DropReason.SUBSCRIBER_FULL, meta.camera)
             return
         try:
             payload = self._payload(meta, data, part, own)
@@ -212,13 +206,11 @@ class TapPublisher:
                 shape,
                 meta.metrics,
             ).encode()
-            if self._send([meta.camera.encode(), header, body]):
-                self.counters.add("tapped", meta.camera)
-            else:
-                self.counters.drop(STAGE, "subscriber_full", meta.camera)
+            if not self._send([meta.camera.encode(), header, body]):
+                self.counters.drop(STAGE, DropReason.SUBSCRIBER_FULL, meta.camera)
                 self._full_until[meta.camera] = time.monotonic() + FULL_BACKOFF_S
         except Exception:  # the tap must never cost the pipeline a frame
-            self.counters.drop(STAGE, "error", meta.camera)
+            self.counters.drop(STAGE, DropReason.ERROR, meta.camera)
             self._errors += 1
             if self._errors in (1, 10, 100) or self._errors % 1000 == 0:
                 log.exception(
@@ -242,7 +234,7 @@ class TapPublisher:
         if part is TapPart.ATTACHED and own is not None:
             return own, pixel_format, shape or (meta.height, meta.width, 3)
         if part is TapPart.NONE:  # subscribed after validation looked (it looks every 0.1 s)
-            self.counters.drop(STAGE, "subscribing", meta.camera)
+            self.counters.drop(STAGE, DropReason.SUBSCRIBING, meta.camera)
         return None  # TapPart.SHED: validation counted it
 
     def _send(self, parts: list[bytes]) -> bool:
@@ -260,297 +252,3 @@ class TapPublisher:
 
 
 # ---- subscribers ----------------------------------------------------------------------------
-
-
-class TapSubscriber:
-    """Frames of the chosen cameras (every camera when none is named) from a tap endpoint.
-
-    ZeroMQ filters by prefix at the publisher; the camera id is compared exactly here.
-    `rcvhwm` bounds what waits in this process: a slow reader is shed by the publisher,
-    it does not grow without limit.
-    """
-
-    def __init__(
-        self,
-        endpoint: str,
-        cameras: Sequence[str] = (),
-        rcvhwm: int = 100,
-        context: zmq.Context | None = None,
-        keys: Path | None = None,
-    ) -> None:
-        self.endpoint = endpoint
-        self.cameras = frozenset(cameras)
-        self.malformed = 0
-        self.connected: bool | None = None  # None: no answer yet; False: refused or lost
-        self.socket = (context or zmq.Context.instance()).socket(zmq.SUB)
-        self.socket.setsockopt(zmq.RCVHWM, rcvhwm)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        events = zmq.EVENT_CONNECTED | zmq.EVENT_CONNECT_RETRIED | zmq.EVENT_DISCONNECTED
-        self._monitor = self.socket.get_monitor_socket(events)
-        try:
-            if keys is not None:  # a tap protected with CURVE (see zstream.security)
-                curve_client(self.socket, keys)
-            self.socket.connect(endpoint)  # ZMQError: not an endpoint
-        except (zmq.ZMQError, ZStreamError):
-            self.close()
-            raise
-        for camera in sorted(self.cameras) or [""]:
-            self.socket.setsockopt(zmq.SUBSCRIBE, camera.encode())
-
-    def receive(self, timeout_s: float) -> tuple[TapFrame, bytes] | None:
-        """The next frame of a chosen camera and its payload, or None after `timeout_s`."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self._watch_connection()
-            remaining_ms = max(0, int((deadline - time.monotonic()) * 1000))
-            if not self.socket.poll(min(remaining_ms, 200)):
-                if remaining_ms <= 200:
-                    return None
-                continue
-            parts = self.socket.recv_multipart(zmq.NOBLOCK)
-            if len(parts) != 3:
-                self.malformed += 1
-                continue
-            camera, header, payload = parts
-            if self.cameras and camera.decode(errors="replace") not in self.cameras:
-                continue  # a longer id with a chosen one as its prefix
-            try:
-                frame = TapFrame.decode(header)
-            except WireError:
-                self.malformed += 1
-                continue
-            if frame.camera.encode() != camera:
-                self.malformed += 1
-                continue
-            return frame, payload
-
-    def _watch_connection(self) -> None:
-        with contextlib.suppress(zmq.Again, zmq.ZMQError):
-            while True:
-                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)["event"]
-                self.connected = event == zmq.EVENT_CONNECTED
-
-    def close(self) -> None:
-        self.socket.disable_monitor()
-        self._monitor.close(linger=0)
-        self.socket.close(linger=0)
-
-    def __enter__(self) -> TapSubscriber:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def to_bgr(frame: TapFrame, payload: bytes) -> np.ndarray:
-    """The frame as a (h, w, 3) BGR array; ValueError for a metadata-only frame."""
-    if frame.payload == "jpeg":
-        image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
-        if image is None:
-            raise ValueError(f"frame {frame.seq} of {frame.camera}: the JPEG payload does not decode")
-        return image
-    if frame.payload == "raw":
-        from zstream.pixels import i420_to_color
-
-        return i420_to_color(*_planes(frame, payload), "bgr24")
-    raise ValueError(f"frame {frame.seq} of {frame.camera} carries no pixels (payload {frame.payload!r})")
-
-
-def to_jpeg(frame: TapFrame, payload: bytes, quality: int = SAVE_JPEG_QUALITY) -> bytes:
-    """The frame as a JPEG file: a jpeg payload as it came, a raw one encoded."""
-    if frame.payload == "jpeg":
-        return payload
-    if frame.payload == "raw":
-        return jpeg_encode(*_planes(frame, payload), quality)[0]
-    raise ValueError(f"frame {frame.seq} of {frame.camera} carries no pixels (payload {frame.payload!r})")
-
-
-def _planes(frame: TapFrame, payload: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    width, height = frame.width, frame.height
-    if len(payload) != i420_size(width, height):
-        raise ValueError(f"raw payload of {len(payload)} bytes is not a {width}x{height} I420 frame")
-    flat = np.frombuffer(payload, np.uint8)
-    cw, ch = chroma_size(width, height)
-    luma = width * height
-    return (
-        flat[:luma].reshape(height, width),
-        flat[luma : luma + cw * ch].reshape(ch, cw),
-        flat[luma + cw * ch :].reshape(ch, cw),
-    )
-
-
-# ---- zstream tap ----------------------------------------------------------------------------
-
-
-@dataclass
-class _CameraView:
-    frames: int = 0
-    since_print: int = 0
-    fps: float = 0.0
-    last_seq: int | None = None
-    missed: int = 0  # seq numbers skipped between frames seen: failed QC, dropped, or shed
-    size: str = ""
-    payload: str = ""
-    payload_bytes: int = 0
-    saved: int = 0
-
-
-class _RateTable:
-    """Per-camera frames per second, printed as a small table once a second; on a terminal
-    each table replaces the previous one."""
-
-    def __init__(self, out: TextIO, cameras: Sequence[str]) -> None:
-        self.out = out
-        self.views: dict[str, _CameraView] = {camera: _CameraView() for camera in cameras}
-        self.started = self._last = time.monotonic()
-        self._redraw = _is_terminal(out)
-        self._lines = 0
-
-    def add(self, frame: TapFrame, payload: bytes) -> _CameraView:
-        view = self.views.setdefault(frame.camera, _CameraView())
-        view.frames += 1
-        view.since_print += 1
-        if view.last_seq is not None and frame.seq > view.last_seq + 1:
-            view.missed += frame.seq - view.last_seq - 1
-        view.last_seq = frame.seq
-        view.size = f"{frame.width}x{frame.height}"
-        view.payload, view.payload_bytes = frame.payload, len(payload)
-        return view
-
-    def print(self, now: float, final: bool = False) -> None:
-        """The table; fps over the last second, or (`final`) over the whole run."""
-        elapsed = max(now - (self.started if final else self._last), 1e-6)
-        self._last = now
-        for view in self.views.values():
-            view.fps = (view.frames if final else view.since_print) / elapsed
-            view.since_print = 0
-        rows = [("camera", "fps", "frames", "last seq", "missed", "size", "payload", "saved")]
-        for camera, view in self.views.items():
-            rows.append(
-                (
-                    camera,
-                    f"{view.fps:.1f}",
-                    str(view.frames),
-                    "-" if view.last_seq is None else str(view.last_seq),
-                    str(view.missed),
-                    view.size or "-",
-                    f"{view.payload} {_size(view.payload_bytes)}" if view.payload else "-",
-                    str(view.saved),
-                )
-            )
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = [
-            "  ".join(
-                cell.ljust(w) if i in (0, 5, 6) else cell.rjust(w)
-                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
-            for row in rows
-        ]
-        if self._redraw and self._lines:
-            self.out.write(f"\x1b[{self._lines}A\x1b[J")
-        elif self._lines:
-            lines.insert(0, "")
-        self.out.write("\n".join(lines) + "\n")
-        self.out.flush()
-        self._lines = len(lines)
-
-
-def _size(n: int) -> str:
-    if n == 0:
-        return ""
-    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
-
-
-def _is_terminal(out: TextIO) -> bool:
-    try:
-        return out.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-def run_tap(
-    endpoint: str,
-    cameras: list[str],
-    save_dir: Path | None,
-    count: int | None,
-    out: TextIO,
-    *,
-    wait_s: float = 5.0,
-    keys: Path | None = None,
-) -> int:
-    """`zstream tap`: subscribe to `endpoint` (the chosen cameras, or all), print each camera's
-    fps once a second, save frames as SAVE_DIR/<camera>/<seq>.jpg, stop after `count` frames in
-    all or on Ctrl-C. Exit code: 0 done; 1 no frame within `wait_s` (nothing listening, or no
-    frame of the chosen cameras) or frames cannot be saved; 2 not an endpoint, or --save on a tap
-    that publishes metadata only. Problems are one line on `out`, never a traceback."""
-    try:
-        subscriber = TapSubscriber(endpoint, cameras, keys=keys)
-    except ZStreamError as exc:
-        print(f"zstream tap: {exc}", file=out)
-        return 2
-    except zmq.ZMQError as exc:
-        print(
-            f"zstream tap: {endpoint!r} is not a ZeroMQ endpoint ({exc}); expected e.g. tcp://127.0.0.1:5591",
-            file=out,
-        )
-        return 2
-    table = _RateTable(out, cameras)
-    received = 0
-    try:
-        with subscriber:
-            item = subscriber.receive(wait_s)
-            if item is None:
-                print(f"zstream tap: {_why_no_frames(subscriber, cameras, wait_s)}", file=out)
-                return 1
-            if save_dir is not None and item[0].payload == "meta":
-                print(
-                    f'zstream tap: {endpoint} publishes metadata only (tap.payload = "meta"): '
-                    'there is nothing to save; set tap.payload to "jpeg" or "raw"',
-                    file=out,
-                )
-                return 2
-            next_print = time.monotonic() + 1.0
-            while True:
-                if item is not None:
-                    frame, payload = item
-                    view = table.add(frame, payload)
-                    if save_dir is not None:
-                        _save(save_dir, frame, payload)
-                        view.saved += 1
-                    received += 1
-                    if count is not None and received >= count:
-                        break
-                now = time.monotonic()
-                if now >= next_print:
-                    table.print(now)
-                    next_print = now + 1.0
-                item = subscriber.receive(max(0.0, min(next_print - now, 0.25)))
-    except KeyboardInterrupt:
-        pass
-    except (OSError, ValueError) as exc:
-        print(f"zstream tap: cannot save frames to {save_dir}: {exc}", file=out)
-        return 1
-    table.print(time.monotonic(), final=True)
-    saved = f", saved to {save_dir}" if save_dir is not None else ""
-    print(f"zstream tap: {received} frames in {time.monotonic() - table.started:.1f} s{saved}", file=out)
-    return 0
-
-
-def _save(save_dir: Path, frame: TapFrame, payload: bytes) -> None:
-    folder = save_dir / frame.camera
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{frame.seq}.jpg").write_bytes(to_jpeg(frame, payload))
-
-
-def _why_no_frames(subscriber: TapSubscriber, cameras: Sequence[str], wait_s: float) -> str:
-    subscriber._watch_connection()
-    if not subscriber.connected:
-        return (
-            f"nothing answers at {subscriber.endpoint} (waited {wait_s:g} s): is `zstream up` running "
-            "with its tap there? (tap.endpoint; RUN_DIR/tap.endpoint has the address bound)"
-        )
-    which = f"of camera {', '.join(cameras)} " if cameras else ""
-    return (
-        f"connected to {subscriber.endpoint}, but no frame {which}came in {wait_s:g} s "
-        "(is the camera streaming, and are its frames passing QC?)"
-    )

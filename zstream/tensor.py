@@ -28,13 +28,22 @@ DTYPES = ("float32", "float16", "uint8")
 
 
 class Picture(Protocol):
-    """What a tensor needs of a frame (zstream.consumer.Frame)."""
+    """What a tensor needs of a frame (zstream.consumer.Frame), read only."""
 
-    width: int
-    height: int
-    pixel_format: str
-    encoding: str
-    data: bytes
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def pixel_format(self) -> str: ...
+
+    @property
+    def encoding(self) -> str: ...
+
+    @property
+    def data(self) -> bytes: ...
 
     @property
     def image(self) -> np.ndarray: ...

@@ -22,6 +22,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from zstream.core.vocabulary import STARTING, CameraState, Metric, WorkerState
 from zstream.errors import ZStreamError
 
 LOW_PASS_RATE = 0.9  # a streaming camera passing fewer frames than this through QC is in trouble
@@ -36,13 +37,13 @@ RANK_DONE = 4  # ended or stopped
 RANK_HEALTHY = 5
 
 STATE_RANK = {
-    "failed": RANK_FAILED,
-    "reconnecting": RANK_RECONNECTING,
-    "stalled": RANK_RECONNECTING,
-    "connecting": RANK_CONNECTING,
-    "starting": RANK_CONNECTING,
-    "ended": RANK_DONE,
-    "stopped": RANK_DONE,
+    CameraState.FAILED.value: RANK_FAILED,
+    CameraState.RECONNECTING.value: RANK_RECONNECTING,
+    CameraState.STALLED.value: RANK_RECONNECTING,
+    CameraState.CONNECTING.value: RANK_CONNECTING,
+    STARTING: RANK_CONNECTING,
+    CameraState.ENDED.value: RANK_DONE,
+    CameraState.STOPPED.value: RANK_DONE,
 }
 RANK_STYLE = {
     RANK_FAILED: "bold red",
@@ -52,7 +53,11 @@ RANK_STYLE = {
     RANK_DONE: "dim",
     RANK_HEALTHY: "green",
 }
-WORKER_STYLE = {"running": "green", "backoff": "bold red", "stopped": "dim"}
+WORKER_STYLE = {
+    WorkerState.RUNNING.value: "green",
+    WorkerState.BACKOFF.value: "bold red",
+    WorkerState.STOPPED.value: "dim",
+}
 
 
 @dataclass(frozen=True)
@@ -86,9 +91,9 @@ FIXED_COLUMNS = (
     Column("age", "age", 5),
     Column("drops", "drops", 5),
     Column("qc", "QC%", 4),
-    Column("reconnects", "recon", 5),
+    Column(Metric.RECONNECTS, "recon", 5),
 )
-DROP_FIRST = ("reconnects", "age", "fps_out", "qc", "drops", "fps_in", "state")
+DROP_FIRST = (Metric.RECONNECTS, "age", "fps_out", "qc", "drops", "fps_in", "state")
 CAMERA_MIN, CAMERA_MAX, DETAIL_MIN = 6, 24, 8
 
 
@@ -200,11 +205,11 @@ def _camera_rows(cameras: Any) -> list[CameraRow]:
     rows = []
     for camera_id, info in _dict(cameras).items():
         info = _dict(info)
-        state = str(info.get("state") or "starting")
-        drops = _count(info.get("dropped"))
+        state = str(info.get("state") or STARTING)
+        drops = _count(info.get(Metric.DROPPED))
         pass_rate = _number(_dict(info.get("quality")).get("pass_rate"))
         rank = STATE_RANK.get(state, RANK_CONNECTING)
-        if state == "streaming":
+        if state == CameraState.STREAMING.value:
             degraded = drops > 0 or (pass_rate is not None and pass_rate < LOW_PASS_RATE)
             rank = RANK_DEGRADED if degraded else RANK_HEALTHY
         rows.append(
@@ -218,7 +223,7 @@ def _camera_rows(cameras: Any) -> list[CameraRow]:
                 age_s=_number(info.get("last_frame_age_s")),
                 drops=drops,
                 pass_rate=pass_rate,
-                reconnects=_count(info.get("reconnects")),
+                reconnects=_count(info.get(Metric.RECONNECTS)),
             )
         )
     return sorted(rows, key=lambda row: (row.rank, row.id))
@@ -290,12 +295,12 @@ def _fit(text: Text, width: int) -> Text:
 
 
 def _header(status: dict[str, Any], cameras: list[CameraRow], workers: dict[str, Any], width: int) -> Text:
-    streaming = sum(1 for row in cameras if row.state == "streaming")
+    streaming = sum(1 for row in cameras if row.state == CameraState.STREAMING.value)
     fps_in = sum(row.fps_in or 0.0 for row in cameras)
     fps_out = sum(row.fps_out or 0.0 for row in cameras)
-    drops = _count(status["dropped"]) if "dropped" in status else sum(row.drops for row in cameras)
+    drops = _count(status[Metric.DROPPED]) if Metric.DROPPED in status else sum(row.drops for row in cameras)
     restarts = sum(_count(_dict(w).get("restarts")) for w in workers.values())
-    up = sum(1 for w in workers.values() if _dict(w).get("state") == "running")
+    up = sum(1 for w in workers.values() if _dict(w).get("state") == WorkerState.RUNNING.value)
     uptime = _duration(_number(status.get("uptime_s")))
 
     def fps(value: float) -> str:
@@ -324,20 +329,20 @@ def _header(status: dict[str, Any], cameras: list[CameraRow], workers: dict[str,
 
 def _stage_line(status: dict[str, Any], workers: dict[str, Any]) -> Text:
     dropped_by_stage: dict[str, int] = {}
-    for reason, n in _dict(status.get("dropped")).items():
+    for reason, n in _dict(status.get(Metric.DROPPED)).items():
         stage = str(reason).split(":", 1)[0]
         dropped_by_stage[stage] = dropped_by_stage.get(stage, 0) + _count(n)
     text = Text()
     for stage in _stages(workers):
         states = [_dict(w).get("state") for name, w in workers.items() if _stage_of(name) == stage]
-        up = states.count("running")
+        up = states.count(WorkerState.RUNNING.value)
         if text:
             text.append(" · ", style="dim")
         text.append(stage + " ")
         text.append(f"{up}/{len(states)}", style="green" if up == len(states) else "bold red")
         if dropped_by_stage.get(stage):
             text.append(f" drops {_compact(dropped_by_stage[stage])}", style="yellow")
-    if "batches_written" in status:
+    if Metric.BATCHES_WRITTEN in status:
         if text:
             text.append(" · ", style="dim")
         text.append(f"batches {_compact(_count(status['batches_written']))}")
@@ -345,7 +350,9 @@ def _stage_line(status: dict[str, Any], workers: dict[str, Any]) -> Text:
 
 
 def _down_workers(workers: dict[str, Any]) -> Text | None:
-    down = [(name, _dict(w)) for name, w in workers.items() if _dict(w).get("state") != "running"]
+    down = [
+        (name, _dict(w)) for name, w in workers.items() if _dict(w).get("state") != WorkerState.RUNNING.value
+    ]
     if not down:
         return None
     text = Text("workers not running: ", style="red")
@@ -391,7 +398,7 @@ def _camera_table(cameras: list[CameraRow], width: int) -> Table:
         header_style="bold",
         collapse_padding=False,
     )
-    options = {"no_wrap": True, "overflow": "ellipsis"}
+    options: dict[str, Any] = {"no_wrap": True, "overflow": "ellipsis"}
     table.add_column("camera", width=camera_width, min_width=camera_width, max_width=camera_width, **options)
     for column in fixed:
         table.add_column(
@@ -417,7 +424,7 @@ def _camera_table(cameras: list[CameraRow], width: int) -> Table:
             "age": Text(_age(row.age_s), style="yellow" if (row.age_s or 0) >= 5 else ""),
             "drops": Text(_compact(row.drops), style="yellow" if row.drops else "dim"),
             "qc": Text(_pass_rate(row.pass_rate), style="yellow" if pass_bad else ""),
-            "reconnects": Text(_compact(row.reconnects), style="yellow" if row.reconnects else "dim"),
+            Metric.RECONNECTS: Text(_compact(row.reconnects), style="yellow" if row.reconnects else "dim"),
         }
         values = [Text(row.id, style="bold" if row.rank < RANK_DEGRADED else "")]
         values += [cells[c.key] for c in fixed]

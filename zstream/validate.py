@@ -21,25 +21,28 @@ from typing import Any
 
 import zmq
 
+from zstream.core.intake import DRAIN_IDLE_S, MessageIntake
+from zstream.core.ring import Ring, RingCache
+from zstream.core.vocabulary import DropReason, Metric, SkipReason, Stage
+from zstream.core.wire import MAX_MESSAGE_BYTES, FrameMeta, FrameRef, Output, TapPart, Verdict, encode
 from zstream.errors import RingError
 from zstream.output import Encoder, Planes, TapInterest, TimeShare
 from zstream.quality import CameraQuality
 from zstream.rate import FpsCap
-from zstream.ring import Ring, RingCache
 from zstream.rundir import PipelineWatcher
 from zstream.stats import Counters, StatsReporter
 from zstream.topology import Topology
-from zstream.wire import MAX_MESSAGE_BYTES, FrameMeta, FrameRef, Output, TapPart, Verdict, encode
-from zstream.worker import DRAIN_IDLE_S, MessageIntake
 
 log = logging.getLogger(__name__)
-STAGE = "validate"
+STAGE = Stage.VALIDATE
 OUTPUT_HWM = 200  # frames queued for the batcher (each up to a raw frame's size), beside its own 200
 BURST = 32  # frames taken per poll at most, before looking at the topology and the reporter
-TAP_STAGE = "tap"  # drops of the tap's own payloads (the frame still goes to Redis)
+TAP_STAGE = Stage.TAP  # drops of the tap's own payloads (the frame still goes to Redis)
 
 
 class Validator(MessageIntake):
+    counters: Counters
+
     STAGE = STAGE
     EXPECTED = FrameRef
 
@@ -87,22 +90,22 @@ class Validator(MessageIntake):
         Redis. The slot is released here whatever becomes of the frame; stale references are counted."""
         quality = self._quality.get(ref.camera)
         if quality is None:
-            self.counters.drop(STAGE, "unknown_camera", ref.camera)
+            self.counters.drop(STAGE, DropReason.UNKNOWN_CAMERA, ref.camera)
             return
         try:
             ring = self.rings.get(ref.camera)
             self._check(ring, ref)
         except RingError as exc:
-            self.counters.drop(STAGE, "bad_reference", ref.camera)
+            self.counters.drop(STAGE, DropReason.BAD_REFERENCE, ref.camera)
             log.warning("camera %s: %s", ref.camera, exc)
             return
         except _Overwritten:
-            self.counters.drop(STAGE, "overwritten", ref.camera)
+            self.counters.drop(STAGE, DropReason.OVERWRITTEN, ref.camera)
             return
         try:
             message = self._judge(ring, ref, quality)
         except _Overwritten:
-            self.counters.drop(STAGE, "overwritten", ref.camera)
+            self.counters.drop(STAGE, DropReason.OVERWRITTEN, ref.camera)
             return
         finally:
             ring.release(ref.slot, ref.generation)
@@ -110,7 +113,7 @@ class Validator(MessageIntake):
             try:
                 self.push.send_multipart(message, zmq.NOBLOCK)  # a copy: cheaper than zero-copy's GC
             except zmq.Again:
-                self.counters.drop(STAGE, "batcher_full", ref.camera)
+                self.counters.drop(STAGE, DropReason.BATCHER_FULL, ref.camera)
 
     @staticmethod
     def _check(ring: Ring, ref: FrameRef) -> None:
@@ -130,14 +133,14 @@ class Validator(MessageIntake):
         t = ref.pts if ref.pts is not None else ref.capture_ts
         sent = self._output[ref.camera].admit(t)
         if not sent and not self.every_frame:
-            self.counters.add("skipped", ref.camera, "output_rate")
+            self.counters.add(Metric.SKIPPED, ref.camera, SkipReason.OUTPUT_RATE)
             return None
         assessment = quality.assess(ring.planes(ref.slot)[0], t)
         if not ring.is_current(ref.slot, ref.generation):  # rewritten while we measured
             raise _Overwritten
         self._count(ref.camera, assessment.reasons)
         if not sent:
-            self.counters.add("skipped", ref.camera, "output_rate")
+            self.counters.add(Metric.SKIPPED, ref.camera, SkipReason.OUTPUT_RATE)
             return None
         metrics = assessment.metrics.as_dict()
         if assessment.reasons:
@@ -147,11 +150,11 @@ class Validator(MessageIntake):
     def _count(self, camera: str, reasons: tuple[str, ...]) -> None:
         # Counted before anything leaves: were this worker killed right after sending, the
         # batcher could write a frame that no count says was validated.
-        self.counters.add("validated", camera)
+        self.counters.add(Metric.VALIDATED, camera)
         if reasons:
-            self.counters.add("rejected", camera)  # frames, where "failed" counts reasons
+            self.counters.add(Metric.REJECTED, camera)  # frames, where "failed" counts reasons
         for reason in reasons:
-            self.counters.add("failed", camera, reason)
+            self.counters.add(Metric.FAILED, camera, reason)
 
     def _output_message(self, ring: Ring, ref: FrameRef, metrics: dict[str, float]) -> list[Any]:
         """[Output header, payload(, the tap's own payload)] of a frame that passed."""
@@ -180,7 +183,7 @@ class Validator(MessageIntake):
     def _tap_payload(self, camera: str, planes: Planes) -> tuple[TapPart, bytes]:
         """The tap's own payload, within its share of this worker's time (else shed, counted)."""
         if not self.tap_share.allows():
-            self.counters.drop(TAP_STAGE, "busy", camera)
+            self.counters.drop(TAP_STAGE, DropReason.BUSY, camera)
             return TapPart.SHED, b""
         start = time.monotonic()
         try:
@@ -201,7 +204,7 @@ class _Overwritten(Exception):
 def run(watcher: PipelineWatcher, index: int, stop: threading.Event, counters: Counters) -> None:
     """Body of validation worker `index`: validate until stopped, then drain what is queued."""
     topology, _ = watcher.read()
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     reporter = StatsReporter.for_worker(context, topology, f"validate-{index}", counters)
     validator = Validator(topology, index, context, counters)
     last_input = time.monotonic()

@@ -13,47 +13,16 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import NoReturn
 
 import cv2
 
-from zstream.errors import WireError
 from zstream.rundir import PipelineWatcher, RunDir
 from zstream.stats import Counters
-from zstream.wire import Message, decode
 
 PR_SET_PDEATHSIG = 1
-DRAIN_IDLE_S = 0.3  # while stopping: input quiet this long means upstream has nothing left
-
-
-class MessageIntake:
-    """How a stage takes messages from an internal socket: decode them, and count (never die
-    of) anything malformed, of another version or unforeseen. A stage subclasses this, names
-    its STAGE and EXPECTED message type(s) and implements accept(message, *parts), where
-    `parts` are the message parts after its header (the pixels of an Output)."""
-
-    STAGE: ClassVar[str]
-    EXPECTED: ClassVar[type[Message] | tuple[type[Message], ...]]
-    counters: Counters
-
-    def handle(self, data: bytes, *parts: Any) -> None:
-        try:
-            message = decode(data, self.EXPECTED)
-        except WireError as exc:
-            self.counters.drop(self.STAGE, "bad_message")
-            logging.getLogger(__name__).warning("%s rejected a message: %s", self.STAGE, exc)
-            return
-        try:
-            self.accept(message, *parts)
-        except Exception:  # a message we did not foresee must cost one frame, not the worker
-            self.counters.drop(self.STAGE, "bad_message")
-            logging.getLogger(__name__).exception(
-                "%s rejected a message that failed unexpectedly", self.STAGE
-            )
-
-    def accept(self, message: Any, *parts: Any) -> None:
-        raise NotImplementedError
 
 
 def _die_with_parent(parent_pid: int, stop: threading.Event) -> None:
@@ -112,6 +81,23 @@ def configure_logging(name: str, level: str | None = None) -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
+def _stage(stage: str) -> Callable[[PipelineWatcher, int, threading.Event, Counters], None]:
+    """The run() of a stage, imported here: a worker loads its own stage and its libraries only."""
+    if stage == "capture":
+        from zstream.capture import run as run_capture
+
+        return run_capture
+    if stage == "validate":
+        from zstream.validate import run as run_validation
+
+        return run_validation
+    if stage == "batch":
+        from zstream.batcher import run as run_batcher
+
+        return run_batcher
+    raise SystemExit(f"unknown stage {stage!r}")
+
+
 def main(argv: list[str]) -> NoReturn:
     stage, index, run_dir, parent_pid = argv[0], int(argv[1]), Path(argv[2]), int(argv[3])
     configure_logging(f"{stage}-{index}")
@@ -125,16 +111,9 @@ def main(argv: list[str]) -> NoReturn:
     cv2.setNumThreads(1)
     watcher = PipelineWatcher(run_dir)
     topology, _ = watcher.read()
-    if stage == "capture":
-        from zstream import capture as module
-    elif stage == "validate":
-        from zstream import validate as module
-    elif stage == "batch":
-        from zstream import batcher as module
-    else:
-        raise SystemExit(f"unknown stage {stage!r}")
+    run = _stage(stage)
     # The ledger is made before the stage starts counting, and read by the supervisor after exit.
-    module.run(watcher, index, stop, Counters.for_worker(run_dir, f"{stage}-{index}"))
+    run(watcher, index, stop, Counters.for_worker(run_dir, f"{stage}-{index}"))
     if os.getppid() != parent_pid:  # orphaned: the first worker out removes what the supervisor owned
         RunDir(topology).clean_up_after_supervisor()
     logging.shutdown()

@@ -8,6 +8,7 @@ lets one capture loop serve files, RTSP and the synthetic generator alike.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -123,6 +124,9 @@ class ResumeGate:
     def corrupt(self) -> None:
         self.gate.corrupt()
 
+    def reject(self, reason: str) -> None:
+        self.gate.reject(reason)
+
 
 class AdmitAll:
     """A gate that lets every frame through and counts: for tools, benchmarks and tests."""
@@ -143,23 +147,21 @@ class AdmitAll:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
 
-def chroma_size(width: int, height: int) -> tuple[int, int]:
-    """(width, height) of each I420 chroma plane; odd sizes round up as FFmpeg does."""
-    return (width + 1) // 2, (height + 1) // 2
+class RealtimeClock:
+    """Paces frames to their own timestamps: the frame at pts p is due at start + (p - p0) on the
+    monotonic clock. The schedule is anchored once, so waits never accumulate drift; with
+    `max_lag_s`, a source further behind than that starts a new schedule instead of bursting."""
 
+    def __init__(self, max_lag_s: float | None = None) -> None:
+        self.max_lag_s = max_lag_s
+        self._anchor: tuple[float, float] | None = None  # (monotonic time, pts) of the first frame
 
-def i420_size(width: int, height: int) -> int:
-    """Bytes of one I420 frame of this size."""
-    cw, ch = chroma_size(width, height)
-    return width * height + 2 * cw * ch
-
-
-def i420_planes(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Y, U and V views of an I420 array laid out as cv2's COLOR_YUV2BGR_I420 expects.
-
-    Split by bytes, not rows: a chroma plane is a quarter of a row short when height % 4 == 2.
-    """
-    flat, luma, chroma = frame.reshape(-1), width * height, (width // 2) * (height // 2)
-    u = flat[luma : luma + chroma].reshape(height // 2, width // 2)
-    v = flat[luma + chroma :].reshape(height // 2, width // 2)
-    return frame[:height], u, v
+    def wait(self, pts: float, stop: threading.Event) -> bool:
+        """Wait until `pts` is due; False when `stop` was set meanwhile."""
+        now = time.monotonic()
+        self._anchor = self._anchor or (now, pts)
+        start, first = self._anchor
+        delay = start + (pts - first) - now
+        if self.max_lag_s is not None and delay < -self.max_lag_s:
+            self._anchor = (now, pts)
+        return not stop.wait(max(0.0, delay))

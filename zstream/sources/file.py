@@ -13,8 +13,16 @@ from collections.abc import Iterator
 import av.error
 
 from zstream.errors import mask_url
-from zstream.sources.base import DEFAULT_DECODING, DecodedFrame, Decoding, FrameGate, Overshot, ResumeGate
-from zstream.sources.pyav_decode import PyAVSource, RealtimeClock, to_decoded
+from zstream.sources.base import (
+    DEFAULT_DECODING,
+    DecodedFrame,
+    Decoding,
+    FrameGate,
+    Overshot,
+    RealtimeClock,
+    ResumeGate,
+)
+from zstream.sources.pyav_decode import PyAVSource, to_decoded
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +62,15 @@ class FileSource(PyAVSource):
         clock = RealtimeClock()
         first_pass: float | None = None
         if self._resume is not None:
-            (pts, position), self._resume = self._resume, None
-            self._offset = pts - position  # the loops played before
+            (after, position), self._resume = self._resume, None
+            self._offset = after - position  # the loops played before
             first_pass = self._seek(position)
             # A seek lands on the key frame at or before the position, except in files without
             # an index (MPEG-TS), where it may land on the next one: then read from the start.
-            gate = ResumeGate(gate, after=pts, limit=pts + 1.5 * self._frame_duration())
+            gate = ResumeGate(gate, after=after, limit=after + 1.5 * self._frame_duration())
         while not stop.is_set():
-            self._first, self._last, first_pass = first_pass, None, None
+            self._first, first_pass = first_pass, None
+            self._last = None
             try:
                 for frame, pts in self.admitted(gate, stop):
                     if pts is not None and self.realtime and not clock.wait(pts, stop):

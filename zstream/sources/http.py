@@ -13,8 +13,8 @@ import threading
 from collections.abc import Iterator
 
 from zstream.errors import SourceError, mask_url
-from zstream.sources.base import DEFAULT_DECODING, DecodedFrame, Decoding, FrameGate
-from zstream.sources.pyav_decode import PyAVSource, RealtimeClock, to_decoded
+from zstream.sources.base import DEFAULT_DECODING, DecodedFrame, Decoding, FrameGate, RealtimeClock
+from zstream.sources.pyav_decode import PyAVSource, to_decoded
 
 # Formats whose timestamps FFmpeg makes up (MJPEG has none): their frames carry pts None, so
 # the fps cap and latency figures use the arrival time instead of a fictitious 25 fps.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -246,17 +245,3 @@ def _packet_time(packet: Any) -> float | None:
     if packet.pts is None or packet.time_base is None:
         return None
     return float(packet.pts * packet.time_base)
-
-
-class RealtimeClock:
-    """Paces a recording to its own timestamps: frame at pts p is due at start + (p - p0).
-    The schedule is anchored once, so waits never accumulate drift."""
-
-    def __init__(self) -> None:
-        self._anchor: tuple[float, float] | None = None  # (monotonic time, pts) of the first frame
-
-    def wait(self, pts: float, stop: threading.Event) -> bool:
-        """Wait until `pts` is due; False when `stop` was set meanwhile."""
-        self._anchor = self._anchor or (time.monotonic(), pts)
-        start, first = self._anchor
-        return not stop.wait(max(0.0, start + (pts - first) - time.monotonic()))

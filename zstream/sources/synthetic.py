@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import re
 import threading
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from zstream.core.planes import i420_planes
 from zstream.errors import SourceError, mask_url
-from zstream.sources.base import DecodedFrame, FrameGate, i420_planes
+from zstream.sources.base import DecodedFrame, FrameGate, RealtimeClock
 
 MIN_SIDE, MAX_SIDE = 64, 7680
 MAX_FPS = 240.0
@@ -234,7 +234,7 @@ class TrafficScene:
         x = int(rng.integers(0, max(1, round(0.05 * u))))
         while x < w and walk_top > 8:
             bw = int(rng.integers(round(0.15 * u), round(0.35 * u)) + 1)
-            bh = int(min(walk_top - 4, rng.integers(round(0.15 * u), round(0.3 * u)) + 1))
+            bh = min(walk_top - 4, int(rng.integers(round(0.15 * u), round(0.3 * u))) + 1)
             colour = tuple(float(c) for c in rng.integers(70, 200, 3))
             y_base = walk_top - 2
             cv2.rectangle(img, (x, y_base - bh), (x + bw, y_base), colour, -1)
@@ -378,29 +378,6 @@ def expected_frame(url: str, camera_id: str, index: int) -> np.ndarray:
     return _cached_scene(parse_synthetic_url(url, camera_id)).render(index)
 
 
-@dataclass(slots=True)
-class _Pacer:
-    """Frame k is due at start + (k - first) / fps on the monotonic clock: no drift from
-    summed sleeps; after a stall of over MAX_LAG_S the schedule restarts instead of bursting.
-    """
-
-    fps: float
-    start: float | None = None
-    first: int = 0
-
-    def wait(self, index: int, stop: threading.Event) -> bool:
-        """Wait until frame `index` is due; False when `stop` was set meanwhile."""
-        now = time.monotonic()
-        if self.start is None:
-            self.start, self.first = now, index
-        delay = self.start + (index - self.first) / self.fps - now
-        if delay < -MAX_LAG_S:
-            self.start, self.first = now, index
-        if delay > 0:
-            return not stop.wait(delay)
-        return not stop.is_set()
-
-
 class SyntheticSource:
     """FrameSource for synthetic:// URLs, paced in real time at the URL's fps."""
 
@@ -420,16 +397,16 @@ class SyntheticSource:
         scene = self._scene
         if scene is None:
             raise SourceError(f"{mask_url(self.url)}: frames() called before open()")
-        spec, pacer, index = self.spec, _Pacer(self.spec.fps), 0
+        spec, clock, index = self.spec, RealtimeClock(MAX_LAG_S), 0
         while spec.count == 0 or index < spec.count:
             pts = index / spec.fps
             if gate.admit(pts):
                 frame = scene.render(index)
-                if not pacer.wait(index, stop):
+                if not clock.wait(pts, stop):
                     return
                 y, u, v = i420_planes(frame, spec.width, spec.height)
                 yield DecodedFrame(spec.width, spec.height, y, u, v, pts)
-            elif not pacer.wait(index, stop):
+            elif not clock.wait(pts, stop):
                 return
             index += 1
 

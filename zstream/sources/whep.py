@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import av
@@ -224,7 +224,7 @@ class _Session:
                 {receiving, self._ended_wait}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
             if receiving in done:
-                return receiving.result()
+                return cast(av.VideoFrame, receiving.result())
         except MediaStreamError as exc:
             raise SourceError(f"{self.shown}: the server ended the stream") from exc
         finally:

@@ -31,8 +31,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import zmq
 
+from zstream.core.vocabulary import DropReason
 from zstream.errors import SourceError, mask_url
-from zstream.security import CurveServer
+from zstream.security import CurveServer, is_loopback
 from zstream.sources.base import DecodedFrame, FrameGate
 from zstream.sources.zmq_intake import MAX_HEADER_BYTES, Message, Refused, decode, parse_message
 
@@ -122,7 +123,7 @@ class Inbox:
             self._frames.append(frame)  # a full deque drops its oldest
             self._arrived.notify()
         if superseded:
-            self.reject("superseded")
+            self.reject(DropReason.SUPERSEDED)
 
     def get(self, timeout: float) -> DecodedFrame | None:
         with self._arrived:
@@ -245,7 +246,7 @@ class Hub(threading.Thread):
         with self._lock:
             inbox = self.inboxes.get(message.name)
         if inbox is None:  # (the reply does not list the names that are taken: senders need not know)
-            raise Refused("unknown_sender", f"no camera here takes sender {message.name[:40]!r}")
+            raise Refused(DropReason.UNKNOWN_SENDER, f"no camera here takes sender {message.name[:40]!r}")
         return inbox
 
     def _first_inbox(self) -> Inbox | None:
@@ -332,9 +333,8 @@ def message_limit(max_sizes: list[tuple[int, int]]) -> int:
 def camera_problems(cameras: list[tuple[int, str, str]], curve_keys: str) -> list[str]:
     """Topology problems of zmq:// cameras, given (index, camera id, url) of each: two cameras
     taking the same sender name on one url, and a REP hub beyond loopback without CURVE."""
-    from zstream.security import is_loopback
-
-    problems, taken = [], {}
+    problems: list[str] = []
+    taken: dict[tuple[tuple[str, str], str], str] = {}  # (hub, sender name) -> camera id
     for index, camera_id, url in cameras:
         try:
             spec = parse_zmq_url(url)

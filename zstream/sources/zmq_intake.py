@@ -15,7 +15,9 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from zstream.sources.base import DecodedFrame, i420_planes
+from zstream.core.planes import i420_planes
+from zstream.core.vocabulary import DropReason
+from zstream.sources.base import DecodedFrame
 
 MAX_HEADER_BYTES = 4096  # imagezmq's header is ~60 bytes; anything large is not one
 MAX_NAME_CHARS = 128
@@ -42,11 +44,13 @@ class Message:
 def parse_message(parts: list[memoryview]) -> Message:
     """The sender's name and payload of a two-part imagezmq message; Refused otherwise."""
     if len(parts) != 2:
-        raise Refused("bad_message", f"{len(parts)} parts, imagezmq sends 2 (header, payload)")
+        raise Refused(DropReason.BAD_MESSAGE, f"{len(parts)} parts, imagezmq sends 2 (header, payload)")
     header = _header(parts[0])
     name = header.get("msg")
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
-        raise Refused("bad_message", f"header 'msg' must be a name of 1 to {MAX_NAME_CHARS} characters")
+        raise Refused(
+            DropReason.BAD_MESSAGE, f"header 'msg' must be a name of 1 to {MAX_NAME_CHARS} characters"
+        )
     if "dtype" not in header and "shape" not in header:
         return Message(name, parts[1], None)
     return Message(name, parts[1], _shape(header))
@@ -54,25 +58,25 @@ def parse_message(parts: list[memoryview]) -> Message:
 
 def _header(raw: memoryview) -> dict[str, object]:
     if len(raw) > MAX_HEADER_BYTES:
-        raise Refused("bad_message", f"header of {len(raw)} bytes (imagezmq's are under 200)")
+        raise Refused(DropReason.BAD_MESSAGE, f"header of {len(raw)} bytes (imagezmq's are under 200)")
     try:
         header = json.loads(bytes(raw))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise Refused("bad_message", f"header is not JSON ({exc})") from None
+        raise Refused(DropReason.BAD_MESSAGE, f"header is not JSON ({exc})") from None
     if not isinstance(header, dict):
-        raise Refused("bad_message", "header is not a JSON object")
+        raise Refused(DropReason.BAD_MESSAGE, "header is not a JSON object")
     return header
 
 
 def _shape(header: dict[str, object]) -> tuple[int, ...]:
     dtype, shape = header.get("dtype"), header.get("shape")
     if dtype != "uint8":
-        raise Refused("bad_shape", f"dtype {str(dtype)[:20]!r}; only uint8 images are taken")
+        raise Refused(DropReason.BAD_SHAPE, f"dtype {str(dtype)[:20]!r}; only uint8 images are taken")
     sides = tuple(shape) if isinstance(shape, list) else ()
     valid = len(sides) in (2, 3) and all(type(side) is int and side > 0 for side in sides)
     if not valid or sides[2:] not in ((), (3,)):
         shown = str(shape)[:40]
-        raise Refused("bad_shape", f"shape {shown}; expected [h, w] (gray) or [h, w, 3] (BGR)")
+        raise Refused(DropReason.BAD_SHAPE, f"shape {shown}; expected [h, w] (gray) or [h, w, 3] (BGR)")
     return sides
 
 
@@ -99,7 +103,7 @@ def _decode_jpeg(message: Message, max_size: tuple[int, int]) -> DecodedFrame:
         _check_size(width, height, max_size)
         image = simplejpeg.decode_jpeg(message.payload, colorspace="BGR")
     except ValueError as exc:
-        raise Refused("undecodable", f"not a JPEG libjpeg-turbo can decode ({exc})") from None
+        raise Refused(DropReason.UNDECODABLE, f"not a JPEG libjpeg-turbo can decode ({exc})") from None
     return _to_i420(image)
 
 
@@ -109,7 +113,7 @@ def _check_size(width: int, height: int, max_size: tuple[int, int]) -> None:
             "too_large", f"{width}x{height} exceeds the camera's max_size {max_size[0]}x{max_size[1]}"
         )
     if width % 2 or height % 2:
-        raise Refused("bad_shape", f"{width}x{height}: both sides must be even (frames are I420)")
+        raise Refused(DropReason.BAD_SHAPE, f"{width}x{height}: both sides must be even (frames are I420)")
 
 
 def _to_i420(image: np.ndarray) -> DecodedFrame:

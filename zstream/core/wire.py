@@ -12,6 +12,7 @@ Redis entries (what leaves the pipeline) carry their own format version in field
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar
@@ -302,8 +303,8 @@ def decode(data: bytes, expected: type[Message] | tuple[type[Message], ...] | No
     cls = MESSAGE_TYPES.get(kind)
     if cls is None:
         raise WireError(f"unknown message type {kind!r}")
-    wanted = expected if isinstance(expected, tuple) else (expected,)
-    if expected is not None and cls not in wanted:
+    wanted = () if expected is None else expected if isinstance(expected, tuple) else (expected,)
+    if wanted and cls not in wanted:
         raise WireError(f"expected {' or '.join(kind.__name__ for kind in wanted)}, got {cls.__name__}")
     try:
         return cls._from(fields)
@@ -350,7 +351,7 @@ def encode_batch_entry(
     return fields
 
 
-def batch_name(fields: dict[bytes, bytes]) -> str | None:
+def batch_name(fields: Mapping[Any, Any]) -> str | None:
     """The `batch` name in a stored batch entry's meta (who wrote it), None if it has none."""
     try:
         return msgpack.unpackb(fields[b"meta"], raw=False)["batch"]

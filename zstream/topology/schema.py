@@ -1,35 +1,45 @@
-"""The topology file: schema, defaults and validation.
+"""The topology file's schema: every section and its defaults, and what the workers derive
+from it. Every model forbids unknown keys; each field carries a description.
 
-One TOML file describes a whole pipeline. Every model forbids unknown keys, and loading
-reports every problem at once, each with its key path (`cameras[3].fps: ...`), so an
-operator fixes a file in one pass instead of one error per restart.
+Loading (`zstream.topology.loading`) reports every problem at once with its key path; the checks
+the schema cannot make are in `zstream.topology.checks`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from zstream.errors import SourceError, TopologyError, mask_url
+from zstream.core.address import is_port, split_host_port
+from zstream.core.planes import i420_size
+from zstream.core.ring import ring_segment_size
+from zstream.errors import mask_url
 from zstream.quality import Thresholds
-from zstream.sources.base import i420_size
+from zstream.sources.synthetic import parse_synthetic_url
 
 # sun_path of a Unix socket holds 107 bytes; our longest socket name is "validate-NN.sock".
 MAX_RUN_DIR_LENGTH = 80
+
+
 CAMERA_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
 # A V4L2 device node; whether it exists is checked when the camera opens (USB cameras come and go).
 V4L2_DEVICE = re.compile(r"^/dev/video\d+$")
+
+
 SOURCE_SCHEMES = ("synthetic", "rtsp", "http", "onvif", "whep", "v4l2", "zmq", "file")
+
+
 NETWORK_SCHEMES = ("rtsp", "http", "onvif", "whep", "zmq")  # need a host
+
+
 RTP_SCHEMES = ("rtsp", "onvif")  # have a choice of RTP transport
 
 
@@ -51,6 +61,8 @@ def _check_size(value: tuple[int, int]) -> tuple[int, int]:
 
 
 Size = Annotated[tuple[int, int], BeforeValidator(_parse_size)]
+
+
 # drop_oldest / drop_newest keep a live camera live; wait applies back-pressure instead, which
 # only makes sense for a file read as fast as possible (no frame is lost, nothing live is late).
 DropPolicy = Literal["drop_oldest", "drop_newest", "wait"]
@@ -183,25 +195,20 @@ def _zmq_endpoint(value: str, *, optional: bool = False) -> str:
     if optional and value == "":
         return value
     scheme, sep, rest = value.partition("://")
-    host, colon, port = rest.rpartition(":")
     if scheme == "ipc" and sep and rest:
         return value
-    if scheme == "tcp" and sep and host and colon and (port == "*" or _is_port(port)):
+    host, port = split_host_port(rest) or ("", "")
+    if scheme == "tcp" and sep and host and (port == "*" or is_port(port)):
         return value
     wanted = "tcp://HOST:PORT (PORT may be *), ipc://PATH" + (' or ""' if optional else "")
     raise ValueError(f"expected {wanted}, got {_shown(value)}")
 
 
-def _is_port(text: str) -> bool:
-    """0 to 65535 in ASCII digits ("²".isdigit() is true, and int() refuses it)."""
-    return text.isascii() and text.isdigit() and int(text) < 65536
-
-
 def _host_port(value: str) -> str:
     if value == "":
         return value
-    host, colon, port = value.rpartition(":")
-    if not (host and colon and _is_port(port)):
+    host, port = split_host_port(value) or ("", "")
+    if not (host and is_port(port)):
         raise ValueError(f'expected HOST:PORT (PORT 0 picks a free one) or "", got {_shown(value)}')
     return value
 
@@ -366,15 +373,11 @@ class Topology(Strict):
         if camera.max_size:
             return camera.max_size
         if camera.scheme == "synthetic":
-            from zstream.sources.synthetic import parse_synthetic_url
-
             spec = parse_synthetic_url(camera.url, camera.id)
             return (spec.width, spec.height)
         return self.capture.max_size
 
     def ring_bytes(self, camera: Camera) -> int:
-        from zstream.ring import ring_segment_size
-
         width, height = self.frame_capacity(camera)
         return ring_segment_size(self.ring_slots_for(camera), i420_size(width, height))
 
@@ -384,77 +387,6 @@ class Topology(Strict):
 
     def socket_path(self, name: str) -> Path:
         return Path(self.run_dir) / f"{name}.sock"
-
-    def initial_placement(self) -> Placement:
-        """Cameras spread round-robin over the capture and validation workers, in file order;
-        zmq:// cameras sharing a socket go to the capture worker of the first of them."""
-        capture: dict[str, int] = {}
-        for i, camera in enumerate(self.cameras):
-            capture[camera.id] = self.shared_capture_worker(camera, capture)
-            if capture[camera.id] < 0:
-                capture[camera.id] = i % self.capture.workers
-        return Placement(
-            capture=capture,
-            validate={c.id: i % self.validation.workers for i, c in enumerate(self.cameras)},
-        )
-
-    def shared_capture_worker(self, camera: Camera, placed: dict[str, int]) -> int:
-        """The capture worker of a placed camera whose zmq:// socket `camera` shares; -1: none.
-        One socket can only be bound by one process."""
-        if not camera.url.lower().startswith("zmq://"):
-            return -1
-        from zstream.sources.zmq_hub import hub_key
-
-        key = hub_key(camera.url)
-        for other in self.cameras:
-            if other.id in placed and other.id != camera.id and hub_key(other.url) == key:
-                return placed[other.id]
-        return -1
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Which capture worker runs each camera, and which validation worker checks it.
-
-    Each camera sticks to one validation worker: that keeps its order and its per-camera
-    state. The supervisor owns the placement and keeps it stable while cameras are added
-    and removed live: a camera never moves because another one came or went.
-    """
-
-    capture: dict[str, int]
-    validate: dict[str, int]
-
-    def with_camera(self, camera_id: str, topology: Topology) -> Placement:
-        """Place a new camera on the least loaded worker of each stage."""
-        shared = topology.shared_capture_worker(topology.camera(camera_id), self.capture)
-        return Placement(
-            {
-                **self.capture,
-                camera_id: shared if shared >= 0 else _least_loaded(self.capture, topology.capture.workers),
-            },
-            {**self.validate, camera_id: _least_loaded(self.validate, topology.validation.workers)},
-        )
-
-    def without(self, camera_id: str) -> Placement:
-        return Placement(
-            {c: w for c, w in self.capture.items() if c != camera_id},
-            {c: w for c, w in self.validate.items() if c != camera_id},
-        )
-
-    def to_json(self) -> str:
-        return json.dumps({"capture": self.capture, "validate": self.validate})
-
-    @classmethod
-    def from_json(cls, text: str) -> Placement:
-        data = json.loads(text)
-        return cls(dict(data["capture"]), dict(data["validate"]))
-
-
-def _least_loaded(assigned: dict[str, int], workers: int) -> int:
-    load = [0] * workers
-    for worker in assigned.values():
-        load[worker] += 1
-    return load.index(min(load))
 
 
 def source_scheme(url: str) -> str:
@@ -473,107 +405,6 @@ def source_scheme(url: str) -> str:
 
 def file_path(url: str) -> str:
     return urlsplit(url).path if url.lower().startswith("file://") else url
-
-
-def load_topology(path: str | os.PathLike[str], with_live_changes: bool = True) -> Topology:
-    """Read and validate a topology file, with the cameras changed live since (see `live`);
-    raises TopologyError listing every problem."""
-    source = Path(path)
-    try:
-        raw = tomllib.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise TopologyError([f"{source}: file not found"]) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TopologyError([f"{source}: cannot read: {exc}"]) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise TopologyError([f"{source}: not valid TOML: {exc}"]) from exc
-    except RecursionError as exc:  # tomllib recurses into nested arrays and inline tables
-        raise TopologyError([f"{source}: not valid TOML: arrays or tables nested too deeply"]) from exc
-    if with_live_changes:
-        from zstream.live import merge_overlay, overlay_path, read_overlay
-
-        raw = merge_overlay(raw, read_overlay(overlay_path(source)))
-    return parse_topology(raw, base_dir=source.resolve().parent)
-
-
-def parse_topology(raw: dict[str, Any], base_dir: Path) -> Topology:
-    """Validate already-parsed TOML; relative paths are resolved against `base_dir`."""
-    # Checks of values the schema cannot judge run on the raw file too, so that their
-    # problems are reported together with the schema's instead of on the next attempt.
-    problems = _duplicate_camera_ids(raw) + _semantic_problems(raw, base_dir)
-    if raw.get("cameras") == []:
-        problems.append("cameras: at least one camera is needed, got []")
-    try:
-        topology = _resolve_paths(Topology.model_validate(raw), base_dir)
-    except ValidationError as exc:
-        problems.extend(_format_error(error) for error in exc.errors())
-    else:
-        problems.extend(_exposure_problems(topology))
-    if problems:
-        raise TopologyError(problems)
-    return topology
-
-
-def _exposure_problems(topology: Topology) -> list[str]:
-    """Endpoints beyond loopback need their protection configured (see zstream.security)."""
-    from zstream.security import CLIENTS_DIR, SERVER_KEY, endpoint_is_local, is_loopback
-
-    security, problems = topology.security, []
-    for key, endpoint in (
-        ("control.endpoint", topology.control.endpoint),
-        ("tap.endpoint", topology.tap.endpoint),
-    ):
-        if not endpoint_is_local(endpoint) and not security.curve_keys:
-            problems.append(
-                f"{key}: {endpoint} is reachable beyond this machine: set security.curve_keys "
-                "(`zstream keys DIR` makes them), or bind it to 127.0.0.1"
-            )
-    host = topology.metrics.address.rpartition(":")[0]
-    if topology.metrics.address and not is_loopback(host) and not security.metrics_token_file:
-        problems.append(
-            f"metrics.address: {topology.metrics.address} is reachable beyond this machine: set "
-            "security.metrics_token_file (a file holding a token), or bind it to 127.0.0.1"
-        )
-    pushed = [(i, c.id, c.url) for i, c in enumerate(topology.cameras) if c.url.lower().startswith("zmq://")]
-    if pushed:
-        from zstream.sources.zmq_hub import camera_problems
-
-        problems.extend(camera_problems(pushed, security.curve_keys))
-    keys = Path(security.curve_keys)
-    if security.curve_keys and not (keys / f"{SERVER_KEY}_secret").is_file():
-        problems.append(
-            f"security.curve_keys: no {SERVER_KEY}_secret in {keys} (make keys with `zstream keys {keys}`)"
-        )
-    elif security.curve_keys and not (keys / CLIENTS_DIR).is_dir():
-        problems.append(f"security.curve_keys: no {CLIENTS_DIR}/ directory of allowed client keys in {keys}")
-    if security.metrics_token_file and not Path(security.metrics_token_file).is_file():
-        problems.append(f"security.metrics_token_file: file not found: {security.metrics_token_file}")
-    return problems
-
-
-def key_path(loc: tuple[Any, ...]) -> str:
-    """('cameras', 3, 'fps') -> 'cameras[3].fps'."""
-    text = ""
-    for part in loc:
-        part = mask_url(part) if isinstance(part, str) and "://" in part else part  # an unknown key
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def _format_error(error: dict[str, Any]) -> str:
-    loc = tuple(part for part in error["loc"] if not str(part).startswith("function-"))
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return f"{key_path(loc)}: unknown key"
-    if kind == "missing":
-        return f"{key_path(loc)}: required key is missing"
-    message = error["msg"].removeprefix("Value error, ")
-    message = message[:1].lower() + message[1:]
-    if "got" in message or kind.startswith("value_error"):
-        return f"{key_path(loc)}: {message}"
-    value = error.get("input")
-    shown = _cut(mask_url(value)) if isinstance(value, str) and "://" in value else _shown(value)
-    return f"{key_path(loc)}: {message}, got {shown}"
 
 
 SHOWN_MAX = 200  # characters of a bad value quoted in a problem
@@ -601,144 +432,3 @@ def _masked(value: Any) -> Any:
 def _url_error(exc: ValueError) -> str:
     """Why urlsplit refused a URL, without its message (which quotes the netloc, password and all)."""
     return "bad IPv6 address" if "IPv6" in str(exc) else "invalid characters in the host"
-
-
-def _duplicate_camera_ids(raw: dict[str, Any]) -> list[str]:
-    cameras = raw.get("cameras")
-    if not isinstance(cameras, list):
-        return []
-    seen: dict[str, int] = {}
-    problems = []
-    for index, camera in enumerate(cameras):
-        camera_id = camera.get("id") if isinstance(camera, dict) else None
-        if not isinstance(camera_id, str):
-            continue
-        if camera_id in seen:
-            problems.append(
-                f"cameras[{index}].id: duplicate id {camera_id!r} (also cameras[{seen[camera_id]}])"
-            )
-        else:
-            seen[camera_id] = index
-    return problems
-
-
-def _resolve_paths(topology: Topology, base_dir: Path) -> Topology:
-    """Make run_dir and file cameras absolute, so workers need not know where the file was."""
-    cameras = [
-        camera.model_copy(update={"url": str(_absolute(file_path(camera.url), base_dir))})
-        if _is_file_url(camera.url)
-        else camera
-        for camera in topology.cameras
-    ]
-    security = topology.security
-    paths = {
-        key: str(_absolute(value, base_dir)) if value else value
-        for key, value in (
-            ("curve_keys", security.curve_keys),
-            ("metrics_token_file", security.metrics_token_file),
-        )
-    }
-    return topology.model_copy(
-        update={
-            "cameras": cameras,
-            "run_dir": str(_absolute(topology.run_dir, base_dir)),
-            "security": security.model_copy(update=paths),
-        }
-    )
-
-
-def _semantic_problems(raw: dict[str, Any], base_dir: Path) -> list[str]:
-    problems = []
-    run_dir = raw.get("run_dir", Topology.model_fields["run_dir"].default)
-    if isinstance(run_dir, str) and (problem := _path_problem(run_dir)):
-        problems.append(f"run_dir: {problem}")
-    elif isinstance(run_dir, str) and len(resolved := str(_absolute(run_dir, base_dir))) > MAX_RUN_DIR_LENGTH:
-        problems.append(
-            f"run_dir: {len(resolved)} characters is too long for Unix socket paths "
-            f"(at most {MAX_RUN_DIR_LENGTH}), got {_shown(str(_absolute(_masked(run_dir), base_dir)))}"
-        )
-    cameras = raw.get("cameras")
-    for index, camera in enumerate(cameras if isinstance(cameras, list) else []):
-        if isinstance(camera, dict) and isinstance(camera.get("url"), str) and camera["url"]:
-            problem = _camera_url_problem(camera["url"], str(camera.get("id", "")), base_dir)
-            if problem:
-                problems.append(f"cameras[{index}].url: {problem}")
-            elif "transport" in camera and source_scheme(camera["url"]) not in RTP_SCHEMES:
-                problems.append(
-                    f"cameras[{index}].transport: only rtsp:// and onvif:// cameras have one, "
-                    f"not {source_scheme(camera['url'])}"
-                )
-    return problems
-
-
-def _path_problem(path: str) -> str | None:
-    """What makes a path unusable before it is even looked up (the schema cannot tell)."""
-    if "\0" in path:
-        return "contains a NUL character"
-    try:
-        Path(path).expanduser()
-    except RuntimeError:  # ~name of no such user
-        return f"no such user's home directory: {path.partition('/')[0]!r}"
-    return None
-
-
-def _is_file_url(url: str) -> bool:
-    """Whether a camera URL names a file; False for one too broken to say (reported on its own)."""
-    try:
-        return source_scheme(url) == "file"
-    except ValueError:
-        return False
-
-
-def _absolute(path: str, base_dir: Path) -> Path:
-    try:
-        expanded = Path(path).expanduser()
-    except RuntimeError:  # ~name of no such user: reported by _path_problem where it matters
-        expanded = Path(path)
-    return Path(os.path.normpath(expanded if expanded.is_absolute() else base_dir / expanded))
-
-
-def _camera_url_problem(url: str, camera_id: str, base_dir: Path) -> str | None:
-    if "\0" in url:
-        return "contains a NUL character"
-    try:
-        scheme = source_scheme(url)
-    except ValueError as exc:
-        return f"not a valid URL ({_url_error(exc)})"
-    if scheme not in SOURCE_SCHEMES:
-        return f"unsupported scheme {scheme!r} in {mask_url(url)!r}; use one of {list(SOURCE_SCHEMES)}"
-    if scheme == "file":
-        if problem := _path_problem(file_path(url)):
-            return problem
-        path = _absolute(file_path(url), base_dir)
-        # As shown: what a URL parser takes for a password ("a://u:pw@x", a Windows drive to us) masked.
-        shown = _cut(str(_absolute(file_path(mask_url(url)), base_dir) if "@" in url else path))
-        try:
-            found = path.is_file()
-        except OSError as exc:  # a name too long, a directory we may not search
-            return f"cannot look up {shown}: {exc.strerror}"
-        if not found:
-            return f"file not found: {shown}"
-    if scheme in NETWORK_SCHEMES:
-        parts = urlsplit(url)
-        if not parts.hostname:
-            return f"no host in {mask_url(url)!r}"
-        try:
-            parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
-        except ValueError:
-            return f"port is not a number from 0 to 65535 in {mask_url(url)!r}"
-    if scheme == "synthetic":
-        from zstream.sources.synthetic import parse_synthetic_url
-
-        try:
-            parse_synthetic_url(url, camera_id)
-        except SourceError as exc:
-            return str(exc)
-    if scheme == "zmq":
-        from zstream.sources.zmq_hub import parse_zmq_url
-
-        try:
-            parse_zmq_url(url)
-        except SourceError as exc:
-            return str(exc)
-    return None

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zstream.core.planes import i420_planes, i420_size
 from zstream.errors import RingError
-from zstream.sources.base import chroma_size, i420_size
 
 SHM_DIR = Path("/dev/shm")
 MAGIC = 0x5A535247  # "ZSRG"
@@ -80,6 +80,12 @@ def _data_offset(slots: int) -> int:
 def ring_segment_size(slots: int, frame_bytes: int) -> int:
     """Bytes of shared memory a ring of `slots` frames of `frame_bytes` needs."""
     return _data_offset(slots) + slots * _align(frame_bytes)
+
+
+def shm_space() -> tuple[int, int]:
+    """(total, free) bytes of the shared memory rings live in."""
+    stats = os.statvfs(SHM_DIR)
+    return stats.f_blocks * stats.f_frsize, stats.f_bavail * stats.f_frsize
 
 
 def ring_path(run_id: str, camera_id: str) -> Path:
@@ -315,15 +321,7 @@ class Ring:
             header["released"] = generation
 
     def _planes(self, slot: int, width: int, height: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        cw, ch = chroma_size(width, height)
-        data = self._data[slot]
-        y_end = width * height
-        u_end = y_end + cw * ch
-        return (
-            data[:y_end].reshape(height, width),
-            data[y_end:u_end].reshape(ch, cw),
-            data[u_end : u_end + cw * ch].reshape(ch, cw),
-        )
+        return i420_planes(self._data[slot], width, height)
 
 
 class RingCache:
