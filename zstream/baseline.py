@@ -116,5 +116,8 @@ class Norm:
         total = kept + gain
         if total <= 0.0:
             return
-        self._mean = tuple((m * kept + v * gain) / total for m, v in zip(self._mean, x, strict=True))
+        sharpness, contrast, brightness, noise = (
+            (m * kept + v * gain) / total for m, v in zip(self._mean, x, strict=True)
+        )
+        self._mean = (sharpness, contrast, brightness, noise)
         self._weight = total

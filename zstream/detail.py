@@ -97,10 +97,11 @@ def plan_for(h: int, w: int) -> Plan:
         strips, rows, starts = None, h, np.zeros(1, np.intp)
     count = len(starts)
     sw = w // factor
-    windows = tuple(
+    s, s2, s4 = (
         _windows(count, rows // (factor << k), SHARP_STEP if k == 0 else 1, sw >> k, own=k == 1)
         for k in range(3)
     )
+    windows = (s, s2, s4)
     noise = _bands(starts, rows, w, NOISE_SAMPLE_PIXELS)
     e = rows // (factor << coarse)
     down = None
