@@ -6,7 +6,7 @@ one core (1000 / ms per frame); a stage with N workers scales by N, the batcher 
   capture    PyAV decoding of the 720p H.264 clip of bench_scale (synthetic traffic, 10 fps,
              a key frame every 10) and the copy of each frame into a ring slot, per decoded
              frame; beside it, `ffmpeg -threads 1 -f null` on the same clip (decoding alone)
-  validate   zstream.validate.Validator on those frames in a ring, default settings: the output
+  validate   zstream.validation.Validator on those frames in a ring, default settings: the output
              rate (5 of the clip's 10 fps) picks the frames to send; those are measured, then
              scaled to 640 px and JPEG-encoded (q90). Per decoded frame and per frame sent, and
              with `validation.frames = "all"` (every frame measured)
@@ -57,7 +57,7 @@ from zstream.pixels import jpeg_encode, scale_i420  # noqa: E402
 from zstream.rundir import make_private_dir, write_pipeline  # noqa: E402
 from zstream.stats import Counters  # noqa: E402
 from zstream.topology import Topology, initial_placement, parse_topology  # noqa: E402
-from zstream.validate import Validator  # noqa: E402
+from zstream.validation import Validator  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CAMERAS = 50  # fed to the batcher, round robin

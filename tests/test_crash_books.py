@@ -22,7 +22,7 @@ from tests.media import make_h264_clip, read_mark, split_i420
 from tests.test_pipeline import assert_clean_exit, final_counts, frames_by_camera
 from tests.test_redis_faults import final_rows
 from tests.test_stages import output, setup, written  # noqa: F401 - setup: a fixture
-from zstream.batcher import Batcher, OutgoingBatch, QcEntry
+from zstream.batch import Batcher, OutgoingBatch, QcEntry
 from zstream.core.ring import Ring
 from zstream.core.wire import FrameMeta, Verdict, decode, encode_qc_entry
 from zstream.ledger import InFlightWrites, in_flight_path

@@ -30,7 +30,7 @@ from tests.redis_server import PrivateRedis
 from tests.test_metrics import scrape, value
 from tests.test_pipeline import assert_in_order, frames_by_camera
 from zstream import BatchConsumer
-from zstream.batcher import Batcher, OutgoingBatch, QcEntry
+from zstream.batch import Batcher, OutgoingBatch, QcEntry
 from zstream.core.wire import FrameMeta, decode_batch_entry, encode_batch_entry
 from zstream.stats import Counters
 from zstream.topology import parse_topology

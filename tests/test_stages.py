@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import zmq
 
-from zstream.batcher import Batcher
+from zstream.batch import Batcher
 from zstream.core.ring import Ring, ring_path
 from zstream.core.wire import PROTOCOL_VERSION, FrameMeta, FrameRef, Output, Verdict, decode, encode
 from zstream.stats import Counters
 from zstream.topology import Topology, parse_topology
-from zstream.validate import Validator
+from zstream.validation import Validator
 
 
 @pytest.fixture

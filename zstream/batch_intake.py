@@ -17,7 +17,7 @@ INTAKE_HWM = 200  # frames queued from each validation worker (each up to a raw 
 
 
 class Receiver(Protocol):
-    """What intake hands frames to: the batcher (zstream.batcher.Batcher)."""
+    """What intake hands frames to: the batcher (zstream.batch.Batcher)."""
 
     settings: BatcherSettings
     written: asyncio.Event  # set at every batch Redis takes

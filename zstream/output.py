@@ -3,7 +3,7 @@
 This is the most expensive work after decoding (scaling, then JPEG). It is done by the
 validation workers, which hold the frame's slot already and of which there are N, so that
 it scales with their number; the single batcher only groups the encoded frames and writes
-them (see zstream.batcher). What the tap needs beyond the batch payload (raw pixels while
+them (see zstream.batch). What the tap needs beyond the batch payload (raw pixels while
 Redis gets JPEG, or JPEG of another quality) is made here too, and only for cameras that
 someone watches: the batcher, which binds the tap, publishes its subscribers' prefixes in
 RUN_DIR/tap.wanted (`write_tap_interest`), and `TapInterest` reads them.

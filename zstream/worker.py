@@ -88,11 +88,11 @@ def _stage(stage: str) -> Callable[[PipelineWatcher, int, threading.Event, Count
 
         return run_capture
     if stage == "validate":
-        from zstream.validate import run as run_validation
+        from zstream.validation import run as run_validation
 
         return run_validation
     if stage == "batch":
-        from zstream.batcher import run as run_batcher
+        from zstream.batch import run as run_batcher
 
         return run_batcher
     raise SystemExit(f"unknown stage {stage!r}")
