@@ -120,7 +120,27 @@ class TimeShare:
         self._budget_s -= seconds
 
 
-def write_tap_interest(run_dir: Path, topics: set[bytes]) -> None:
+class CameraTopics:
+    """Tap subscribers' camera prefixes, and which cameras they select ("" selects every
+    camera; a prefix also selects longer ids), cached per camera until the prefixes change."""
+
+    def __init__(self, topics: frozenset[bytes] = frozenset()) -> None:
+        self.topics = topics
+        self._selected: dict[str, bool] = {}
+
+    def replace(self, topics: frozenset[bytes]) -> None:
+        self.topics = topics
+        self._selected.clear()
+
+    def select(self, camera: str) -> bool:
+        selected = self._selected.get(camera)
+        if selected is None:
+            key = camera.encode()
+            selected = self._selected[camera] = any(key.startswith(topic) for topic in self.topics)
+        return selected
+
+
+def write_tap_interest(run_dir: Path, topics: frozenset[bytes]) -> None:
     """Publish the tap subscribers' prefixes for the validation workers (see TapInterest)."""
     # "=" then hex: the empty prefix (every camera) must still make a line.
     replace_file(run_dir / TAP_WANTED_FILE, "".join(f"={topic.hex()}\n" for topic in sorted(topics)))
@@ -138,16 +158,11 @@ class TapInterest:
         self.path = run_dir / TAP_WANTED_FILE
         self._checked = 0.0
         self._stamp: tuple[int, int] | None = None
-        self._topics: tuple[bytes, ...] = ()
-        self._wanted: dict[str, bool] = {}
+        self._topics = CameraTopics()
 
     def wants(self, camera: str) -> bool:
         self._refresh()
-        wanted = self._wanted.get(camera)
-        if wanted is None:
-            key = camera.encode()
-            wanted = self._wanted[camera] = any(key.startswith(topic) for topic in self._topics)
-        return wanted
+        return self._topics.select(camera)
 
     def _refresh(self) -> None:
         now = time.monotonic()
@@ -164,7 +179,6 @@ class TapInterest:
             stamp, text = None, ""
         self._stamp = stamp
         try:
-            self._topics = tuple(bytes.fromhex(line[1:]) for line in text.split())
+            self._topics.replace(frozenset(bytes.fromhex(line[1:]) for line in text.split()))
         except ValueError:  # not ours: nobody is served rather than everyone
-            self._topics = ()
-        self._wanted.clear()
+            self._topics.replace(frozenset())

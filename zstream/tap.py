@@ -51,7 +51,7 @@ from zstream.core.planes import i420_shape
 from zstream.core.vocabulary import DropReason, Stage
 from zstream.core.wire import FrameMeta, TapFrame, TapPart
 from zstream.errors import ZStreamError
-from zstream.output import clear_tap_interest, tap_payload_format, write_tap_interest
+from zstream.output import CameraTopics, clear_tap_interest, tap_payload_format, write_tap_interest
 from zstream.rundir import TAP_ENDPOINT_FILE
 from zstream.security import CurveServer
 from zstream.stats import Counters
@@ -83,8 +83,7 @@ class TapPublisher:
         self.run_dir = run_dir  # where the endpoint and the subscribers' prefixes are announced
         self.curve: CurveServer | None = None  # the ZAP thread checking subscribers' keys, if any
         self.endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._topics: set[bytes] = set()
-        self._wanted: dict[str, bool] = {}
+        self._topics = CameraTopics()
         self._errors = 0
         self._full_until: dict[str, float] = {}
 
@@ -130,7 +129,7 @@ class TapPublisher:
         tap = cls(socket, settings.payload, counters, tap_payload_format(topology), run_dir)
         tap.curve = curve
         replace_file(run_dir / ENDPOINT_FILE, tap.endpoint + "\n")
-        write_tap_interest(run_dir, set())
+        write_tap_interest(run_dir, frozenset())
         log.info("tap: publishing validated frames (%s) on %s", settings.payload, tap.endpoint)
         return tap
 
@@ -151,11 +150,7 @@ class TapPublisher:
 
     def _matches(self, camera: str) -> bool:
         """wants() as of the last look at the subscriptions (the batcher looks at each wake-up)."""
-        wanted = self._wanted.get(camera)
-        if wanted is None:
-            key = camera.encode()
-            wanted = self._wanted[camera] = any(key.startswith(topic) for topic in self._topics)
-        return wanted
+        return self._topics.select(camera)
 
     def follow_subscriptions(self) -> None:
         """Take in subscriptions (and announce them to validation, which makes the tap's own
@@ -167,15 +162,15 @@ class TapPublisher:
         # (including those of subscribers that went away), so a set of topics is exact.
         while cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             message: bytes = self.socket.recv(zmq.NOBLOCK)
+            topic, topics = message[1:], self._topics.topics
             if message[:1] == b"\x01":
-                self._topics.add(message[1:])
+                self._topics.replace(topics | {topic})
             elif message[:1] == b"\x00":
-                self._topics.discard(message[1:])
+                self._topics.replace(topics - {topic})
             else:
                 continue  # not a subscription: nothing a subscriber may send us
-            self._wanted.clear()
             if self.run_dir is not None and self.own_format is not None:  # validation makes its payload
-                write_tap_interest(self.run_dir, self._topics)
+                write_tap_interest(self.run_dir, self._topics.topics)
 
     # ---- publishing ---------------------------------------------------------------------
 
