@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_scale import make_clip  # noqa: E402
 
+from zstream.core.planes import i420_planes  # noqa: E402
 from zstream.core.ring import Ring, ring_path  # noqa: E402
 from zstream.core.wire import FrameMeta, FrameRef, Output, encode  # noqa: E402
 from zstream.pixels import jpeg_encode, scale_i420  # noqa: E402
@@ -145,7 +146,8 @@ def validate_ms(frames: list[np.ndarray], mode: str, rounds: int) -> tuple[float
         for index in range(rounds * len(frames)):
             frame = frames[index % len(frames)]
             slot = ring.claim(WIDTH, HEIGHT, drop_newest=False)
-            for target, plane in zip((slot.y, slot.u, slot.v), split(frame), strict=True):
+            planes = i420_planes(frame, WIDTH, HEIGHT)
+            for target, plane in zip((slot.y, slot.u, slot.v), planes, strict=True):
                 np.copyto(target, plane)
             pts = index / 10
             seq, generation = ring.commit(slot, pts, time.time())
@@ -280,14 +282,8 @@ def batch_ceiling(frames: list[np.ndarray], messages: int) -> tuple[float, float
     return spent * 1000 / messages, messages / elapsed, redis_spent * 1000 / messages, payload
 
 
-def split(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The planes of an I420 array (h*3/2, w)."""
-    chroma = frame[HEIGHT:].reshape(2, HEIGHT // 2, WIDTH // 2)
-    return frame[:HEIGHT], chroma[0], chroma[1]
-
-
 def scale_planes(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return scale_i420(*split(frame), OUT_WIDTH, OUT_HEIGHT)
+    return scale_i420(*i420_planes(frame, WIDTH, HEIGHT), OUT_WIDTH, OUT_HEIGHT)
 
 
 def main() -> None:

@@ -145,19 +145,12 @@ class TapPublisher:
 
     def wants(self, camera: str) -> bool:
         """Whether any subscriber's prefix matches the camera id ("" matches every camera)."""
-        self._read_subscriptions()
-        return self._matches(camera)
-
-    def _matches(self, camera: str) -> bool:
-        """wants() as of the last look at the subscriptions (the batcher looks at each wake-up)."""
+        self.follow_subscriptions()
         return self._topics.select(camera)
 
     def follow_subscriptions(self) -> None:
-        """Take in subscriptions (and announce them to validation, which makes the tap's own
-        payloads) without waiting for a frame to publish."""
-        self._read_subscriptions()
-
-    def _read_subscriptions(self) -> None:
+        """Take in subscriptions, and announce them to validation, which makes the tap's own
+        payloads. The batcher calls this at each wake-up; publish() reads what it left."""
         # XPUB passes on the first subscription to a topic and the last unsubscription from it
         # (including those of subscribers that went away), so a set of topics is exact.
         while cast(int, self.socket.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
@@ -178,7 +171,7 @@ class TapPublisher:
         """Publish a frame on its way to Redis (its batch metadata and payload `data`, and the
         tap's `own` payload when validation made one, as `part` says) to the subscribers of its
         camera. Never blocks, never raises."""
-        if not self._matches(meta.camera):
+        if not self._topics.select(meta.camera):
             return
         if time.monotonic() < self._full_until.get(meta.camera, 0.0):  # a subscriber was full just now
             self.counters.drop(STAGE, DropReason.SUBSCRIBER_FULL, meta.camera)
