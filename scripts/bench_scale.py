@@ -75,6 +75,7 @@ from typing import Any
 import av
 import psutil
 import redis
+from av.video.frame import PictureType
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,8 +118,9 @@ def cores() -> int:
 # ---- the clip --------------------------------------------------------------------------------
 
 
-def make_clip(path: Path, seconds: float, size: tuple[int, int] = SIZE) -> Path:
-    """An H.264 clip of the traffic scene at 10 fps, a key frame every 10 frames, no B-frames."""
+def make_clip(path: Path, seconds: float, size: tuple[int, int] = SIZE, phase: int = 0) -> Path:
+    """An H.264 clip of the traffic scene at 10 fps, a key frame every 10 frames, no B-frames.
+    With `phase` k > 0 the key frames are at frames k, k + 10, ... (and 0: a stream starts with one)."""
     scene = TrafficScene(*size, seed=7, vehicles=8, label="scale", fps=SOURCE_FPS)
     params = f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=0"
     with av.open(str(path), "w") as container:
@@ -129,6 +131,8 @@ def make_clip(path: Path, seconds: float, size: tuple[int, int] = SIZE) -> Path:
         for index in range(round(seconds * SOURCE_FPS)):
             frame = av.VideoFrame.from_ndarray(scene.render(index), format="yuv420p")
             frame.pts = index
+            if phase and index and (index - phase) % GOP == 0:
+                frame.pict_type = PictureType.I
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
@@ -153,30 +157,40 @@ class Ceiling:
         return self.fps / SOURCE_FPS
 
 
-def decode_ceiling(clip: Path, passes: int) -> Ceiling:
+def make_clips(workdir: Path, seconds: float, size: tuple[int, int], phases: int) -> list[Path]:
+    """The clip once per key-frame phase (see --key-phases); camera i plays clip i % phases."""
+    return [make_clip(workdir / f"clip-{phase}.mp4", seconds, size, phase) for phase in range(phases)]
+
+
+def decode_ceiling(clips: list[Path], passes: int) -> Ceiling:
     """Decode-only throughput: one `ffmpeg -threads 1 -f null` per core, all at once, each playing
-    the clip `passes` times. No pipeline on this machine can decode more cameras than this: it has
-    no copy, no validation, no output and no other process to share the cores with."""
-    with av.open(str(clip)) as container:
-        frames = sum(1 for _ in container.demux(video=0)) - 1  # less the final empty packet
-    command = ["ffmpeg", "-v", "error", "-nostdin", "-threads", "1", "-stream_loop", str(passes - 1)]
-    command += ["-i", str(clip), "-f", "null", "-"]
+    the clips, one after the other, `passes` times. No pipeline on this machine can decode more
+    cameras than this: it has no copy, no validation, no output and no other process to share
+    the cores with."""
+    frames = 0
+    for clip in clips:
+        with av.open(str(clip)) as container:
+            frames += sum(1 for _ in container.demux(video=0)) - 1  # less the final empty packet
+    playlist = clips[0].with_name("ceiling.txt")
+    playlist.write_text("".join(f"file '{clip}'\n" for clip in clips * passes))
+    command = ["ffmpeg", "-v", "error", "-nostdin", "-threads", "1", "-f", "concat", "-safe", "0"]
+    command += ["-i", str(playlist), "-f", "null", "-"]
     count = cores()
     started = time.perf_counter()
     running = [subprocess.Popen(command) for _ in range(count)]
     if any(process.wait(600) for process in running):
-        raise RuntimeError(f"ffmpeg failed on {clip}: {' '.join(command)}")
+        raise RuntimeError(f"ffmpeg failed on {playlist}: {' '.join(command)}")
     return Ceiling(count * passes * frames / (time.perf_counter() - started), count)
 
 
-def paced_decode(clip: str, threads: int, seconds: float) -> tuple[int, float]:
-    """Run in a process of its own: `threads` bare PyAV decoders of the clip, each paced at the
+def paced_decode(clips: list[str], threads: int, seconds: float) -> tuple[int, float]:
+    """Run in a process of its own: `threads` bare PyAV decoders of the clips, each paced at the
     clip's rate as a camera delivers it, for `seconds`; (frames decoded, CPU seconds used).
     Between two frames of one camera the others run, so each decode starts with cold caches:
     this, not ffmpeg flat out, is what the capture stage's cost per frame compares with."""
     done: list[int] = []
 
-    def camera() -> None:
+    def camera(clip: str) -> None:
         started, frames = time.monotonic(), 0
         with av.open(clip) as container:
             stream = container.streams.video[0]
@@ -192,7 +206,7 @@ def paced_decode(clip: str, threads: int, seconds: float) -> tuple[int, float]:
         done.append(frames)
 
     before = resource.getrusage(resource.RUSAGE_SELF)
-    running = [threading.Thread(target=camera) for _ in range(threads)]
+    running = [threading.Thread(target=camera, args=(clips[i % len(clips)],)) for i in range(threads)]
     for thread in running:
         thread.start()
     for thread in running:
@@ -201,10 +215,10 @@ def paced_decode(clip: str, threads: int, seconds: float) -> tuple[int, float]:
     return sum(done), (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def paced_cost(clip: Path, threads: int, seconds: float) -> float:
+def paced_cost(clips: list[Path], threads: int, seconds: float) -> float:
     """ms of CPU per frame of paced_decode, in a fresh interpreter (nothing else in its rusage)."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        frames, cpu = pool.apply(paced_decode, (str(clip), threads, seconds))
+        frames, cpu = pool.apply(paced_decode, ([str(clip) for clip in clips], threads, seconds))
     return 1000 * cpu / max(1, frames)
 
 
@@ -254,6 +268,7 @@ class Options:
     size: tuple[int, int] = SIZE
     profile: Path | None = None  # write py-spy profiles of every worker here (the window's first 10 s)
     realtime: bool = True  # False: flat out (the files read as fast as the pipeline takes them)
+    key_phases: int = 1  # the cameras' key frames at this many phases of the GOP (1: all in step)
 
 
 def topology_text(run_dir: Path, stream: str, cameras: list[str], options: Options) -> str:
@@ -704,24 +719,24 @@ def ramp(
 ) -> tuple[Ceiling, list[StepResult]]:
     results: list[StepResult] = []
     with tempfile.TemporaryDirectory(prefix="zs-scale-", dir="/tmp") as workdir:
-        clip = make_clip(Path(workdir) / "clip.mp4", clip_seconds, options.size)
-        ceiling = decode_ceiling(clip, passes)
+        clips = make_clips(Path(workdir), clip_seconds, options.size, options.key_phases)
+        ceiling = decode_ceiling(clips, passes)
         ceiling.paced_threads = PACED_THREADS
-        ceiling.paced_ms = paced_cost(clip, PACED_THREADS, paced_s)
+        ceiling.paced_ms = paced_cost(clips, PACED_THREADS, paced_s)
         print(
             f"ceiling: ffmpeg decodes {ceiling.fps:.0f} fps = {ceiling.cameras:.0f} cameras", file=sys.stderr
         )
         with contextlib.ExitStack() as stack:
             extra: dict[str, int] = {}
-            url = str(clip)
+            urls = [str(clip) for clip in clips]
             if rtsp:
-                url, pid = stack.enter_context(rtsp_source(clip))
-                extra["rtsp"] = pid
+                url, pid = stack.enter_context(rtsp_source(clips[0]))
+                urls, extra["rtsp"] = [url], pid
             redis_server = find_redis(options.redis_url)
             if redis_server is not None:
                 extra["redis"] = redis_server.pid
             for n in steps:
-                cameras = [url] * n
+                cameras = [urls[i % len(urls)] for i in range(n)]
                 print(f"step: {n} cameras ...", file=sys.stderr, flush=True)
                 step = Step(Path(workdir), cameras, options, extra)
                 result = step.run()
@@ -823,6 +838,12 @@ def verdict(ceiling: Ceiling, results: list[StepResult]) -> str:
     )
 
 
+def key_phases(options: Options) -> str:
+    if options.key_phases == 1:
+        return "every camera's key frames at once"
+    return f"the cameras' key frames spread over {options.key_phases} phases"
+
+
 def describe(options: Options, mode: str) -> str:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     rate = f"{options.output_fps:g} fps" if options.output_fps else f"every frame ({SOURCE_FPS} fps)"
@@ -833,7 +854,7 @@ def describe(options: Options, mode: str) -> str:
         f"({cores()} CPUs, {platform.machine()}, Python {platform.python_version()}): "
         f"{width}x{height} H.264 at {SOURCE_FPS} fps "
         f"{'in real time' if options.realtime else 'read flat out (realtime = false)'} "
-        f"(key frame every {GOP}), "
+        f"(key frame every {GOP}, {key_phases(options)}), "
         f"{options.capture_workers} capture / {options.validation_workers} validation workers "
         f"(capture.nice {'19, the default' if options.capture_nice is None else options.capture_nice}), "
         f"output {output} as JPEG q{options.jpeg_quality} (after validation); "
@@ -932,6 +953,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--cores", help="scaling: the flat-out run on each of these core counts (1,2), with taskset"
     )
+    parser.add_argument(
+        "--key-phases",
+        type=int,
+        default=1,
+        help=f"spread the cameras' key frames over this many of the GOP's {GOP} frames, as a fleet's "
+        "cameras, started at different times, have them (default 1: all at once, the worst case)",
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="directory of the results")
     args = parser.parse_args(argv)
@@ -956,6 +984,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--cores: expected core counts such as 1,2, got {args.cores!r}")
     if args.core_list and (min(args.core_list) < 1 or args.rtsp):
         parser.error("--cores: counts of at least 1, files only (not --rtsp)")
+    if not 1 <= args.key_phases <= GOP or (args.key_phases > 1 and args.rtsp):
+        parser.error(f"--key-phases: 1 to {GOP}, files only (one RTSP server plays one clip)")
     if not args.step_list or min(args.step_list) < 1:
         parser.error("--steps: at least one step, each of at least 1 camera")
     return args
@@ -1012,6 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.out if args.profile else None,
         size=args.frame_size,
         realtime=not args.flat_out,
+        key_phases=args.key_phases,
     )
     try:
         redis.Redis.from_url(args.redis_url, socket_connect_timeout=2).ping()

@@ -34,10 +34,20 @@ CAMERAS = ["a", "b", "c"]
 FRAMES, FPS = 150, 50  # 3 s per camera, played in real time
 
 
-@pytest.mark.parametrize("worker", ["batch-0", "validate-0", "capture-0"])
+@pytest.mark.parametrize(
+    ("worker", "output_fps"), [("batch-0", 0), ("validate-0", 0), ("capture-0", 0), ("capture-0", 20)]
+)
 def test_after_a_kill_9_the_books_balance_exactly_and_no_picture_comes_twice(
-    pipeline, run_dir: Path, tmp_path: Path, streams: tuple[str, str], redis_client: redis.Redis, worker: str
+    pipeline,
+    run_dir: Path,
+    tmp_path: Path,
+    streams: tuple[str, str],
+    redis_client: redis.Redis,
+    worker: str,
+    output_fps: int,
 ) -> None:
+    """With an output rate (20 of the clip's 50 fps), capture passes over the frames it will not
+    send, and a restarted capture worker must resume after those too."""
     clip = make_h264_clip(tmp_path / "marked.mp4", width=320, height=240, fps=FPS, frames=FRAMES, marks=True)
     cameras = [{"id": c, "url": str(clip), "realtime": True} for c in CAMERAS]
     # One camera fails QC on every frame (no picture has that much contrast): its frames
@@ -46,6 +56,8 @@ def test_after_a_kill_9_the_books_balance_exactly_and_no_picture_comes_twice(
     sections = {
         "capture": "[capture]\nworkers = 1\nring_slots = 16\nqueue_depth = 6",
         "validation": "[validation]\nworkers = 1\n[validation.thresholds]\nmin_sharpness = 0.0",
+        "batcher": '[batcher]\nbatch_size = 4\nbatch_timeout_ms = 100\nencoding = "raw"\n'
+        f"output_fps = {output_fps}\noutput_width = 0",
     }
     running = pipeline(topology_text(run_dir, streams, cameras, **sections))
     wait_until(
@@ -76,6 +88,7 @@ def test_after_a_kill_9_the_books_balance_exactly_and_no_picture_comes_twice(
         marks = [read_mark(_luma(meta, data)) for meta, data in frames]
         assert marks == sorted(set(marks)), f"{camera}: a picture came twice or out of order: {marks}"
         assert all(0 <= mark < FRAMES for mark in marks)
+        assert (row["skipped"] > FRAMES // 3) == bool(output_fps), (camera, row)
     assert running.log.count("exited on signal SIGKILL") == 1
     totals = final_counts(running.log)  # settled: a live status mixes reports of different ages
     assert totals["validated"] >= totals["written"], totals

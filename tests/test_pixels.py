@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 
 from zstream.core.planes import chroma_size, i420_shape
-from zstream.pixels import i420_bytes, i420_to_color, jpeg_encode, output_size, scale_i420
+from zstream.pixels import (
+    CHROMA_TO_FULL,
+    LUMA_TO_FULL,
+    i420_bytes,
+    i420_to_color,
+    jpeg_encode,
+    output_size,
+    scale_i420,
+    to_full_range,
+)
 
 
 def planes(width: int, height: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,3 +103,13 @@ def test_jpeg_colours_match_opencvs_conversion_of_the_same_video_range_frame() -
     data, _ = jpeg_encode(y, grey, grey, 95)
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
     assert decoded[:, :2].mean() < 3 and decoded[:, -2:].mean() > 252
+
+
+def test_range_expansion_is_exact_for_every_value() -> None:
+    """JFIF's full range from video range, rounded and clipped: (v - 16) * 255 / 219 for luma,
+    (v - 128) * 255 / 224 + 128 for chroma, values outside video range included."""
+    values = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    luma = np.clip(np.round((values.astype(float) - 16) * 255 / 219), 0, 255)
+    chroma = np.clip(np.round((values.astype(float) - 128) * 255 / 224 + 128), 0, 255)
+    assert np.array_equal(to_full_range(values, LUMA_TO_FULL), luma.astype(np.uint8))
+    assert np.array_equal(to_full_range(values, CHROMA_TO_FULL), chroma.astype(np.uint8))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from zstream.core.planes import i420_size
-from zstream.core.ring import SHM_DIR, Ring, ring_segment_size
+from zstream.core.ring import SHM_DIR, ResumePoint, Ring, ring_segment_size
 from zstream.errors import RingError
 
 
@@ -112,6 +112,31 @@ def test_sequence_numbers_survive_a_new_writer(ring_file: Path) -> None:
     ring.close()
     again = Ring.attach(ring_file)  # a restarted capture worker
     assert write(again, 32, 32, 9)[2] == 4
+
+
+def test_a_restarted_writer_resumes_after_the_last_frame_given_a_seq_written_or_passed_over(
+    ring_file: Path,
+) -> None:
+    ring = Ring.create(ring_file, slots=3, capacity=i420_size(32, 32))
+    assert ring.resume_point() is None
+    claimed = ring.claim(32, 32, drop_newest=False)
+    assert claimed is not None
+    ring.commit(claimed, pts=0.1, capture_ts=1000.0, position=0.1)
+    assert ring.resume_point() == ResumePoint(0, 0.1, 0.1)
+    assert ring.pass_over(pts=0.2, position=0.2) == 1  # takes a seq, as a written frame would
+    assert ring.pass_over(pts=None, position=None) == 2
+    ring.close()
+    again = Ring.attach(ring_file)  # a restarted capture worker
+    assert again.next_seq == 3 and again.frames_in_flight() == 1  # nothing passed over is in flight
+    assert again.resume_point() == ResumePoint(2, None, None)
+    again.pass_over(pts=0.4, position=0.4)
+    assert again.resume_point() == ResumePoint(3, 0.4, 0.4)
+    claimed = again.claim(32, 32, drop_newest=False)
+    assert claimed is not None
+    assert again.commit(claimed, pts=0.5, capture_ts=1000.5, position=0.5)[0] == 4
+    assert again.resume_point() == ResumePoint(4, 0.5, 0.5)
+    again.claim(32, 32, drop_newest=False)  # the writer dies mid-write: its frame is not the point
+    assert again.resume_point() == ResumePoint(4, 0.5, 0.5)
 
 
 def test_bad_references_and_oversized_frames_are_refused(ring_file: Path) -> None:

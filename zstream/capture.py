@@ -152,11 +152,22 @@ class CameraThread(threading.Thread):
         self.stop = stop
         self.lifecycle = CameraLifecycle(camera.id, mask_url(camera.url))
         self._policy = topology.drop_policy_for(camera)
+        self._unsent: FpsCap | None = None
+        self.follow_output_rate(topology)
         self._ring = Ring.attach(ring_path(topology.run_id, camera.id))
         self._push = context.socket(zmq.PUSH)
         self._push.setsockopt(zmq.SNDHWM, topology.capture.queue_depth)
         self._push.setsockopt(zmq.LINGER, int(HAND_OVER_S * 1000))  # on shutdown, hand queued refs on
         self._push.connect(topology.endpoint(f"validate-{validator}"))
+
+    def follow_output_rate(self, topology: Topology) -> None:
+        """Pass over, before the ring, the frames the camera's output rate will not send, when
+        validation measures only the frames it sends (`validation.frames = "output"`): nobody
+        would read them, so they are neither copied nor announced. Validation applies the same
+        rate to what arrives and lets all of it through (the same FpsCap on the same times)."""
+        fps = topology.output_fps_for(self.camera) if topology.validation.frames == "output" else 0.0
+        if (self._unsent.fps if self._unsent else 0.0) != fps:
+            self._unsent = FpsCap(fps) if fps else None  # replaced whole: the camera thread reads it
 
     def run(self) -> None:
         lower_priority(self.topology.capture.nice)
@@ -214,7 +225,7 @@ class CameraThread(threading.Thread):
         self.lifecycle.change(CameraState.STOPPED)
 
     def _resume_where_it_was(self, source: FrameSource) -> None:
-        last = self._ring.last_committed() if self._resume else None
+        last = self._ring.resume_point() if self._resume else None
         if last is None or not isinstance(source, Resumable):
             return
         if last.pts is None or last.position is None:
@@ -233,6 +244,13 @@ class CameraThread(threading.Thread):
 
     def _deliver(self, frame: DecodedFrame) -> None:
         camera = self.camera.id
+        unsent = self._unsent
+        if unsent is not None and not unsent.admit(frame.pts if frame.pts is not None else time.time()):
+            self._ring.pass_over(frame.pts, frame.position)  # the ring's count first: crash-safe books
+            self._resume = True
+            self.counters.add(Metric.CAPTURED, camera)
+            self.counters.add(Metric.SKIPPED, camera, SkipReason.OUTPUT_RATE)
+            return
         width, height = self.camera.resize or (frame.width, frame.height)
         try:
             claimed = self._claim(width, height)
@@ -345,6 +363,8 @@ class CaptureWorker:
         for camera_id, camera in wanted.items():
             if camera_id not in self.threads:
                 self._start(camera, placement.validate[camera_id], topology, resume=camera_id not in going)
+            else:
+                self.threads[camera_id].follow_output_rate(topology)
 
     def _start(self, camera: Camera, validator: int, topology: Topology, resume: bool) -> None:
         try:

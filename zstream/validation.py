@@ -4,8 +4,9 @@ and encode the frames that passed for Redis.
 Every camera is routed to one validation worker (see topology.Placement), so its frames
 stay in order and its per-camera state lives in one process. The camera's output rate
 picks the frames that go on to Redis; the others are released here, counted as skipped
-(output_rate), and by default not measured at all (`validation.frames = "output"`; "all"
-measures every frame: README "Which frames are measured"). A frame that failed goes to the batcher as a
+(output_rate), unmeasured. By default (`validation.frames = "output"`) capture has passed them
+over already and only the frames sent on arrive; "all" measures every frame (README "Which
+frames are measured"). A frame that failed goes to the batcher as a
 Verdict (for the QC stream); one that passed is scaled and encoded here (zstream.output),
 where N workers share that work, and goes as an Output. Either way its slot is released
 here: the batcher never reads shared memory.

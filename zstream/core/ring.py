@@ -34,7 +34,7 @@ from zstream.errors import RingError
 
 SHM_DIR = Path("/dev/shm")
 MAGIC = 0x5A535247  # "ZSRG"
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 PAGE = 4096
 
 RING_HEADER = np.dtype(
@@ -46,7 +46,11 @@ RING_HEADER = np.dtype(
         ("capacity", "<u8"),
         ("next_seq", "<u8"),
         ("writes", "<u8"),
-        ("_rest", "V24"),
+        # The last frame passed over (decoded, never written: see Ring.pass_over), 1 + its seq
+        # (0: none), and where its source can resume after it.
+        ("passed_seq", "<u8"),
+        ("passed_pts", "<f8"),
+        ("passed_position", "<f8"),
     ]
 )
 SLOT_HEADER = np.dtype(
@@ -121,6 +125,15 @@ class SlotInfo:
     pts: float | None
     capture_ts: float
     position: float | None = None  # see DecodedFrame.position
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """The last frame a camera's writer gave a seq to, and where its source resumes after it."""
+
+    seq: int
+    pts: float | None
+    position: float | None
 
 
 class Ring:
@@ -245,15 +258,33 @@ class Ring:
         self._header["writes"] = int(self._header["writes"]) + 1
         return seq, generation
 
-    def last_committed(self) -> SlotInfo | None:
-        """The frame committed last, if its slot still holds it: where a restarted capture
-        worker resumes a recording (the slot being filled when a writer died is not it)."""
+    def pass_over(self, pts: float | None, position: float | None) -> int:
+        """Give a decoded frame its seq without writing it (the output rate will not send it, so
+        nobody would read it): the books count it captured, and a restarted writer resumes after
+        it, as after a written frame. Returns its seq."""
+        seq = self.next_seq
+        self._header["passed_pts"] = math.nan if pts is None else pts
+        self._header["passed_position"] = math.nan if position is None else position
+        self._header["passed_seq"] = seq + 1
+        self._header["next_seq"] = seq + 1
+        return seq
+
+    def resume_point(self) -> ResumePoint | None:
+        """The last frame given a seq, written or passed over, when what it was is known: where a
+        restarted capture worker resumes a recording (the slot being filled when a writer died
+        is not it)."""
+        last = self.next_seq - 1
+        if last < 0:
+            return None
+        if int(self._header["passed_seq"]) == last + 1:
+            pts, position = float(self._header["passed_pts"]), float(self._header["passed_position"])
+            return ResumePoint(last, _number(pts), _number(position))
         writes = int(self._header["writes"])
         if not writes:
             return None
         info = self.info((writes - 1) % self.slots)
         complete = info.generation >= 2 and info.generation % 2 == 0
-        return info if complete and info.seq == self.next_seq - 1 else None
+        return ResumePoint(info.seq, info.pts, info.position) if complete and info.seq == last else None
 
     def frames_in_flight(self, reclaim_after_s: float = 5.0) -> int:
         """Frames written and not yet released by the batcher: this camera's queue through
