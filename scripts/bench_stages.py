@@ -4,8 +4,10 @@ Each stage is fed as fast as it takes frames, and its CPU time per frame gives i
 one core (1000 / ms per frame); a stage with N workers scales by N, the batcher is one.
 
   capture    PyAV decoding of the 720p H.264 clip of bench_scale (synthetic traffic, 10 fps,
-             a key frame every 10) and the copy of each frame into a ring slot, per decoded
-             frame; beside it, `ffmpeg -threads 1 -f null` on the same clip (decoding alone)
+             a key frame every 10) and the copy into a ring slot of the frames the output rate
+             sends (the others passed over, as capture does by default), per decoded frame; and
+             with every frame copied (validation.frames = "all"); beside them, `ffmpeg -threads 1
+             -f null` on the same clip (decoding alone)
   validate   zstream.validation.Validator on those frames in a ring, default settings: the output
              rate (5 of the clip's 10 fps) picks the frames to send; those are measured, then
              scaled to 640 px and JPEG-encoded (q90). Per decoded frame and per frame sent, and
@@ -55,9 +57,11 @@ from zstream.core.planes import i420_planes  # noqa: E402
 from zstream.core.ring import Ring, ring_path  # noqa: E402
 from zstream.core.wire import FrameMeta, FrameRef, Output, encode  # noqa: E402
 from zstream.pixels import jpeg_encode, scale_i420  # noqa: E402
+from zstream.rate import FpsCap  # noqa: E402
 from zstream.rundir import make_private_dir, write_pipeline  # noqa: E402
 from zstream.stats import Counters  # noqa: E402
 from zstream.topology import Topology, initial_placement, parse_topology  # noqa: E402
+from zstream.topology.schema import BatcherSettings  # noqa: E402
 from zstream.validation import Validator  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -73,28 +77,41 @@ def decoded_frames(clip: Path) -> list[np.ndarray]:
         return [frame.to_ndarray(format="yuv420p") for frame in container.decode(video=0)]
 
 
-def capture_ms(clip: Path, passes: int) -> tuple[float, float]:
-    """CPU ms per frame of PyAV decoding + the copy into a ring slot, and of `ffmpeg -threads 1`."""
+def capture_ms(clip: Path, passes: int, output_fps: float) -> float:
+    """CPU ms per decoded frame of PyAV decoding + the copy into a ring slot of the frames the
+    output rate sends (`output_fps`; 0: every frame, as with validation.frames = "all"), the
+    others passed over as capture does."""
     ring_file = Path(tempfile.mkdtemp()) / "ring"
     ring = Ring.create(ring_file, slots=4, capacity=WIDTH * HEIGHT * 3 // 2)
     frames = 0
     started = time.thread_time()
     for _ in range(passes):
+        unsent = FpsCap(output_fps)
         with av.open(str(clip)) as container:
             stream = container.streams.video[0]
             stream.thread_count = 1
             for frame in container.decode(stream):
+                frames += 1
+                if not unsent.admit(frame.time):
+                    ring.pass_over(frame.time, frame.time)
+                    continue
                 slot = ring.claim(frame.width, frame.height, drop_newest=False)
                 for plane, target in zip(frame.planes[:3], (slot.y, slot.u, slot.v), strict=True):
                     source = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
                     np.copyto(target, source[:, : target.shape[1]])
                 _, generation = ring.commit(slot, frame.time, time.time())
                 ring.release(slot.slot, generation)
-                frames += 1
     pyav = (time.thread_time() - started) * 1000 / frames
     ring.close()
     ring.unlink()
     shutil.rmtree(ring_file.parent)
+    return pyav
+
+
+def ffmpeg_ms(clip: Path, passes: int) -> float:
+    """CPU ms per frame of `ffmpeg -threads 1 -f null` decoding the clip `passes` times."""
+    with av.open(str(clip)) as container:
+        frames = passes * sum(1 for _ in container.decode(video=0))
     command = ["ffmpeg", "-v", "error", "-nostdin", "-threads", "1", "-stream_loop", str(passes - 1)]
     child = psutil.Process(os.getpid())
     before = child.cpu_times()
@@ -103,7 +120,7 @@ def capture_ms(clip: Path, passes: int) -> tuple[float, float]:
     ffmpeg = (
         after.children_user + after.children_system - before.children_user - before.children_system
     ) * 1000
-    return pyav, ffmpeg / frames
+    return ffmpeg / frames
 
 
 def topology_for(run_dir: Path, stream: str, frames_mode: str = "output", cameras: int = 1) -> Topology:
@@ -129,7 +146,8 @@ def topology_for(run_dir: Path, stream: str, frames_mode: str = "output", camera
 
 
 def validate_ms(frames: list[np.ndarray], mode: str, rounds: int) -> tuple[float, float, int]:
-    """CPU ms of Validator.accept per decoded frame and per frame sent, and frames sent."""
+    """CPU ms of Validator.accept per decoded frame and per frame sent, and frames sent. In
+    "output" mode it gets what capture announces: the frames the output rate sends on."""
     workdir = Path(tempfile.mkdtemp(prefix="zs-bench-"))
     run_dir = workdir / "run"
     make_private_dir(run_dir)
@@ -141,10 +159,13 @@ def validate_ms(frames: list[np.ndarray], mode: str, rounds: int) -> tuple[float
     sink.bind(topology.endpoint("batch"))
     validator = Validator(topology, 0, context, Counters())
     spent = 0.0
-    sent = calls = 0
+    sent = 0
+    announced = FpsCap(topology.batcher.output_fps if mode == "output" else 0)
     try:
         for index in range(rounds * len(frames)):
             frame = frames[index % len(frames)]
+            if not announced.admit(index / 10):
+                continue
             slot = ring.claim(WIDTH, HEIGHT, drop_newest=False)
             planes = i420_planes(frame, WIDTH, HEIGHT)
             for target, plane in zip((slot.y, slot.u, slot.v), planes, strict=True):
@@ -155,7 +176,6 @@ def validate_ms(frames: list[np.ndarray], mode: str, rounds: int) -> tuple[float
             started = time.thread_time()
             validator.handle(message)
             spent += time.thread_time() - started
-            calls += 1
             while sink.poll(0):
                 sink.recv_multipart()
                 sent += 1
@@ -165,7 +185,7 @@ def validate_ms(frames: list[np.ndarray], mode: str, rounds: int) -> tuple[float
         ring.close()
         ring.unlink()
         shutil.rmtree(workdir)
-    return spent * 1000 / calls, spent * 1000 / max(1, sent), sent
+    return spent * 1000 / (rounds * len(frames)), spent * 1000 / max(1, sent), sent
 
 
 def qc_effect(frames: int) -> list[tuple[str, int, int, int]]:
@@ -299,7 +319,9 @@ def main() -> None:
     try:
         clip = make_clip(workdir / "clip.mp4", 4 if args.quick else 10)
         frames = decoded_frames(clip)
-        pyav, ffmpeg = capture_ms(clip, passes)
+        pyav = capture_ms(clip, passes, BatcherSettings().output_fps)
+        pyav_all = capture_ms(clip, passes, 0)
+        ffmpeg = ffmpeg_ms(clip, passes)
         per_decoded, per_sent, sent = validate_ms(frames, "output", rounds)
         all_decoded, _, _ = validate_ms(frames, "all", rounds)
         batch_ms, batch_fps, redis_ms, payload = batch_ceiling(frames, messages)
@@ -309,7 +331,8 @@ def main() -> None:
     beyond = pyav - ffmpeg + per_decoded + batch_ms * sent / (rounds * len(frames))
     rows = [
         ("capture: ffmpeg -threads 1 (decoding alone)", ffmpeg, "decoded frame"),
-        ("capture: PyAV decode + copy into the ring", pyav, "decoded frame"),
+        ("capture: PyAV decode + copy into the ring of the frames sent", pyav, "decoded frame"),
+        ('capture: PyAV decode + copy of every frame (frames = "all")', pyav_all, "decoded frame"),
         ('validate (frames = "output", default)', per_decoded, "decoded frame"),
         ('validate (frames = "output", default)', per_sent, f"frame sent ({sent})"),
         ('validate (frames = "all")', all_decoded, "decoded frame"),
