@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 import pytest
 
+from zstream.core.fields import FieldCodec
 from zstream.core.wire import (
     PROTOCOL_VERSION,
     FrameMeta,
@@ -164,3 +167,29 @@ def test_every_frame_format_is_byte_for_byte_version_1() -> None:
     ]
     qc = encode_qc_entry(Verdict(FrameRef("cam-2", 0, 0, 2, 64, 64, None, 1.0), {}, ("x",), 1.0))
     assert (qc["pts"], qc["capture_ts"]) == ("", "1.0")
+
+
+def test_a_frame_field_is_declared_once_and_checked_alike_wherever_it_travels() -> None:
+    @dataclasses.dataclass
+    class Renamed:
+        camera_id: str
+
+    @dataclasses.dataclass
+    class Retyped:
+        camera: int
+
+    for cls in (Renamed, Retyped):
+        with pytest.raises(TypeError, match="FRAME_FIELDS"):
+            FieldCodec(cls)
+    tap = TapFrame("cam-1", 7, None, 1.0, 2.0, 4, 2, "meta", None, None, {})
+    for name, bad in (("seq", -1), ("seq", "7"), ("camera", 3), ("metrics", {"sharpness": "high"})):
+        array = FrameMeta.FIELDS.pack(META)
+        array[FrameMeta.FIELDS.names.index(name)] = bad
+        with pytest.raises(WireError, match=name):
+            decode(msgpack.packb([PROTOCOL_VERSION, Output.TYPE, array, 0]))
+        header = {**msgpack.unpackb(tap.encode()), name: bad}
+        with pytest.raises(WireError, match=name):
+            TapFrame.decode(msgpack.packb(header))
+    assert TapFrame.of(META, "meta", None, None) == TapFrame(
+        "cam-1", 5, 0.5, 10.0, 10.1, 4, 2, "meta", None, None, {"sharpness": 1.5, "score": 2.0}
+    )
