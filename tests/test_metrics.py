@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import urllib.request
 from pathlib import Path
@@ -13,10 +14,12 @@ from prometheus_client.samples import Sample
 
 from tests.conftest import topology_text, wait_until
 from zstream.camera import CameraState
+from zstream.core.vocabulary import Metric
 from zstream.core.wire import WorkerStats
 from zstream.errors import PreflightError
 from zstream.metrics import METRICS, MetricsExporter, families, parse_address
 from zstream.stats import LATENCY_BUCKETS_MS, Counters, StatsBoard, latency_bucket
+from zstream.status import CameraStatus, read_status
 from zstream.topology import parse_topology
 
 Families = dict[str, dict[str, Any]]  # family name -> {"type": ..., "samples": [...]}
@@ -93,6 +96,7 @@ def fleet_snapshot() -> tuple[dict[tuple[str, str, str], int], dict[str, Any]]:
     camera = {"fps_in": None, "fps_out": None, "last_frame_age_s": None, "unaccounted": 0}
     status = {
         "uptime_s": 12.5,
+        "shard": None,
         "cameras": {
             "cam-a": {
                 **camera,
@@ -267,6 +271,17 @@ def test_the_supervisors_own_status_is_what_the_exporter_reads() -> None:
     workers = {s.labels["worker"] for s in parsed["zstream_worker_up"].samples}
     assert workers == {"batch-0", "validate-0", "capture-0"}
     assert parsed["zstream_uptime_seconds"].samples[0].value >= 0
+    # What it builds is what zstream.status types, what status.json and the control endpoint carry,
+    # and the counters a camera shows are named as the counters are.
+    assert read_status(json.loads(json.dumps(status))) == status
+    counted = set(CameraStatus.__annotations__) & {metric.value for metric in Metric}
+    assert counted == {"received", "captured", "validated", "written", "failed", "skipped"} | {
+        "corrupt_packets",
+        "reconnects",
+        "reconnected",
+        "stalls",
+        "dropped",
+    }
 
 
 def test_a_running_pipeline_serves_metrics_that_agree_with_its_status(

@@ -11,6 +11,7 @@ from rich.cells import cell_len
 from rich.console import Console
 
 from zstream.errors import ZStreamError
+from zstream.status import StatusError, read_status
 from zstream.top import render, run_top
 
 # Troubled cameras, in the order the view must list them: failed, then reconnecting/stalled, then
@@ -43,6 +44,7 @@ def camera(state: str, **overrides: Any) -> dict[str, Any]:
         "skipped": {},
         "corrupt_packets": 0,
         "reconnects": 0,
+        "reconnected": 0,
         "stalls": 0,
         "quality": {"pass_rate": 1.0, "top_failures": {}},
         "fps_in": 10.0 if streaming else None,
@@ -50,6 +52,7 @@ def camera(state: str, **overrides: Any) -> dict[str, Any]:
         "last_frame_age_s": 0.1 if streaming else 42.0,
         "dropped": {},
         "committed": 100,
+        "in_flight": 0,
         "unaccounted": 0,
     }
     info.update(overrides)
@@ -61,26 +64,25 @@ def fleet() -> dict[str, Any]:
     troubled = {camera_id: camera(state, **extra) for camera_id, state, extra in TROUBLED}
     cameras = {f"cam-{i:03d}": troubled.get(f"cam-{i:03d}") or camera("streaming") for i in range(100)}
     workers = {
-        name: {"state": "running", "pid": 1000 + i, "restarts": 0}
+        name: {"state": "running", "pid": 1000 + i, "restarts": 0, "cameras": 50}
         for i, name in enumerate(["batch-0", "validate-0", "validate-1", "capture-0", "capture-1"])
     }
-    workers["validate-1"] = {"state": "backoff", "pid": None, "restarts": 3}
+    workers["validate-1"] = {"state": "backoff", "pid": None, "restarts": 3, "cameras": 50}
     workers["capture-0"]["restarts"] = 1
     return {
         "uptime_s": 3723.4,
+        "shard": None,
         "cameras": cameras,
         "workers": workers,
         "dropped": {"capture:queue_full": 5, "batch:overwritten": 7},
         "batches_written": 1234,
-        # keys this view does not know are ignored
-        "system": {"processes": [{"pid": 1000, "cpu": 12.5, "rss": 1 << 28}], "shm": {"used": 1}},
-        "queues": {"capture->validate": 3},
+        "endpoints": {"control": "tcp://127.0.0.1:5590"},
     }
 
 
-def draw(status: dict[str, Any], width: int = 80, height: int = 24, **kwargs: Any) -> list[str]:
+def draw(status: dict[str, Any] | None, width: int = 80, height: int = 24, **kwargs: Any) -> list[str]:
     console = Console(width=width, height=height, record=True, file=io.StringIO(), color_system="truecolor")
-    console.print(render(status, width, height, **kwargs))
+    console.print(render(None if status is None else read_status(status), width, height, **kwargs))
     return console.export_text().rstrip("\n").split("\n")
 
 
@@ -151,29 +153,35 @@ def test_never_exceeds_the_terminal(width: int, height: int) -> None:
 
 
 def test_a_pipeline_starting_renders_and_says_so() -> None:
-    for status in ({}, {"uptime_s": 0.2}):
+    no_cameras = {**fleet(), "uptime_s": 0.2, "cameras": {}, "workers": {}}
+    for status in (None, no_cameras):  # None: no status fetched yet
         lines = draw(status)
         assert_fits(lines, 80, 24)
         text = "\n".join(lines)
-        assert ("pipeline starting" in text) == (not status)
+        assert ("pipeline starting" in text) == (status is None)
         assert "no camera" in text
 
-    starting = {"uptime_s": 0.5, "cameras": {"cam-a": {}, "cam-b": {"state": "connecting"}}, "workers": {}}
+    starting = {**no_cameras, "cameras": {"cam-a": camera("starting"), "cam-b": camera("connecting")}}
     lines = draw(starting)
     assert camera_rows(lines) == ["cam-a", "cam-b"]
     assert "starting" in next(line for line in lines if line.startswith("cam-a "))  # no state yet
 
 
-def test_malformed_fields_do_not_break_the_view() -> None:
-    status = {
-        "uptime_s": "soon",
-        "cameras": {"x": None, "y": {"state": None, "fps_in": "fast", "dropped": [1], "quality": None}},
-        "workers": {"w": "up"},
-        "dropped": None,
-    }
-    lines = draw(status)
-    assert_fits(lines, 80, 24)
-    assert [line.split()[:2] for line in lines[-2:]] == [["x", "starting"], ["y", "starting"]]
+def test_a_malformed_status_is_refused_where_it_arrives_and_shown_as_the_error() -> None:
+    status = fleet()
+    status["uptime_s"] = "soon"
+    status["cameras"]["cam-001"]["fps_in"] = "fast"
+    status["workers"]["batch-0"] = "up"
+    with pytest.raises(StatusError) as refused:
+        read_status(status)
+    for path in ("uptime_s", "cameras.cam-001.fps_in", "workers.batch-0"):
+        assert f"{path}: " in str(refused.value)
+    assert read_status({**fleet(), "a_key_of_a_later_zstream": 1}) == read_status(fleet())
+
+    console = Console(width=80, height=24, record=True, file=io.StringIO())
+    assert run_top(lambda: read_status(status), console, refresh_s=0, iterations=1) == 0
+    text = console.export_text()
+    assert "error: a malformed status: uptime_s" in text and "pipeline starting" in text
 
 
 def test_a_failing_fetch_shows_the_error_and_run_top_returns_0() -> None:
@@ -188,7 +196,7 @@ def test_a_failing_fetch_shows_the_error_and_run_top_returns_0() -> None:
 
 
 def test_an_error_after_a_status_keeps_the_last_status_on_screen() -> None:
-    answers: list[Any] = [fleet(), ZStreamError("timed out"), KeyboardInterrupt()]
+    answers: list[Any] = [read_status(fleet()), ZStreamError("timed out"), KeyboardInterrupt()]
     calls = 0
 
     def fetch() -> dict[str, Any]:

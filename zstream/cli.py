@@ -21,9 +21,10 @@ from rich.table import Table
 
 from zstream import __version__
 from zstream.control import ControlClient, ControlError, published_endpoints
-from zstream.core.vocabulary import Metric, WorkerState
+from zstream.core.vocabulary import WorkerState
 from zstream.errors import PreflightError, TopologyError, ZStreamError
 from zstream.shard import SHARD_ENV, ShardError, parse_shard, shard_topology
+from zstream.status import ControlStatus, ProcessCost, StatusError, read_control_status, read_status
 from zstream.topology import Topology, load_topology
 from zstream.worker import configure_logging
 
@@ -195,7 +196,11 @@ def _mib(value: float) -> str:
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
 def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
     """Every camera's state, rates and drops; every worker's state and cost."""
-    result = _call(topology_file, endpoint, "status")
+    try:
+        result = read_control_status(_call(topology_file, endpoint, "status"))
+    except StatusError as exc:
+        click.echo(f"zstream: the pipeline's answer: {exc}", err=True)
+        sys.exit(EXIT_ENVIRONMENT)
     if as_json:
         _print_json(result)
         return
@@ -208,7 +213,7 @@ def status(topology_file: str, endpoint: str | None, as_json: bool) -> None:
     )
 
 
-def _camera_table(result: dict[str, Any]) -> None:
+def _camera_table(result: ControlStatus) -> None:
     cameras = result["cameras"]
     _table(
         f"cameras (up {result['uptime_s']:.0f} s"
@@ -228,11 +233,11 @@ def _camera_table(result: dict[str, Any]) -> None:
             [
                 camera_id,
                 row["state"],
-                row.get("fps_in"),
-                row.get("fps_out"),
-                row.get("last_frame_age_s"),
-                ", ".join(f"{reason} {n}" for reason, n in sorted(row[Metric.DROPPED].items())) or 0,
-                f"{row.get(Metric.RECONNECTED, 0)}/{row[Metric.RECONNECTS]}",
+                row["fps_in"],
+                row["fps_out"],
+                row["last_frame_age_s"],
+                ", ".join(f"{reason} {n}" for reason, n in sorted(row["dropped"].items())) or 0,
+                f"{row['reconnected']}/{row['reconnects']}",
                 "-" if row["quality"]["pass_rate"] is None else f"{row['quality']['pass_rate']:.1%}",
                 row["detail"],
             ]
@@ -241,7 +246,7 @@ def _camera_table(result: dict[str, Any]) -> None:
     )
 
 
-def _worker_table(result: dict[str, Any]) -> None:
+def _worker_table(result: ControlStatus) -> None:
     processes = {p["name"]: p for p in result["system"]["processes"]}
     _table(
         "workers",
@@ -266,7 +271,7 @@ def _worker_table(result: dict[str, Any]) -> None:
     )
 
 
-def _cost(process: dict[str, Any] | None) -> list[Any]:
+def _cost(process: ProcessCost | None) -> list[Any]:
     return [None, None] if process is None else [process["cpu_percent"], _mib(process["rss_bytes"])]
 
 
@@ -343,7 +348,7 @@ def top(topology_file: str, endpoint: str | None, refresh: float) -> None:
     except ControlError as exc:
         click.echo(f"zstream: {exc}", err=True)
         sys.exit(EXIT_ENVIRONMENT)
-    sys.exit(run_top(lambda: client.call("status"), Console(), refresh_s=refresh))
+    sys.exit(run_top(lambda: read_status(client.call("status")), Console(), refresh_s=refresh))
 
 
 @main.command()

@@ -53,22 +53,15 @@ class ConsumerError(ZStreamError):
 
 
 @dataclass(frozen=True, slots=True)
-class Frame:
-    """One validated frame. `image` is I420 (h*3/2, w) for raw yuv420p, else (h, w, 3).
+class Frame(FrameMeta):
+    """One validated frame: its metadata as the batch entry has it (camera, seq, pts, capture_ts,
+    validated_ts, width, height, encoding, pixel_format, shape, metrics: see FrameMeta) and `data`,
+    its payload as written to Redis. `image` is I420 (h*3/2, w) for raw yuv420p, else (h, w, 3).
 
     A JPEG frame is decoded on first use of `image` (its header was checked on arrival):
     `Batch.tensor` never decodes it whole, it has libjpeg-turbo decode it at reduced scale."""
 
-    camera: str
-    seq: int
-    pts: float | None
-    capture_ts: float
-    width: int
-    height: int
-    pixel_format: str  # yuv420p | bgr24 | rgb24
-    metrics: dict[str, float]
-    encoding: str  # raw | jpeg: how `data` holds the picture
-    data: bytes  # the payload as written to Redis
+    data: bytes
     _image: list[np.ndarray] = field(default_factory=list, repr=False, compare=False)  # decoded, once
 
     @property
@@ -421,18 +414,7 @@ def _scan_streams(client: Any, pattern: str) -> list[str]:
 def _frame(meta: FrameMeta, data: bytes) -> Frame:
     """Raw payloads are shaped here (a view, no copy); a JPEG's header is checked, its pixels
     are decoded when first asked for."""
-    frame = Frame(
-        meta.camera,
-        meta.seq,
-        meta.pts,
-        meta.capture_ts,
-        meta.width,
-        meta.height,
-        meta.pixel_format,
-        dict(meta.metrics),
-        meta.encoding,
-        data,
-    )
+    frame = Frame(**FrameMeta.FIELDS.as_dict(meta), data=data)
     if meta.encoding == "jpeg":
         try:
             simplejpeg.decode_jpeg_header(data)

@@ -42,10 +42,11 @@ from zstream.core.vocabulary import STARTING, CameraState, Metric, WorkerState
 from zstream.errors import PreflightError, ZStreamError
 from zstream.security import bearer_token_required, read_token
 from zstream.stats import LATENCY_BUCKETS_MS, CounterKey
+from zstream.status import CameraStatus, Status, WorkerStatus
 
 log = logging.getLogger(__name__)
 
-Snapshot = tuple[dict[CounterKey, int], dict[str, Any]]  # (board totals, Supervisor.status(totals))
+Snapshot = tuple[dict[CounterKey, int], Status]  # (board totals, Supervisor.status(totals))
 
 PREFIX = "zstream_"
 # Upper bounds of the batch size histogram (batcher.batch_size is at most 1024).
@@ -109,13 +110,13 @@ METRICS = (
 )
 
 
-def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Family]:
+def families(counts: dict[CounterKey, int], status: Status) -> list[Family]:
     """The metric families of one snapshot: the board's totals and the status built from them.
 
     Per-camera series exist (at 0) for every configured camera from the first snapshot, so
     rates and alerts work before anything happened. Neither argument is modified.
     """
-    cameras_status: dict[str, dict[str, Any]] = status.get("cameras", {})
+    cameras_status = status["cameras"]
     by_metric: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)  # one pass over the counters
     for (metric, camera, reason), n in counts.items():
         by_metric[metric][(camera, reason)] = n
@@ -125,7 +126,7 @@ def families(counts: dict[CounterKey, int], status: dict[str, Any]) -> list[Fami
     out.append(_batch_histogram(by_metric))
     for metric, name, doc in PIPELINE_COUNTERS:
         out.append(CounterMetricFamily(PREFIX + name, doc, value=sum(by_metric.get(metric, {}).values())))
-    out.extend(_worker_families(status.get("workers", {})))
+    out.extend(_worker_families(status["workers"]))
     out.extend(_instance_families(status))
     return out
 
@@ -173,19 +174,19 @@ def _reason_counters(by_metric: dict[str, dict[tuple[str, str], int]]) -> Iterat
     yield failures
 
 
-def _worker_families(workers: dict[str, dict[str, Any]]) -> Iterator[Family]:
+def _worker_families(workers: dict[str, WorkerStatus]) -> Iterator[Family]:
     up = GaugeMetricFamily(f"{PREFIX}worker_up", "1 while the worker process runs.", labels=["worker"])
     restarts = CounterMetricFamily(
         f"{PREFIX}worker_restarts", "Times the supervisor restarted the worker.", labels=["worker"]
     )
     for worker, row in sorted(workers.items()):
-        up.add_metric([worker], 1 if row.get("state") == WorkerState.RUNNING.value else 0)
-        restarts.add_metric([worker], row.get("restarts", 0))
+        up.add_metric([worker], 1 if row["state"] == WorkerState.RUNNING.value else 0)
+        restarts.add_metric([worker], row["restarts"])
     yield from (up, restarts)
 
 
-def _instance_families(status: dict[str, Any]) -> Iterator[Family]:
-    index, _, count = (status.get("shard") or "0/1").partition("/")  # unsharded: all of one shard
+def _instance_families(status: Status) -> Iterator[Family]:
+    index, _, count = (status["shard"] or "0/1").partition("/")  # unsharded: all of one shard
     info = GaugeMetricFamily(
         f"{PREFIX}shard_info",
         "1, labelled with this instance's shard (zstream up --shard).",
@@ -193,13 +194,12 @@ def _instance_families(status: dict[str, Any]) -> Iterator[Family]:
     )
     info.add_metric([index, count], 1)
     yield info
-    if "uptime_s" in status:
-        yield GaugeMetricFamily(
-            f"{PREFIX}uptime_seconds", "Seconds since the supervisor started.", value=status["uptime_s"]
-        )
+    yield GaugeMetricFamily(
+        f"{PREFIX}uptime_seconds", "Seconds since the supervisor started.", value=status["uptime_s"]
+    )
 
 
-def _camera_gauges(cameras_status: dict[str, dict[str, Any]]) -> Iterator[Family]:
+def _camera_gauges(cameras_status: dict[str, CameraStatus]) -> Iterator[Family]:
     state = GaugeMetricFamily(
         f"{PREFIX}camera_state",
         "1 for the camera's current state, 0 for the others.",
@@ -221,16 +221,15 @@ def _camera_gauges(cameras_status: dict[str, dict[str, Any]]) -> Iterator[Family
         labels=["camera"],
     )
     for camera, row in sorted(cameras_status.items()):
-        current = row.get("state", "")
+        current = row["state"]
         for value in [*CAMERA_STATES, *([current] if current not in CAMERA_STATES else [])]:
             state.add_metric([camera, value], 1 if value == current else 0)
-        for direction in ("in", "out"):
-            if row.get(f"fps_{direction}") is not None:
-                fps.add_metric([camera, direction], row[f"fps_{direction}"])
-        if row.get("last_frame_age_s") is not None:
+        for direction, rate in (("in", row["fps_in"]), ("out", row["fps_out"])):
+            if rate is not None:
+                fps.add_metric([camera, direction], rate)
+        if row["last_frame_age_s"] is not None:
             age.add_metric([camera], row["last_frame_age_s"])
-        if row.get("unaccounted") is not None:
-            unaccounted.add_metric([camera], row["unaccounted"])
+        unaccounted.add_metric([camera], row["unaccounted"])
     yield from (state, fps, age, unaccounted)
 
 
@@ -351,7 +350,7 @@ class MetricsExporter:
             return None
         return format_address(self.bind[0], self.port)
 
-    def update(self, counts: dict[CounterKey, int], status: dict[str, Any]) -> None:
+    def update(self, counts: dict[CounterKey, int], status: Status) -> None:
         """The supervisor's latest totals and status; neither may be modified afterwards."""
         self._latest = (counts, status)
 

@@ -25,6 +25,7 @@ from zstream.redis_client import topology_client
 from zstream.rundir import create_ring
 from zstream.shard import Shard, owner
 from zstream.stats import StatsBoard
+from zstream.status import ControlStatus, ProcessCost, Status, SystemStatus
 from zstream.system import shared_memory
 from zstream.topology import Camera, Placement, Topology
 
@@ -46,7 +47,7 @@ class Pipeline(Protocol):
     board: StatsBoard
     rings: dict[str, Ring]
     retired_seq: dict[str, int]
-    process_costs: list[dict[str, Any]]
+    process_costs: list[ProcessCost]
 
     def publish(self, topology: Topology) -> None: ...
 
@@ -54,7 +55,7 @@ class Pipeline(Protocol):
 
     def capture_reports(self, camera_id: str) -> bool: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> Status: ...
 
 
 class Operations:
@@ -95,8 +96,8 @@ class Operations:
                 "id": camera.id,
                 "url": mask_url(camera.url),
                 "state": status[camera.id]["state"],
-                "fps_in": status[camera.id].get("fps_in"),
-                "fps_out": status[camera.id].get("fps_out"),
+                "fps_in": status[camera.id]["fps_in"],
+                "fps_out": status[camera.id]["fps_out"],
                 "fps_cap": camera.fps,
                 "resize": "x".join(map(str, camera.resize)) if camera.resize else None,
                 "capture_worker": sup.placement.capture.get(camera.id),
@@ -208,10 +209,8 @@ class Operations:
 
     # ---- what operators look at ------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        status = self.supervisor.status()
-        status["system"] = self.system()
-        return status
+    def status(self) -> ControlStatus:
+        return {**self.supervisor.status(), "system": self.system()}
 
     def queues(self) -> list[dict[str, Any]]:
         return queues.describe_streams(self.supervisor.topology)
@@ -221,7 +220,7 @@ class Operations:
         log.warning("purged %d entries from Redis stream %s", deleted, stream)
         return {"stream": stream, "deleted": deleted}
 
-    def system(self) -> dict[str, Any]:
+    def system(self) -> SystemStatus:
         sup = self.supervisor
         rings = sum(ring.size for ring in sup.rings.values())
         return {"processes": sup.process_costs, "shared_memory": shared_memory(rings)}

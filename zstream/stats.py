@@ -22,6 +22,7 @@ import zmq
 from zstream.core.vocabulary import Metric, SkipReason
 from zstream.core.wire import WorkerStats, encode
 from zstream.ledger import CounterKey, Ledger, ledger_path
+from zstream.status import Quality, Rates
 
 if TYPE_CHECKING:
     from zstream.topology import Topology
@@ -221,7 +222,7 @@ def books(counts: dict[CounterKey, int], committed: int, camera: str) -> dict[st
     return parts
 
 
-def quality_view(counts: dict[CounterKey, int], camera: str, top: int = 3) -> dict[str, object]:
+def quality_view(counts: dict[CounterKey, int], camera: str, top: int = 3) -> Quality:
     """A camera's pass rate and its most frequent failure reasons, as operators ask for them."""
     validated = total(counts, Metric.VALIDATED, camera)
     rejected = total(counts, Metric.REJECTED, camera)
@@ -268,10 +269,10 @@ class CameraRates:
             while len(history) > 2 and now - history[1][0] >= self.window_s:
                 history.popleft()
 
-    def view(self, camera: str, now: float) -> dict[str, float | None]:
+    def view(self, camera: str, now: float) -> Rates:
         history = self._history.get(camera)
         last = self._last_frame.get(camera)
-        view: dict[str, float | None] = {
+        view: Rates = {
             "fps_in": None,
             "fps_out": None,
             "last_frame_age_s": None if not last else round(now - last, 1),

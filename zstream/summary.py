@@ -4,11 +4,11 @@ exit, per camera, where every captured frame went (its books)."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from zstream.core.vocabulary import CameraState, Metric
 from zstream.ledger import CounterKey
 from zstream.stats import books, by_camera, by_reason, latency_quantile, total
+from zstream.status import CameraStatus, Quality
 
 log = logging.getLogger("zstream.supervisor")  # these lines are the supervisor's
 
@@ -39,7 +39,7 @@ def log_summary(
 
 
 def log_books(
-    counts: dict[CounterKey, int], rows: dict[str, dict[str, Any]], committed: dict[str, int]
+    counts: dict[CounterKey, int], rows: dict[str, CameraStatus], committed: dict[str, int]
 ) -> None:
     """Per camera (`rows`: status.json's cameras), where every captured frame went: the parts
     add up to `captured`, its ring's count of frames written (`committed`)."""
@@ -59,7 +59,7 @@ def log_books(
         )
 
 
-def _describe_quality(quality: dict[str, Any]) -> str:
+def _describe_quality(quality: Quality) -> str:
     if quality["pass_rate"] is None:
         return "n/a"
     failures = ", ".join(f"{reason} {n}" for reason, n in quality["top_failures"].items())

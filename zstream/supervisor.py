@@ -19,7 +19,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import zmq
 
@@ -56,6 +55,7 @@ from zstream.stats import (
     quality_view,
     total,
 )
+from zstream.status import CameraStatus, ProcessCost, Status, WorkerStatus
 from zstream.summary import log_books, log_summary
 from zstream.system import ProcessSampler
 from zstream.topology import Topology, initial_placement
@@ -112,7 +112,7 @@ class Supervisor:
         self.endpoints: dict[str, str] = {}
         self.operations = Operations(self)
         self.processes = ProcessSampler()
-        self.process_costs: list[dict[str, Any]] = []
+        self.process_costs: list[ProcessCost] = []
         self.settlement = Settlement(
             self.run_dir.path, self.board, lambda: topology_client(topology.redis, timeout_s=1.0)
         )
@@ -354,62 +354,65 @@ class Supervisor:
 
     # ---- what operators see ------------------------------------------------------------
 
-    def status(self, counts: dict[CounterKey, int] | None = None) -> dict[str, Any]:
-        """What status.json holds; `counts` are the board's totals when the caller has them."""
+    def status(self, counts: dict[CounterKey, int] | None = None) -> Status:
+        """What status.json holds (see zstream.status); `counts` are the board's totals when the
+        caller has them."""
         counts = self.board.totals() if counts is None else counts
         per_camera = by_camera(counts)
-        cameras: dict[str, dict[str, Any]] = {}
-        for camera in self.topology.cameras:
-            state, detail = self.board.states.get(camera.id, (STARTING, ""))
-            own = per_camera.get(camera.id, {})
-            cameras[camera.id] = {
-                "state": state,
-                "detail": detail,
-                **{
-                    m: total(own, m, camera.id)
-                    for m in (Metric.RECEIVED, Metric.CAPTURED, Metric.VALIDATED, Metric.WRITTEN)
-                },
-                Metric.FAILED: by_reason(own, Metric.FAILED, camera.id),
-                Metric.SKIPPED: by_reason(own, Metric.SKIPPED, camera.id),
-                Metric.CORRUPT_PACKETS: total(own, Metric.CORRUPT_PACKETS, camera.id),
-                Metric.RECONNECTS: total(own, Metric.RECONNECTS, camera.id),  # attempts
-                Metric.RECONNECTED: total(own, Metric.RECONNECTED, camera.id),  # successful ones
-                Metric.STALLS: total(own, Metric.STALLS, camera.id),
-                "quality": quality_view(own, camera.id),
-                **self.rates.view(camera.id, time.monotonic()),
-                Metric.DROPPED: by_reason(own, Metric.DROPPED, camera.id),
-                "committed": self._committed(camera.id),
-                "in_flight": self.rings[camera.id].frames_in_flight() if camera.id in self.rings else 0,
-                "unaccounted": books(own, self._committed(camera.id), camera.id)["lost"],
-            }
-        workers = {
-            w.name: {
-                "state": w.state.value,
-                "pid": w.process.pid if w.process else None,
-                "restarts": w.restarts,
-                **self._load_of(w, cameras),
-            }
-            for w in self.workers
+        cameras = {
+            camera.id: self._camera_status(camera.id, per_camera.get(camera.id, {}))
+            for camera in self.topology.cameras
         }
         return {
             "uptime_s": round(time.monotonic() - self._started, 1),
             "shard": None if self.shard is None else str(self.shard),
             "cameras": cameras,
-            "workers": workers,
-            Metric.DROPPED: by_reason(counts, Metric.DROPPED),
-            Metric.BATCHES_WRITTEN: total(counts, Metric.BATCHES_WRITTEN),
+            "workers": {w.name: self._worker_status(w, cameras) for w in self.workers},
+            "dropped": by_reason(counts, Metric.DROPPED),
+            "batches_written": total(counts, Metric.BATCHES_WRITTEN),
             "endpoints": self.endpoints,
         }
 
-    def _load_of(self, worker: Worker, cameras: dict[str, dict[str, Any]]) -> dict[str, int]:
-        """The worker's cameras, and the frames queued for it: in flight in those cameras' rings
-        (validation), or in every ring (the batcher releases each frame last)."""
+    def _camera_status(self, camera_id: str, own: dict[CounterKey, int]) -> CameraStatus:
+        state, detail = self.board.states.get(camera_id, (STARTING, ""))
+        rates = self.rates.view(camera_id, time.monotonic())
+        return {
+            "state": state,
+            "detail": detail,
+            "received": total(own, Metric.RECEIVED, camera_id),
+            "captured": total(own, Metric.CAPTURED, camera_id),
+            "validated": total(own, Metric.VALIDATED, camera_id),
+            "written": total(own, Metric.WRITTEN, camera_id),
+            "failed": by_reason(own, Metric.FAILED, camera_id),
+            "skipped": by_reason(own, Metric.SKIPPED, camera_id),
+            "corrupt_packets": total(own, Metric.CORRUPT_PACKETS, camera_id),
+            "reconnects": total(own, Metric.RECONNECTS, camera_id),
+            "reconnected": total(own, Metric.RECONNECTED, camera_id),
+            "stalls": total(own, Metric.STALLS, camera_id),
+            "quality": quality_view(own, camera_id),
+            "fps_in": rates["fps_in"],
+            "fps_out": rates["fps_out"],
+            "last_frame_age_s": rates["last_frame_age_s"],
+            "dropped": by_reason(own, Metric.DROPPED, camera_id),
+            "committed": self._committed(camera_id),
+            "in_flight": self.rings[camera_id].frames_in_flight() if camera_id in self.rings else 0,
+            "unaccounted": books(own, self._committed(camera_id), camera_id)["lost"],
+        }
+
+    def _worker_status(self, worker: Worker, cameras: dict[str, CameraStatus]) -> WorkerStatus:
+        """Its state, its cameras, and the frames queued for it: in flight in those cameras'
+        rings (validation), or in every ring (the batcher releases each frame last)."""
         placed = {"capture": self.placement.capture, "validate": self.placement.validate}.get(worker.stage)
         mine = [c for c in cameras if placed is None or placed.get(c) == worker.index]
-        load = {"cameras": len(mine)}
+        status: WorkerStatus = {
+            "state": worker.state.value,
+            "pid": worker.process.pid if worker.process else None,
+            "restarts": worker.restarts,
+            "cameras": len(mine),
+        }
         if worker.stage != "capture":
-            load["queued_frames"] = sum(cameras[c]["in_flight"] for c in mine)
-        return load
+            status["queued_frames"] = sum(cameras[c]["in_flight"] for c in mine)
+        return status
 
     def _note_tap_endpoint(self) -> None:
         """The batcher binds the tap: publish the address it got (again after a restart, which

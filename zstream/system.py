@@ -6,21 +6,20 @@ between calls: the figure is the average since the previous status, not a fresh 
 
 from __future__ import annotations
 
-from typing import Any
-
 import psutil
 
 from zstream.core.ring import shm_space
+from zstream.status import ProcessCost, SharedMemory
 
 
 class ProcessSampler:
     def __init__(self) -> None:
         self._processes: dict[int, psutil.Process] = {}
 
-    def sample(self, named_pids: dict[str, int]) -> list[dict[str, Any]]:
+    def sample(self, named_pids: dict[str, int]) -> list[ProcessCost]:
         """One row per live process: name, pid, CPU % (of one core) since the last sample (None
         on a process's first sample), RSS."""
-        rows = []
+        rows: list[ProcessCost] = []
         for name, pid in named_pids.items():
             process = self._processes.get(pid)
             try:
@@ -42,7 +41,7 @@ class ProcessSampler:
         return rows
 
 
-def shared_memory(ring_bytes: int) -> dict[str, int]:
+def shared_memory(ring_bytes: int) -> SharedMemory:
     """The rings' size against /dev/shm's size and free space."""
     total, free = shm_space()
     return {"rings_bytes": ring_bytes, "shm_total_bytes": total, "shm_free_bytes": free}

@@ -181,19 +181,7 @@ class TapPublisher:
             if payload is None:
                 return
             body, pixel_format, shape = payload
-            header = TapFrame(
-                meta.camera,
-                meta.seq,
-                meta.pts,
-                meta.capture_ts,
-                meta.validated_ts,
-                meta.width,
-                meta.height,
-                self.payload,
-                pixel_format,
-                shape,
-                meta.metrics,
-            ).encode()
+            header = TapFrame.of(meta, self.payload, pixel_format, shape).encode()
             if not self._send([meta.camera.encode(), header, body]):
                 self.counters.drop(STAGE, DropReason.SUBSCRIBER_FULL, meta.camera)
                 self._full_until[meta.camera] = time.monotonic() + FULL_BACKOFF_S

@@ -1,12 +1,13 @@
 """`zstream top`: a live terminal view of the pipeline's cameras and stages.
 
-`render` turns one status dict (the format of RUN_DIR/status.json, see `Supervisor.status`) into a
+`render` turns one status (`zstream.status.Status`, what RUN_DIR/status.json holds) into a
 rich renderable that never exceeds the given width and height: a header line, a stage line, then
 the cameras, most troubled first, and "… and N more (M healthy)" for those that do not fit.
 `run_top` redraws it every second with rich's Live until Ctrl-C.
 
-The status may be partial (a pipeline starting) or carry keys this view does not know: every
-field is read defensively, so a new or missing key never breaks the view.
+The status is read as zstream.status types it: `zstream top` checks each answer of the control
+endpoint once, where it arrives (`read_status`), and one of another shape is shown as that
+fetch's error above the last good status; before the first, there is none (None).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rich.text import Text
 
 from zstream.core.vocabulary import STARTING, CameraState, Metric, WorkerState
 from zstream.errors import ZStreamError
+from zstream.status import CameraStatus, Status, WorkerStatus
 
 LOW_PASS_RATE = 0.9  # a streaming camera passing fewer frames than this through QC is in trouble
 STAGE_ORDER = ("capture", "validate", "batch")
@@ -97,26 +99,23 @@ DROP_FIRST = (Metric.RECONNECTS, "age", "fps_out", "qc", "drops", "fps_in", "sta
 CAMERA_MIN, CAMERA_MAX, DETAIL_MIN = 6, 24, 8
 
 
-def render(status: dict[str, Any], width: int, height: int, *, error: str | None = None) -> RenderableType:
-    """The view of one status dict, at most `width` cells wide and `height` lines high.
+def render(status: Status | None, width: int, height: int, *, error: str | None = None) -> RenderableType:
+    """The view of one status, at most `width` cells wide and `height` lines high.
 
     `error`: why the latest status could not be fetched (shown in red under the header; `status`
-    is then the last one that was, or empty)."""
+    is then the last one that was, or None)."""
     width, height = max(1, width), max(1, height)
-    status = status if isinstance(status, dict) else {}
-    cameras = _camera_rows(status.get("cameras"))
-    workers = _dict(status.get("workers"))
+    cameras = [] if status is None else _camera_rows(status["cameras"])
+    workers = {} if status is None else status["workers"]
 
     lines: list[Text] = [_header(status, cameras, workers, width)]
     if error:
         lines.append(Text(f"error: {error}", style="bold red"))
     if not cameras:
-        lines.append(
-            Text(
-                "pipeline starting: no camera has reported yet" if not status else "no cameras in the status",
-                style="cyan",
-            )
+        none = (
+            "pipeline starting: no camera has reported yet" if status is None else "no cameras in the status"
         )
+        lines.append(Text(none, style="cyan"))
     lines.append(_stage_line(status, workers))
     down = _down_workers(workers)
     if down is not None:
@@ -141,16 +140,16 @@ def render(status: dict[str, Any], width: int, height: int, *, error: str | None
 
 
 def run_top(
-    fetch: Callable[[], dict[str, Any]],
+    fetch: Callable[[], Status],
     console: Console,
     refresh_s: float = 1.0,
     iterations: int | None = None,
 ) -> int:
     """Redraw the view every `refresh_s` until Ctrl-C (or `iterations` redraws); returns 0.
 
-    `fetch` returns the status dict or raises ZStreamError: the error is shown above the last
+    `fetch` returns the status or raises ZStreamError: the error is shown above the last
     status fetched, and fetching goes on."""
-    status: dict[str, Any] = {}
+    status: Status | None = None
     fetched_at: float | None = None
     drawn = 0
     with Live(
@@ -180,50 +179,31 @@ def run_top(
     return 0
 
 
-# --- the status, read defensively -------------------------------------------------------------
+# --- the status as rows -------------------------------------------------------------------------
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        return None
-    return value
-
-
-def _count(value: Any) -> int:
-    """A counter, or the sum of a by-reason dict of counters."""
-    if isinstance(value, dict):
-        return sum(_count(v) for v in value.values())
-    number = _number(value)
-    return int(number) if number is not None else 0
-
-
-def _camera_rows(cameras: Any) -> list[CameraRow]:
+def _camera_rows(cameras: dict[str, CameraStatus]) -> list[CameraRow]:
     rows = []
-    for camera_id, info in _dict(cameras).items():
-        info = _dict(info)
-        state = str(info.get("state") or STARTING)
-        drops = _count(info.get(Metric.DROPPED))
-        pass_rate = _number(_dict(info.get("quality")).get("pass_rate"))
+    for camera_id, info in cameras.items():
+        state = info["state"]
+        drops = sum(info["dropped"].values())
+        pass_rate = info["quality"]["pass_rate"]
         rank = STATE_RANK.get(state, RANK_CONNECTING)
         if state == CameraState.STREAMING.value:
             degraded = drops > 0 or (pass_rate is not None and pass_rate < LOW_PASS_RATE)
             rank = RANK_DEGRADED if degraded else RANK_HEALTHY
         rows.append(
             CameraRow(
-                id=str(camera_id),
+                id=camera_id,
                 state=state,
-                detail=str(info.get("detail") or ""),
+                detail=info["detail"],
                 rank=rank,
-                fps_in=_number(info.get("fps_in")),
-                fps_out=_number(info.get("fps_out")),
-                age_s=_number(info.get("last_frame_age_s")),
+                fps_in=info["fps_in"],
+                fps_out=info["fps_out"],
+                age_s=info["last_frame_age_s"],
                 drops=drops,
                 pass_rate=pass_rate,
-                reconnects=_count(info.get(Metric.RECONNECTS)),
+                reconnects=info["reconnects"],
             )
         )
     return sorted(rows, key=lambda row: (row.rank, row.id))
@@ -294,14 +274,16 @@ def _fit(text: Text, width: int) -> Text:
 # --- the parts of the view --------------------------------------------------------------------
 
 
-def _header(status: dict[str, Any], cameras: list[CameraRow], workers: dict[str, Any], width: int) -> Text:
+def _header(
+    status: Status | None, cameras: list[CameraRow], workers: dict[str, WorkerStatus], width: int
+) -> Text:
     streaming = sum(1 for row in cameras if row.state == CameraState.STREAMING.value)
     fps_in = sum(row.fps_in or 0.0 for row in cameras)
     fps_out = sum(row.fps_out or 0.0 for row in cameras)
-    drops = _count(status[Metric.DROPPED]) if Metric.DROPPED in status else sum(row.drops for row in cameras)
-    restarts = sum(_count(_dict(w).get("restarts")) for w in workers.values())
-    up = sum(1 for w in workers.values() if _dict(w).get("state") == WorkerState.RUNNING.value)
-    uptime = _duration(_number(status.get("uptime_s")))
+    drops = 0 if status is None else sum(status["dropped"].values())
+    restarts = sum(w["restarts"] for w in workers.values())
+    up = sum(1 for w in workers.values() if w["state"] == WorkerState.RUNNING.value)
+    uptime = _duration(None if status is None else status["uptime_s"])
 
     def fps(value: float) -> str:
         return f"{value:.1f}" if value < 100 else _compact(round(value))
@@ -327,14 +309,14 @@ def _header(status: dict[str, Any], cameras: list[CameraRow], workers: dict[str,
     return text
 
 
-def _stage_line(status: dict[str, Any], workers: dict[str, Any]) -> Text:
+def _stage_line(status: Status | None, workers: dict[str, WorkerStatus]) -> Text:
     dropped_by_stage: dict[str, int] = {}
-    for reason, n in _dict(status.get(Metric.DROPPED)).items():
-        stage = str(reason).split(":", 1)[0]
-        dropped_by_stage[stage] = dropped_by_stage.get(stage, 0) + _count(n)
+    for reason, n in ({} if status is None else status["dropped"]).items():
+        stage = reason.split(":", 1)[0]
+        dropped_by_stage[stage] = dropped_by_stage.get(stage, 0) + n
     text = Text()
     for stage in _stages(workers):
-        states = [_dict(w).get("state") for name, w in workers.items() if _stage_of(name) == stage]
+        states = [w["state"] for name, w in workers.items() if _stage_of(name) == stage]
         up = states.count(WorkerState.RUNNING.value)
         if text:
             text.append(" · ", style="dim")
@@ -342,27 +324,25 @@ def _stage_line(status: dict[str, Any], workers: dict[str, Any]) -> Text:
         text.append(f"{up}/{len(states)}", style="green" if up == len(states) else "bold red")
         if dropped_by_stage.get(stage):
             text.append(f" drops {_compact(dropped_by_stage[stage])}", style="yellow")
-    if Metric.BATCHES_WRITTEN in status:
+    if status is not None:
         if text:
             text.append(" · ", style="dim")
-        text.append(f"batches {_compact(_count(status['batches_written']))}")
+        text.append(f"batches {_compact(status['batches_written'])}")
     return text if text else Text("no workers yet", style="dim")
 
 
-def _down_workers(workers: dict[str, Any]) -> Text | None:
-    down = [
-        (name, _dict(w)) for name, w in workers.items() if _dict(w).get("state") != WorkerState.RUNNING.value
-    ]
+def _down_workers(workers: dict[str, WorkerStatus]) -> Text | None:
+    down = [(name, w) for name, w in workers.items() if w["state"] != WorkerState.RUNNING.value]
     if not down:
         return None
     text = Text("workers not running: ", style="red")
     for i, (name, worker) in enumerate(sorted(down)):
         if i:
             text.append(" · ", style="dim")
-        state = str(worker.get("state") or "?")
+        state = worker["state"]
         text.append(f"{name} ")
         text.append(state, style=WORKER_STYLE.get(state, "red"))
-        restarts = _count(worker.get("restarts"))
+        restarts = worker["restarts"]
         if restarts:
             text.append(f" ({restarts} restarts)")
     return text

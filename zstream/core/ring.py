@@ -24,8 +24,9 @@ import math
 import mmap
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,8 @@ class WriteSlot:
 
 @dataclass(frozen=True, slots=True)
 class SlotInfo:
-    """What the slot header says about the frame in it."""
+    """What the slot header says about the frame in it: SLOT_HEADER's fields of the same names
+    (the frame's are described in core.fields), a NaN there None here."""
 
     generation: int
     seq: int
@@ -125,6 +127,11 @@ class SlotInfo:
     pts: float | None
     capture_ts: float
     position: float | None = None  # see DecodedFrame.position
+
+
+# Where each SlotInfo field is in a slot header, and whether it may be None (NaN in the header).
+_SLOT_NAMES: tuple[str, ...] = SLOT_HEADER.names or ()
+_SLOT_INFO = tuple((_SLOT_NAMES.index(f.name), "None" in str(f.type)) for f in fields(SlotInfo))
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,16 +314,9 @@ class Ring:
 
     def info(self, slot: int) -> SlotInfo:
         self._check_slot(slot)
-        h = self._slot_headers[slot]
-        return SlotInfo(
-            int(h["generation"]),
-            int(h["seq"]),
-            int(h["width"]),
-            int(h["height"]),
-            _number(float(h["pts"])),
-            float(h["capture_ts"]),
-            _number(float(h["position"])),
-        )
+        header = self._slot_headers[slot].item()  # one copy of the whole header, as Python numbers
+        values: list[Any] = [_number(header[i]) if optional else header[i] for i, optional in _SLOT_INFO]
+        return SlotInfo(*values)
 
     def is_current(self, slot: int, generation: int) -> bool:
         """True while the slot still holds the complete frame of that generation."""

@@ -15,10 +15,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import msgpack
 
+from zstream.core.fields import FieldCodec, check_field, pack_field
 from zstream.errors import WireError
 
 PROTOCOL_VERSION = 1
@@ -27,54 +28,51 @@ MAX_MESSAGE_BYTES = 1 << 20  # a header; pixel parts have MAX_PAYLOAD_BYTES
 MAX_PAYLOAD_BYTES = 1 << 28  # one raw frame (an unscaled 8K BGR frame is 100 MB)
 
 
+class _FrameMessage:
+    """A message of frame fields only: packed and checked as core.fields declares each field,
+    in the order of the dataclass's fields (see `_frame_message`)."""
+
+    __slots__ = ()
+    FIELDS: ClassVar[FieldCodec[Any]]
+
+    def _fields(self) -> list[Any]:
+        return self.FIELDS.pack(self)
+
+    @classmethod
+    def _from(cls, values: list[Any]) -> Self:
+        return cls.FIELDS.unpack(values)
+
+
+M = TypeVar("M", bound=_FrameMessage)
+
+
+def _frame_message(cls: type[M]) -> type[M]:
+    """Give a dataclass of frame fields its codec (FieldCodec refuses a field FRAME_FIELDS lacks),
+    whose pack is the class's `_fields` itself: a call less per message."""
+    cls.FIELDS = FieldCodec(cls)
+    cls._fields = cls.FIELDS.pack  # type: ignore[method-assign,assignment]
+    return cls
+
+
+@_frame_message
 @dataclass(frozen=True, slots=True)
-class FrameRef:
+class FrameRef(_FrameMessage):
     """capture → validation: a frame is ready in `slot` of the camera's ring.
 
     `generation` is the slot's generation when written: a reader that finds another
-    generation there knows the frame was overwritten and must drop it.
+    generation there knows the frame was overwritten and must drop it. Its fields, and those
+    of the other frame messages, are described in core.fields.FRAME_FIELDS.
     """
 
     TYPE: ClassVar[int] = 1
     camera: str
-    seq: int  # per camera, strictly increasing, survives worker restarts
+    seq: int
     slot: int
     generation: int
     width: int
     height: int
-    pts: float | None  # seconds, from the stream
-    capture_ts: float  # wall clock (time.time()) when the frame entered the ring
-
-    def _fields(self) -> list[Any]:
-        return [
-            self.camera,
-            self.seq,
-            self.slot,
-            self.generation,
-            self.width,
-            self.height,
-            self.pts,
-            self.capture_ts,
-        ]
-
-    @classmethod
-    def _from(cls, values: list[Any]) -> FrameRef:
-        camera, seq, slot, generation, width, height, pts, capture_ts = values
-        _expect(camera, str, "camera")
-        for name, value in (
-            ("seq", seq),
-            ("slot", slot),
-            ("generation", generation),
-            ("width", width),
-            ("height", height),
-        ):
-            _expect(value, int, name)
-            if value < 0:
-                raise WireError(f"FrameRef.{name} must be >= 0, got {value}")
-        if pts is not None:
-            _expect(pts, (int, float), "pts")
-        _expect(capture_ts, (int, float), "capture_ts")
-        return cls(camera, seq, slot, generation, width, height, pts, float(capture_ts))
+    pts: float | None
+    capture_ts: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,28 +90,31 @@ class Verdict:
         return not self.reasons
 
     def _fields(self) -> list[Any]:
-        metrics = {name: float(value) for name, value in self.metrics.items()}
-        return [self.frame._fields(), metrics, list(self.reasons), self.validated_ts]
+        return [
+            self.frame._fields(),
+            pack_field("metrics", self.metrics),
+            list(self.reasons),
+            self.validated_ts,
+        ]
 
     @classmethod
     def _from(cls, values: list[Any]) -> Verdict:
         frame, metrics, reasons, validated_ts = values
         _expect(frame, list, "frame")
-        _expect(metrics, dict, "metrics")
         _expect(reasons, list, "reasons")
-        if len(frame) != 8:
-            raise WireError(f"Verdict.frame has {len(frame)} fields, expected 8")
-        for name, value in metrics.items():
-            _expect(name, str, "metrics key")
-            _expect(value, (int, float), f"metrics[{name!r}]")
         for reason in reasons:
             _expect(reason, str, "reasons")
-        _expect(validated_ts, (int, float), "validated_ts")
-        return cls(FrameRef._from(frame), metrics, tuple(reasons), float(validated_ts))
+        return cls(
+            FrameRef._from(frame),
+            check_field("metrics", metrics),
+            tuple(reasons),
+            check_field("validated_ts", validated_ts),
+        )
 
 
+@_frame_message
 @dataclass(frozen=True, slots=True)
-class FrameMeta:
+class FrameMeta(_FrameMessage):
     """Metadata of one frame inside a batch entry; `data` is its pixel payload."""
 
     camera: str
@@ -123,53 +124,10 @@ class FrameMeta:
     validated_ts: float
     width: int
     height: int
-    encoding: str  # "raw" or "jpeg"
-    pixel_format: str  # raw: yuv420p | bgr24 | rgb24; jpeg: what decoding gives ("bgr24")
-    shape: tuple[int, ...]  # numpy shape of the decoded array
+    encoding: str
+    pixel_format: str
+    shape: tuple[int, ...]
     metrics: dict[str, float]
-
-    def _fields(self) -> list[Any]:
-        return [
-            self.camera,
-            self.seq,
-            self.pts,
-            self.capture_ts,
-            self.validated_ts,
-            self.width,
-            self.height,
-            self.encoding,
-            self.pixel_format,
-            list(self.shape),
-            {name: float(value) for name, value in self.metrics.items()},
-        ]
-
-    @classmethod
-    def _from(cls, values: list[Any]) -> FrameMeta:
-        camera, seq, pts, capture_ts, validated_ts, width, height, encoding, pixel_format, shape, metrics = (
-            values
-        )
-        _expect(camera, str, "camera")
-        for name, value in (("seq", seq), ("width", width), ("height", height)):
-            _expect(value, int, name)
-        for name, text in (("encoding", encoding), ("pixel_format", pixel_format)):
-            _expect(text, str, name)
-        _expect(shape, list, "shape")
-        _expect(metrics, dict, "metrics")
-        if pts is not None:
-            _expect(pts, (int, float), "pts")
-        return cls(
-            camera,
-            seq,
-            pts,
-            float(capture_ts),
-            float(validated_ts),
-            width,
-            height,
-            encoding,
-            pixel_format,
-            tuple(int(n) for n in shape),
-            metrics,
-        )
 
 
 class TapPart(IntEnum):
@@ -324,31 +282,19 @@ def encode_batch_entry(
     batch_id: str, created_ts: float, frames: list[tuple[FrameMeta, bytes]]
 ) -> dict[str, Any]:
     """Fields of one XADD: `v`, `meta` (msgpack) and one `f{i}` payload field per frame."""
-    meta = {
-        "batch": batch_id,
-        "created_ts": created_ts,
-        "frames": [
-            {
-                "camera": m.camera,
-                "seq": m.seq,
-                "pts": m.pts,
-                "capture_ts": m.capture_ts,
-                "validated_ts": m.validated_ts,
-                "width": m.width,
-                "height": m.height,
-                "encoding": m.encoding,
-                "pixel_format": m.pixel_format,
-                "dtype": "uint8",
-                "shape": list(m.shape),
-                "metrics": m.metrics,
-            }
-            for m, _ in frames
-        ],
-    }
+    meta = {"batch": batch_id, "created_ts": created_ts, "frames": [_entry_frame(m) for m, _ in frames]}
     fields: dict[str, Any] = {"v": str(BATCH_FORMAT_VERSION), "meta": msgpack.packb(meta, use_bin_type=True)}
     for index, (_, data) in enumerate(frames):
         fields[f"f{index}"] = data
     return fields
+
+
+# A frame's map in a batch entry: FrameMeta's fields by name, and `dtype` (always uint8), which
+# format 1 has after `pixel_format`.
+_DTYPE_AT = FrameMeta.FIELDS.names.index("pixel_format") + 1
+_entry_frame = FrameMeta.FIELDS.mapper(
+    (*FrameMeta.FIELDS.names[:_DTYPE_AT], ("dtype", "uint8"), *FrameMeta.FIELDS.names[_DTYPE_AT:])
+)
 
 
 def batch_name(fields: Mapping[Any, Any]) -> str | None:
@@ -367,59 +313,51 @@ def decode_batch_entry(fields: dict[bytes, bytes]) -> tuple[dict[str, Any], list
     try:
         meta = msgpack.unpackb(fields[b"meta"], raw=False)
         frames = [
-            (
-                FrameMeta(
-                    camera=m["camera"],
-                    seq=m["seq"],
-                    pts=m["pts"],
-                    capture_ts=m["capture_ts"],
-                    validated_ts=m["validated_ts"],
-                    width=m["width"],
-                    height=m["height"],
-                    encoding=m["encoding"],
-                    pixel_format=m["pixel_format"],
-                    shape=tuple(m["shape"]),
-                    metrics=m["metrics"],
-                ),
-                fields[f"f{index}".encode()],
-            )
+            (FrameMeta.FIELDS.from_map(m), fields[f"f{index}".encode()])
             for index, m in enumerate(meta["frames"])
         ]
-    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+    except (WireError, KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
         raise WireError(f"malformed batch entry: {exc}") from exc
     return meta, frames
 
 
 def encode_qc_entry(verdict: Verdict) -> dict[str, Any]:
     """A failed frame in the QC stream: flat string fields, readable with redis-cli."""
-    frame = verdict.frame
-    fields: dict[str, Any] = {
-        "v": str(BATCH_FORMAT_VERSION),
-        "camera": frame.camera,
-        "seq": frame.seq,
-        "pts": "" if frame.pts is None else repr(frame.pts),
-        "capture_ts": repr(frame.capture_ts),
-        "width": frame.width,
-        "height": frame.height,
-        "reasons": ",".join(verdict.reasons),
-    }
+    fields: dict[str, Any] = {"v": str(BATCH_FORMAT_VERSION)}
+    for name in QC_FRAME_FIELDS:
+        fields[name] = _redis_text(getattr(verdict.frame, name))
+    fields["reasons"] = ",".join(verdict.reasons)
     for name, value in verdict.metrics.items():
         fields[f"metric.{name}"] = repr(float(value))
     return fields
 
 
+# A failed frame's entry names what a written frame's metadata would, as far as its FrameRef
+# knows it: FrameRef's fields in FrameMeta's order (camera, seq, pts, capture_ts, width, height).
+QC_FRAME_FIELDS = tuple(name for name in FrameMeta.FIELDS.names if name in FrameRef.FIELDS.names)
+
+
+def _redis_text(value: Any) -> Any:
+    """A field as redis-cli shows it: floats by repr (all their digits), None as ""."""
+    if value is None:
+        return ""
+    return repr(value) if isinstance(value, float) else value
+
+
 # ---- Tap messages ---------------------------------------------------------------------------
 
 TAP_FORMAT_VERSION = 1
-TAP_PAYLOADS = ("meta", "jpeg", "raw")
 
 
+@_frame_message
 @dataclass(frozen=True, slots=True)
-class TapFrame:
+class TapFrame(_FrameMessage):
     """Header of one tap message: [camera id, header (msgpack map), payload].
 
     A map rather than an array so that plain subscribers read it by name; `v` is the format
-    version. Keys may be added within a version; removing or changing one bumps `v`.
+    version. Keys may be added within a version; removing or changing one bumps `v`. The
+    frame's fields are its FrameMeta's; `pixel_format` and `shape` describe the tap's payload
+    (None for "meta", which has no pixels).
     """
 
     camera: str
@@ -429,29 +367,22 @@ class TapFrame:
     validated_ts: float
     width: int
     height: int
-    payload: str  # "meta" (no pixels), "jpeg" (a JPEG file) or "raw" (I420 bytes)
-    pixel_format: str | None  # what the payload decodes to: raw "yuv420p", jpeg "bgr24", meta None
-    shape: tuple[int, ...] | None  # numpy shape of the decoded payload; None for meta
+    payload: str
+    pixel_format: str | None
+    shape: tuple[int, ...] | None
     metrics: dict[str, float]
 
+    @classmethod
+    def of(
+        cls, meta: FrameMeta, payload: str, pixel_format: str | None, shape: tuple[int, ...] | None
+    ) -> TapFrame:
+        """The header of a frame on its way to Redis (`meta`), with a payload of its own."""
+        own: dict[str, Any] = {"payload": payload, "pixel_format": pixel_format, "shape": shape}
+        shared = FrameMeta.FIELDS.as_dict(meta)
+        return cls(**{name: own[name] if name in own else shared[name] for name in cls.FIELDS.names})
+
     def encode(self) -> bytes:
-        return msgpack.packb(
-            {
-                "v": TAP_FORMAT_VERSION,
-                "camera": self.camera,
-                "seq": self.seq,
-                "pts": self.pts,
-                "capture_ts": self.capture_ts,
-                "validated_ts": self.validated_ts,
-                "width": self.width,
-                "height": self.height,
-                "payload": self.payload,
-                "pixel_format": self.pixel_format,
-                "shape": None if self.shape is None else list(self.shape),
-                "metrics": self.metrics,
-            },
-            use_bin_type=True,
-        )
+        return msgpack.packb(_tap_header(self), use_bin_type=True)
 
     @classmethod
     def decode(cls, data: bytes) -> TapFrame:
@@ -467,24 +398,9 @@ class TapFrame:
         if values.get("v") != TAP_FORMAT_VERSION:
             raise WireError(f"tap format {values.get('v')!r}, this zstream reads {TAP_FORMAT_VERSION}")
         try:
-            frame = cls(
-                camera=values["camera"],
-                seq=values["seq"],
-                pts=values["pts"],
-                capture_ts=float(values["capture_ts"]),
-                validated_ts=float(values["validated_ts"]),
-                width=values["width"],
-                height=values["height"],
-                payload=values["payload"],
-                pixel_format=values["pixel_format"],
-                shape=None if values["shape"] is None else tuple(values["shape"]),
-                metrics=dict(values["metrics"]),
-            )
+            return cls.FIELDS.from_map(values)
         except (KeyError, TypeError, ValueError) as exc:
             raise WireError(f"malformed tap header: {exc}") from exc
-        _expect(frame.camera, str, "camera")
-        for name in ("seq", "width", "height"):
-            _expect(getattr(frame, name), int, name)
-        if frame.payload not in TAP_PAYLOADS:
-            raise WireError(f"unknown tap payload {frame.payload!r}")
-        return frame
+
+
+_tap_header = TapFrame.FIELDS.mapper((("v", TAP_FORMAT_VERSION), *TapFrame.FIELDS.names))
