@@ -156,8 +156,11 @@ def test_skip_loop_filter_benchmark_quick_run_measures_speed_and_quality() -> No
 
 
 def test_scale_benchmark_flat_out_quick_run_measures_throughput_against_the_ceiling(tmp_path: Path) -> None:
-    result = run_script("bench_scale.py", "--quick", "--flat-out", "--out", str(tmp_path), timeout=180)
+    result = run_script(
+        "bench_scale.py", "--quick", "--flat-out", "--key-phases", "2", "--out", str(tmp_path), timeout=180
+    )
     assert "read flat out (realtime = false)" in result.stdout
+    assert "the cameras' key frames spread over 2 phases" in result.stdout
     # Flat out the files are read faster than real time: more than the 10 fps a camera plays.
     row = json.loads((tmp_path / "scale-flat-out-quick.json").read_text())["steps"][0]
     assert row["decoded"] > 100 and row["of_ceiling"] > 0 and not row["dropped"], row
@@ -193,7 +196,8 @@ def test_stage_ceiling_benchmark_quick_run_measures_every_stage_and_the_batcher_
     result = run_script("bench_stages.py", "--quick", timeout=240)
     rows = dict(re.findall(r"\| ([^|]+?) \| ([\d.]+) \| [\d,]+ \| [^|]+ \|", result.stdout))
     for stage in (
-        "capture: PyAV decode + copy into the ring",
+        "capture: PyAV decode + copy into the ring of the frames sent",
+        'capture: PyAV decode + copy of every frame (frames = "all")',
         'validate (frames = "all")',
         "batch (the single writer)",
     ):
