@@ -57,6 +57,7 @@ from zstream.core.planes import i420_planes  # noqa: E402
 from zstream.core.ring import Ring, ring_path  # noqa: E402
 from zstream.core.wire import FrameMeta, FrameRef, Output, encode  # noqa: E402
 from zstream.pixels import jpeg_encode, scale_i420  # noqa: E402
+from zstream.quality import CameraQuality, Thresholds  # noqa: E402
 from zstream.rate import FpsCap  # noqa: E402
 from zstream.rundir import make_private_dir, write_pipeline  # noqa: E402
 from zstream.stats import Counters  # noqa: E402
@@ -302,6 +303,30 @@ def batch_ceiling(frames: list[np.ndarray], messages: int) -> tuple[float, float
     return spent * 1000 / messages, messages / elapsed, redis_spent * 1000 / messages, payload
 
 
+def necessary_ms(frames: list[np.ndarray], rounds: int) -> tuple[float, float, float]:
+    """CPU ms per decoded frame of the work default settings cannot do without, done bare on the
+    frames the output rate sends: the quality measure, and the scaling and JPEG of the output
+    (no ring, no copy, no message, no Redis). Returned as (measure, scale, JPEG)."""
+    quality = CameraQuality(Thresholds())
+    sent = FpsCap(BatcherSettings().output_fps)
+    spent = [0.0, 0.0, 0.0]
+    for index in range(rounds * len(frames)):
+        if not sent.admit(index / 10):
+            continue
+        planes = i420_planes(frames[index % len(frames)], WIDTH, HEIGHT)
+        marks = [time.thread_time()]
+        quality.assess(planes[0], index / 10)
+        marks.append(time.thread_time())
+        scaled = scale_i420(*planes, OUT_WIDTH, OUT_HEIGHT)
+        marks.append(time.thread_time())
+        jpeg_encode(*scaled, BatcherSettings().jpeg_quality)
+        marks.append(time.thread_time())
+        for part in range(3):
+            spent[part] += marks[part + 1] - marks[part]
+    measure, scale, jpeg = (1000 * seconds / (rounds * len(frames)) for seconds in spent)
+    return measure, scale, jpeg
+
+
 def scale_planes(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return scale_i420(*i420_planes(frame, WIDTH, HEIGHT), OUT_WIDTH, OUT_HEIGHT)
 
@@ -324,6 +349,7 @@ def main() -> None:
         ffmpeg = ffmpeg_ms(clip, passes)
         per_decoded, per_sent, sent = validate_ms(frames, "output", rounds)
         all_decoded, _, _ = validate_ms(frames, "all", rounds)
+        measure, scale, jpeg = necessary_ms(frames, rounds)
         batch_ms, batch_fps, redis_ms, payload = batch_ceiling(frames, messages)
         effect = qc_effect(60 if args.quick else 240)
     finally:
@@ -353,6 +379,13 @@ def main() -> None:
     )
     print(f"{redis_ms:.3f} ms per frame)")
     print(f"work beyond decoding, stages measured alone: {beyond:.3f} ms per decoded frame")
+    floor = measure + scale + jpeg
+    print(
+        f"of it, what default settings cannot do without, done bare: {floor:.3f} ms per decoded frame "
+        f"(quality measure {measure:.3f}, scaling {scale:.3f}, range expansion and JPEG {jpeg:.3f}, "
+        f"on the frames sent): with nothing else, no pipeline gets past {ffmpeg / (ffmpeg + floor):.2f} "
+        "of the ffmpeg ceiling on this clip"
+    )
     share = sent / (rounds * len(frames))
     print("\nA model, not a measurement: N cores, the clip's cameras flat out, each stage at its ceiling")
     print("above (capture = PyAV decode + copy; validation per decoded frame; the one batcher per")
