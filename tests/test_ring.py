@@ -139,6 +139,23 @@ def test_a_restarted_writer_resumes_after_the_last_frame_given_a_seq_written_or_
     assert again.resume_point() == ResumePoint(4, 0.5, 0.5)
 
 
+def test_a_writer_killed_half_way_through_a_step_still_leaves_a_resume_point(ring_file: Path) -> None:
+    """kill -9 between two header writes: each half-updated state names where to resume."""
+    ring = Ring.create(ring_file, slots=3, capacity=i420_size(32, 32))
+    ring.pass_over(pts=0.1, position=0.1)
+    # Passing over: the note is written, next_seq is not yet.
+    ring._header["passed_seq"], ring._header["passed_pts"], ring._header["passed_position"] = 2, 0.2, 0.2
+    assert ring.resume_point() == ResumePoint(1, 0.2, 0.2)  # after the frame never counted
+    ring.pass_over(pts=0.2, position=0.2)  # what a restarted writer does with the next frame
+    assert ring.next_seq == 2
+    # Committing: next_seq is counted, writes is not yet.
+    claimed = ring.claim(32, 32, drop_newest=False)
+    assert claimed is not None
+    ring.commit(claimed, pts=0.3, capture_ts=1000.3, position=0.3)
+    ring._header["writes"] = int(ring._header["writes"]) - 1
+    assert ring.resume_point() == ResumePoint(2, 0.3, 0.3)
+
+
 def test_bad_references_and_oversized_frames_are_refused(ring_file: Path) -> None:
     ring = Ring.create(ring_file, slots=2, capacity=i420_size(32, 32))
     for bad_slot in (-1, 2, 10**9):

@@ -163,8 +163,8 @@ class CameraThread(threading.Thread):
     def follow_output_rate(self, topology: Topology) -> None:
         """Pass over, before the ring, the frames the camera's output rate will not send, when
         validation measures only the frames it sends (`validation.frames = "output"`): nobody
-        would read them, so they are neither copied nor announced. Validation applies the same
-        rate to what arrives and lets all of it through (the same FpsCap on the same times)."""
+        would read them, so they are neither copied nor announced. This is where that rate is
+        applied then: validation sends on every frame that arrives."""
         fps = topology.output_fps_for(self.camera) if topology.validation.frames == "output" else 0.0
         if (self._unsent.fps if self._unsent else 0.0) != fps:
             self._unsent = FpsCap(fps) if fps else None  # replaced whole: the camera thread reads it

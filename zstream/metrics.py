@@ -57,7 +57,11 @@ CAMERA_STATES = (STARTING, *(state.value for state in CameraState))
 # Per-camera frame counters: (counter metric, Prometheus name without prefix and _total, help).
 FRAME_COUNTERS = (
     (Metric.RECEIVED, "frames_received", "Frames the camera sent, before the fps cap."),
-    (Metric.CAPTURED, "frames_captured", "Frames written into the camera's shared-memory ring."),
+    (
+        Metric.CAPTURED,
+        "frames_captured",
+        "Frames given a seq: written into the camera's ring, or passed over for the output rate.",
+    ),
     (Metric.VALIDATED, "frames_validated", "Frames measured by validation, passed or failed."),
     (Metric.REJECTED, "frames_rejected", "Frames that failed quality control (sent to the QC stream)."),
     (Metric.WRITTEN, "frames_written", "Frames written to the Redis batch stream."),

@@ -196,12 +196,13 @@ BEFORE_CAPTURE = frozenset({"capture:too_large", "capture:ring_full", "capture:s
 
 
 def books(counts: dict[CounterKey, int], committed: int, camera: str) -> dict[str, int]:
-    """Where every frame captured into a camera's ring went; the parts add up to `captured`.
+    """Where every frame a camera captured went; the parts add up to `captured`.
 
-    `committed` is the ring's own count of frames written into it: it lives in shared memory,
-    so it survives any crash. Every such frame was written (to the batch stream, or to the QC
-    stream when it failed), left out by the output rate (skipped), or dropped after capture with
-    a reason; the rest are `lost`: in flight while the pipeline runs, lost in a crash after a drain.
+    `committed` is the ring's own count of the frames it gave a seq (written into a slot, or
+    passed over for the output rate: Ring.pass_over): it lives in shared memory, so it survives
+    any crash. Every such frame was written (to the batch stream, or to the QC stream when it
+    failed), left out by the output rate (skipped), or dropped after capture with a reason; the
+    rest are `lost`: in flight while the pipeline runs, lost in a crash after a drain.
     """
     parts = {
         Metric.CAPTURED: committed,

@@ -59,7 +59,7 @@ class CameraStatus(Rates):
     stalls: int
     quality: Quality
     dropped: dict[str, int]  # by "stage:reason"
-    committed: int  # frames written into its ring, ever
+    committed: int  # frames its ring gave a seq, ever (written into it or passed over)
     in_flight: int
     unaccounted: int
 

@@ -426,7 +426,7 @@ class Supervisor:
             replace_file(self.run_dir.path / ENDPOINTS_FILE, json.dumps(self.endpoints))
 
     def _committed(self, camera_id: str) -> int:
-        """Frames the camera's capture wrote into its ring, ever (from the ring's header)."""
+        """Frames the camera's capture gave a seq, ever (from the ring's header)."""
         ring = self.rings.get(camera_id)
         return ring.next_seq if ring is not None else 0
 

@@ -3,10 +3,10 @@ and encode the frames that passed for Redis.
 
 Every camera is routed to one validation worker (see topology.Placement), so its frames
 stay in order and its per-camera state lives in one process. The camera's output rate
-picks the frames that go on to Redis; the others are released here, counted as skipped
-(output_rate), unmeasured. By default (`validation.frames = "output"`) capture has passed them
-over already and only the frames sent on arrive; "all" measures every frame (README "Which
-frames are measured"). A frame that failed goes to the batcher as a
+picks the frames that go on to Redis. By default (`validation.frames = "output"`) capture has
+passed over the others and only the frames sent on arrive; with "all" every frame arrives and
+is measured, and those the output rate does not send are released here, counted as skipped
+(output_rate) (README "Which frames are measured"). A frame that failed goes to the batcher as a
 Verdict (for the QC stream); one that passed is scaled and encoded here (zstream.output),
 where N workers share that work, and goes as an Output. Either way its slot is released
 here: the batcher never reads shared memory.
@@ -54,7 +54,7 @@ class Validator(MessageIntake):
         # Per-camera state (frozen detection, the camera's norm) is correct here because each
         # camera is routed to exactly one validation worker, which sees its frames in order.
         self._quality: dict[str, CameraQuality] = {}
-        self._output: dict[str, FpsCap] = {}  # per camera: which frames go on to Redis
+        self._output: dict[str, FpsCap] = {}  # frames = "all": which frames go on to Redis
         self.encoder = Encoder(topology)
         self.tap_interest = TapInterest(Path(topology.run_dir))
         self.tap_share = TimeShare()
@@ -132,10 +132,10 @@ class Validator(MessageIntake):
         # Stream time when there is one: a file read faster than real time freezes in stream
         # seconds, not wall-clock ones. (Time going back, on a restart, resets the state.)
         t = ref.pts if ref.pts is not None else ref.capture_ts
-        sent = self._output[ref.camera].admit(t)
-        if not sent and not self.every_frame:
-            self.counters.add(Metric.SKIPPED, ref.camera, SkipReason.OUTPUT_RATE)
-            return None
+        # With frames = "output", capture has passed over the frames the output rate will not
+        # send (CameraThread.follow_output_rate) and what arrives goes on: deciding again here
+        # would turn away frames capture chose, once it had dropped one it chose before them.
+        sent = not self.every_frame or self._output[ref.camera].admit(t)
         assessment = quality.assess(ring.planes(ref.slot)[0], t)
         if not ring.is_current(ref.slot, ref.generation):  # rewritten while we measured
             raise _Overwritten

@@ -51,7 +51,7 @@ def _seconds(value: Any, name: str) -> float:
 def _shape(value: Any, name: str) -> tuple[int, ...]:
     if type(value) is not list:
         raise WireError(f"field {name!r} has type {type(value).__name__}")
-    return tuple(int(n) for n in value)
+    return tuple(_index(n, f"{name}[{i}]") for i, n in enumerate(value))
 
 
 def _metrics(value: Any, name: str) -> dict[str, float]:

@@ -278,20 +278,24 @@ class Ring:
 
     def resume_point(self) -> ResumePoint | None:
         """The last frame given a seq, written or passed over, when what it was is known: where a
-        restarted capture worker resumes a recording (the slot being filled when a writer died
-        is not it)."""
+        restarted capture worker resumes a recording. A writer killed in the middle of a step
+        leaves the header half updated; each such state still names a point:
+        - passing over, between its note and next_seq: the note names the frame after the last
+          seq, never counted nor announced; resuming after it loses nothing the books know of;
+        - committing, between next_seq and writes: the frame is in the slot `writes` points at;
+        - writing a slot (odd generation, nothing counted): the frame before it, played again."""
         last = self.next_seq - 1
-        if last < 0:
-            return None
-        if int(self._header["passed_seq"]) == last + 1:
+        passed = int(self._header["passed_seq"]) - 1
+        if passed >= 0 and passed in (last, last + 1):
             pts, position = float(self._header["passed_pts"]), float(self._header["passed_position"])
-            return ResumePoint(last, _number(pts), _number(position))
+            return ResumePoint(passed, _number(pts), _number(position))
         writes = int(self._header["writes"])
-        if not writes:
-            return None
-        info = self.info((writes - 1) % self.slots)
-        complete = info.generation >= 2 and info.generation % 2 == 0
-        return ResumePoint(info.seq, info.pts, info.position) if complete and info.seq == last else None
+        for slot in (writes - 1, writes):
+            info = self.info(slot % self.slots)
+            complete = info.generation >= 2 and info.generation % 2 == 0
+            if complete and info.seq == last >= 0:
+                return ResumePoint(info.seq, info.pts, info.position)
+        return None
 
     def frames_in_flight(self, reclaim_after_s: float = 5.0) -> int:
         """Frames written and not yet released by the batcher: this camera's queue through

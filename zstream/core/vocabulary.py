@@ -15,7 +15,7 @@ class Metric(enum.StrEnum):
     """The name of a counter: a worker counts (metric, camera, reason) (see zstream.stats.Counters)."""
 
     RECEIVED = "received"  # frames the camera sent, before the fps cap
-    CAPTURED = "captured"  # written into the camera's ring
+    CAPTURED = "captured"  # given a seq: written into the camera's ring, or passed over (output rate)
     VALIDATED = "validated"  # a verdict left validation
     REJECTED = "rejected"  # of them, frames that failed quality control
     FAILED = "failed"  # quality failures (reason: each failure of a rejected frame)
