@@ -112,10 +112,9 @@ class Verdict:
         )
 
 
-@_frame_message
 @dataclass(frozen=True, slots=True)
-class FrameMeta(_FrameMessage):
-    """Metadata of one frame inside a batch entry; `data` is its pixel payload."""
+class _ValidatedFrame(_FrameMessage):
+    """The fields of a validated frame wherever it goes (a batch entry, the tap), first in each."""
 
     camera: str
     seq: int
@@ -124,6 +123,13 @@ class FrameMeta(_FrameMessage):
     validated_ts: float
     width: int
     height: int
+
+
+@_frame_message
+@dataclass(frozen=True, slots=True)
+class FrameMeta(_ValidatedFrame):
+    """Metadata of one frame inside a batch entry; `data` is its pixel payload."""
+
     encoding: str
     pixel_format: str
     shape: tuple[int, ...]
@@ -351,7 +357,7 @@ TAP_FORMAT_VERSION = 1
 
 @_frame_message
 @dataclass(frozen=True, slots=True)
-class TapFrame(_FrameMessage):
+class TapFrame(_ValidatedFrame):
     """Header of one tap message: [camera id, header (msgpack map), payload].
 
     A map rather than an array so that plain subscribers read it by name; `v` is the format
@@ -360,13 +366,6 @@ class TapFrame(_FrameMessage):
     (None for "meta", which has no pixels).
     """
 
-    camera: str
-    seq: int
-    pts: float | None
-    capture_ts: float
-    validated_ts: float
-    width: int
-    height: int
     payload: str
     pixel_format: str | None
     shape: tuple[int, ...] | None
